@@ -1,0 +1,115 @@
+"""One exception tree for the whole gateway, mapped to the wire contract's error codes.
+
+    GatewayError                      code            dead-lettered
+    ├── InvalidRequestError           invalid_request      yes
+    │   └── UnknownUpstreamError      unknown_upstream     yes
+    ├── PayloadTooLargeError          payload_too_large    yes
+    ├── DeadlineExceededError         deadline_exceeded    yes (never sent upstream)
+    ├── UpstreamError                                      no  (transient, the upstream's fault)
+    │   ├── UpstreamTimeoutError      timeout
+    │   ├── UpstreamUnavailableError  upstream_unavailable
+    │   ├── CircuitOpenError          circuit_open
+    │   └── PoolExhaustedError        pool_exhausted
+    ├── RateLimitedError              rate_limited         no
+    ├── ConfigError                   (start-up only, never on the wire)
+    ├── CertificateError              (certs; mapped to upstream_unavailable when hit on a call)
+    └── InternalError                 internal             yes
+
+Foreign exceptions never cross a layer: each boundary maps them with ``raise X(...) from exc``.
+``dead_letter`` says whether the original delivery is copied to the dead-letter queue besides
+being answered: bad input (and anything we could not process at all) is, upstream trouble is not.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+ErrorCode = Literal[
+    "invalid_request",
+    "unknown_upstream",
+    "payload_too_large",
+    "deadline_exceeded",
+    "timeout",
+    "upstream_unavailable",
+    "circuit_open",
+    "pool_exhausted",
+    "rate_limited",
+    "internal",
+]
+
+ERROR_CODES: tuple[ErrorCode, ...] = ErrorCode.__args__  # type: ignore[attr-defined]  # Literal exposes its members here
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+    code: ClassVar[ErrorCode] = "internal"
+    dead_letter: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def header_value(self) -> str:
+        """The value of the ``x-cmn-error`` header on a dead-lettered message."""
+        return f"{self.code}: {self.message}"
+
+
+class InvalidRequestError(GatewayError):
+    code = "invalid_request"
+    dead_letter = True
+
+
+class UnknownUpstreamError(InvalidRequestError):
+    code = "unknown_upstream"
+
+
+class PayloadTooLargeError(GatewayError):
+    code = "payload_too_large"
+    dead_letter = True
+
+
+class DeadlineExceededError(GatewayError):
+    code = "deadline_exceeded"
+    dead_letter = True
+
+
+class UpstreamError(GatewayError):
+    """The upstream could not give an answer; transient by nature."""
+
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeoutError(UpstreamError):
+    code = "timeout"
+
+
+class UpstreamUnavailableError(UpstreamError):
+    code = "upstream_unavailable"
+
+
+class CircuitOpenError(UpstreamError):
+    code = "circuit_open"
+
+
+class PoolExhaustedError(UpstreamError):
+    code = "pool_exhausted"
+
+
+class RateLimitedError(GatewayError):
+    code = "rate_limited"
+
+
+class ConfigError(GatewayError):
+    """Bad configuration; stops start-up with one message naming the field."""
+
+
+class CertificateError(GatewayError):
+    """A certificate could not be loaded, validated or used."""
+
+    code = "upstream_unavailable"
+
+
+class InternalError(GatewayError):
+    code = "internal"
+    dead_letter = True

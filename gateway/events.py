@@ -1,0 +1,180 @@
+"""Typed, frozen events the core emits. Observers (metrics, logs, the cmn.telemetry stream) consume them.
+
+The core never imports Prometheus or OpenTelemetry: it calls ``Observer.on_event`` and whoever was
+wired in by ``app.py`` reacts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """One request envelope answered (successfully or with an error reply)."""
+
+    type = "request.completed"
+    request_id: str
+    upstream: str
+    method: str
+    status_code: int | None
+    duration: float  # seconds, end to end inside the gateway
+    error_code: str | None = None
+    attempts: int = 0
+    upstream_duration: float | None = None
+    transport: str | None = None
+    tenant: str | None = None
+    endpoint: str | None = None
+    dead_lettered: bool = False
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerStateChanged:
+    type = "breaker.state_changed"
+    upstream: str
+    endpoint: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointEjected:
+    type = "endpoint.ejected"
+    upstream: str
+    endpoint: str
+    duration: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointRestored:
+    type = "endpoint.restored"
+    upstream: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAttempted:
+    type = "upstream.retry"
+    upstream: str
+    endpoint: str
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetExhausted:
+    type = "upstream.retry_budget_exhausted"
+    upstream: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    type = "ratelimit.rejected"
+    upstream: str
+    tenant: str | None
+    scope: str  # "upstream" | "tenant"
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitBackendFallback:
+    type = "ratelimit.backend_fallback"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRenewed:
+    type = "certificate.renewed"
+    name: str
+    source: str
+    version: str
+    not_after: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRenewalFailed:
+    type = "certificate.renewal_failed"
+    name: str
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeadLettered:
+    type = "message.dead_lettered"
+    transport: str
+    error_code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Periodic snapshot of one endpoint's pool (emitted by the pool, consumed by metrics)."""
+
+    type = "pool.stats"
+    upstream: str
+    endpoint: str
+    in_use: int
+    idle: int
+    waiting: int
+
+
+Event = (
+    RequestCompleted
+    | BreakerStateChanged
+    | EndpointEjected
+    | EndpointRestored
+    | RetryAttempted
+    | RetryBudgetExhausted
+    | RateLimited
+    | RateLimitBackendFallback
+    | CertificateRenewed
+    | CertificateRenewalFailed
+    | MessageDeadLettered
+    | PoolStats
+)
+
+
+class Observer(Protocol):
+    def on_event(self, event: Event) -> None:
+        """Called synchronously on the event loop; must not block or raise."""
+        ...
+
+
+@dataclass(slots=True)
+class ObserverGroup:
+    """Fans one event out to several observers; a failing observer never breaks the caller."""
+
+    observers: list[Observer] = field(default_factory=list)
+
+    def on_event(self, event: Event) -> None:
+        for observer in self.observers:
+            try:
+                observer.on_event(event)
+            except Exception:  # noqa: BLE001 - an observer bug must not fail a request
+                pass
+
+    def add(self, observer: Observer) -> None:
+        self.observers.append(observer)
+
+
+class NullObserver:
+    __slots__ = ()
+
+    def on_event(self, event: Event) -> None:
+        return None
+
+
+class RecordingObserver:
+    """Keeps every event; for tests and for ``cmn demo``."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of_type(self, kind: type[Event]) -> list[Event]:  # type: ignore[valid-type]  # union alias
+        return [e for e in self.events if isinstance(e, kind)]
