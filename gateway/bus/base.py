@@ -1,0 +1,85 @@
+"""The broker-neutral message types and the Transport protocol. Broker libraries are imported only in bus/."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+REQUESTS = "cmn.requests"
+TELEMETRY = "cmn.telemetry"
+DEAD_LETTERS = "cmn.requests.dlq"
+ERROR_HEADER = "x-cmn-error"
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One request message as it arrived, whichever broker carried it.
+
+    ``token`` is the transport's own handle for settling the message (an aio-pika message,
+    a Kafka (partition, offset) pair); nothing outside the transport looks inside it.
+    """
+
+    body: bytes
+    content_type: str
+    reply_to: str | None
+    correlation_id: str | None
+    headers: Mapping[str, str]
+    transport: str
+    timestamp_ms: int | None = None  # broker timestamp (Kafka record timestamp), epoch ms
+    redelivered: bool = False
+    token: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """A reply (or telemetry event) ready to publish."""
+
+    destination: str  # reply queue / topic
+    body: bytes
+    content_type: str
+    correlation_id: str | None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    key: bytes | None = None  # Kafka record key
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+class Transport(Protocol):
+    """What the worker and pipeline need from a broker.
+
+    Every ``publish*`` returns only once the broker confirmed the message (publisher
+    confirms on RabbitMQ, acks=all on Kafka); ``settle`` acknowledges the request
+    (RabbitMQ ack; on Kafka the offset is committed once every earlier offset of the
+    partition is settled too). Connection loss is handled inside: the transport reconnects
+    and carries on; unsettled deliveries come again (at least once).
+    """
+
+    name: str
+
+    async def start(self, handler: Handler) -> None:
+        """Connect, declare topology, and start calling ``handler`` for each request,
+        at most ``max_in_flight`` at a time (back-pressure: prefetch / pause-resume)."""
+        ...
+
+    async def publish(self, message: OutboundMessage) -> None: ...
+
+    async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None: ...
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Copy the original bytes and headers to the dead-letter queue/topic with ``x-cmn-error``."""
+        ...
+
+    async def settle(self, delivery: Delivery) -> None: ...
+
+    async def drain(self) -> None:
+        """Stop consuming, wait for every handler in flight to finish, settle, commit."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    @property
+    def ready(self) -> bool:
+        """Connected and consuming (for /readyz)."""
+        ...
