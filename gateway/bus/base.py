@@ -83,3 +83,49 @@ class Transport(Protocol):
     def ready(self) -> bool:
         """Connected and consuming (for /readyz)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyMessage:
+    """A reply as the requester side receives it."""
+
+    body: bytes
+    content_type: str
+    correlation_id: str | None
+    headers: Mapping[str, str]
+
+
+ReplyCallback = Callable[[ReplyMessage], None]
+
+
+class Requester(Protocol):
+    """The client side of the bus, used by ``gateway.client.GatewayClient``.
+
+    ``start`` sets up the requester's own reply address (RabbitMQ direct reply-to or an
+    exclusive queue; a reply topic of its own on Kafka) and calls ``on_reply`` for every
+    reply that arrives there.
+    """
+
+    name: str
+
+    async def start(self, on_reply: ReplyCallback) -> None: ...
+
+    async def send(
+        self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]
+    ) -> None:
+        """Publish one request to ``cmn.requests`` with this requester's reply address (confirmed)."""
+        ...
+
+    def telemetry(self, *, from_beginning: bool = False) -> TelemetryStream: ...
+
+    async def aclose(self) -> None: ...
+
+
+class TelemetryStream(Protocol):
+    """Async iterator over raw telemetry event bodies (JSON) from ``cmn.telemetry``."""
+
+    def __aiter__(self) -> TelemetryStream: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
