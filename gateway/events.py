@@ -11,6 +11,14 @@ from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class RequestReceived:
+    """A request message was taken off the bus (in-flight starts)."""
+
+    type = "request.received"
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
 class RequestCompleted:
     """One request envelope answered (successfully or with an error reply)."""
 
@@ -122,7 +130,8 @@ class PoolStats:
 
 
 Event = (
-    RequestCompleted
+    RequestReceived
+    | RequestCompleted
     | BreakerStateChanged
     | EndpointEjected
     | EndpointRestored
