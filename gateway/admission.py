@@ -1,0 +1,82 @@
+"""Decisions made before any network I/O: the request's deadline and its outbound shape."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.clock import Clock, Deadline
+from gateway.envelope.codec import request_json_body
+from gateway.envelope.models import RequestEnvelope
+from gateway.errors import DeadlineExceededError, PayloadTooLargeError, UnknownUpstreamError
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus the ones the HTTP client computes itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    deadline: Deadline
+    body: bytes | None
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """Turns a decoded envelope into an admitted request, or refuses it with a wire error."""
+
+    clock: Clock
+    default_timeout: float
+    max_request_bytes: int
+
+    def admit(
+        self, envelope: RequestEnvelope, *, known: bool, arrived_at: float, broker_timestamp_ms: int | None
+    ) -> Admitted:
+        """``arrived_at`` is the monotonic instant the message reached the gateway."""
+        if not known:
+            raise UnknownUpstreamError(f"upstream {envelope.upstream!r} is not configured")
+        deadline = self.deadline(envelope, arrived_at=arrived_at, broker_timestamp_ms=broker_timestamp_ms)
+        if deadline.expired(self.clock):
+            late_ms = -deadline.remaining(self.clock) * 1000
+            raise DeadlineExceededError(f"request expired {late_ms:.0f} ms before it could be sent")
+        body = request_json_body(envelope)
+        if body is not None and len(body) > self.max_request_bytes:
+            raise PayloadTooLargeError(f"request body is {len(body)} bytes, over {self.max_request_bytes}")
+        return Admitted(deadline, body, outbound_headers(envelope.headers, json_body=envelope.has_json))
+
+    def deadline(
+        self, envelope: RequestEnvelope, *, arrived_at: float, broker_timestamp_ms: int | None
+    ) -> Deadline:
+        """The budget counts from publication (sent_at, else broker timestamp, else arrival)."""
+        budget = envelope.timeout_ms / 1000 if envelope.timeout_ms else self.default_timeout
+        published_ms = envelope.sent_at if envelope.sent_at is not None else broker_timestamp_ms
+        if published_ms is not None:
+            # Publication can't be after arrival: a requester clock running ahead must not extend the budget.
+            start = min(Deadline.from_epoch_ms(self.clock, published_ms).at, arrived_at)
+        else:
+            start = arrived_at
+        deadline = Deadline(start + budget)
+        if envelope.deadline is not None:
+            deadline = deadline.earliest(Deadline.from_epoch_ms(self.clock, envelope.deadline))
+        return deadline
+
+
+def outbound_headers(headers: Mapping[str, str], *, json_body: bool) -> dict[str, str]:
+    out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+    if json_body and not any(k.lower() == "content-type" for k in out):
+        out["Content-Type"] = "application/json"
+    return out

@@ -1,0 +1,172 @@
+"""JSON and msgpack codecs for the envelopes. Pure functions, no I/O.
+
+Decoding maps every failure to a wire error (``invalid_request`` / ``payload_too_large``) that carries
+whatever request id could be salvaged, so even unreadable input gets a correlated error reply.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import orjson
+from pydantic import ValidationError
+
+from gateway.envelope.models import RequestEnvelope
+from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_ALIASES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+
+
+def normalise_content_type(content_type: str | None) -> str:
+    """Map a message's content type onto one of the two codecs; unknown types are rejected later."""
+    base = (content_type or JSON).split(";", 1)[0].strip().lower()
+    if base in _MSGPACK_ALIASES:
+        return MSGPACK
+    return JSON if base in ("", JSON, "text/json") else base
+
+
+class DecodeError(InvalidRequestError):
+    """The request could not be decoded; ``request_id`` is what could be salvaged for the reply."""
+
+    def __init__(self, message: str, request_id: str | None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class OversizeError(PayloadTooLargeError):
+    def __init__(self, message: str, request_id: str | None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+def decode_request(raw: bytes, content_type: str, *, max_bytes: int) -> RequestEnvelope:
+    """Bytes off the bus → a validated request envelope, or a DecodeError/OversizeError."""
+    codec = normalise_content_type(content_type)
+    if codec not in (JSON, MSGPACK):
+        raise DecodeError(f"unsupported content type {content_type!r} (use {JSON} or {MSGPACK})", None)
+    try:
+        data = orjson.loads(raw) if codec == JSON else msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (orjson.JSONDecodeError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise DecodeError(f"body is not valid {codec.split('/')[1]}: {exc}", None) from exc
+    except Exception as exc:  # noqa: BLE001 - msgpack raises a zoo of errors on garbage
+        raise DecodeError(f"body is not valid {codec.split('/')[1]}: {exc}", None) from exc
+    if not isinstance(data, dict):
+        raise DecodeError("envelope must be a JSON object / msgpack map", None)
+    request_id = _salvage_id(data)
+    if len(raw) > max_bytes:
+        raise OversizeError(f"request is {len(raw)} bytes, over the {max_bytes}-byte limit", request_id)
+    try:
+        return RequestEnvelope.model_validate(data)
+    except ValidationError as exc:
+        raise DecodeError(_describe(exc), request_id) from exc
+
+
+def salvage_id(raw: bytes, content_type: str) -> str | None:
+    """Best-effort request id from bytes that failed somewhere after decoding."""
+    try:
+        data = orjson.loads(raw) if normalise_content_type(content_type) == JSON else msgpack.unpackb(raw)
+    except Exception:  # noqa: BLE001 - salvage is best effort by definition
+        return None
+    return _salvage_id(data) if isinstance(data, dict) else None
+
+
+def _salvage_id(data: Mapping[Any, Any]) -> str | None:
+    rid = data.get("id")
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "envelope"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    return "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the pipeline knows about one answer before encoding it for the wire."""
+
+    id: str
+    status: int | None = None
+    headers: Mapping[str, str] | None = None
+    body: bytes | None = None
+    body_content_type: str | None = None
+    error: GatewayError | None = None
+    attempts: int = 0
+    duration_ms: float = 0.0
+    upstream: str | None = None
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error.code if self.error is not None else None
+
+
+def encode_reply(reply: Reply, content_type: str) -> bytes:
+    codec = normalise_content_type(content_type)
+    doc = reply_document(reply, binary=codec == MSGPACK)
+    if codec == MSGPACK:
+        return msgpack.packb(doc, use_bin_type=True)  # type: ignore[no-any-return]  # untyped library
+    return orjson.dumps(doc)
+
+
+def reply_document(reply: Reply, *, binary: bool) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": reply.id,
+        "status": reply.status,
+        "headers": dict(reply.headers or {}),
+        "error": None if reply.error is None else {"code": reply.error.code, "message": reply.error.message},
+        "attempts": reply.attempts,
+        "duration_ms": round(reply.duration_ms, 3),
+        "upstream": reply.upstream,
+    }
+    if reply.body is not None:
+        doc.update(_body_fields(reply.body, reply.body_content_type, binary=binary))
+    return doc
+
+
+def _body_fields(body: bytes, content_type: str | None, *, binary: bool) -> dict[str, Any]:
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype == JSON or ctype.endswith("+json"):
+        try:
+            return {"json": orjson.loads(body)} if body else {"body": ""}
+        except orjson.JSONDecodeError:
+            pass  # a server that lies about JSON: fall through to text/bytes
+    if binary:
+        return {"body": body}
+    try:
+        return {"body": body.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"body_b64": base64.b64encode(body).decode("ascii")}
+
+
+def encode_request(envelope: Mapping[str, Any], content_type: str = JSON) -> bytes:
+    """For requesters (the SDK, tests, benchmarks): a request map → wire bytes."""
+    if normalise_content_type(content_type) == MSGPACK:
+        return msgpack.packb(dict(envelope), use_bin_type=True)  # type: ignore[no-any-return]  # untyped library
+    return orjson.dumps(dict(envelope))
+
+
+def decode_reply(raw: bytes, content_type: str) -> dict[str, Any]:
+    """For requesters: reply bytes → the reply map (validated by ReplyEnvelope in the SDK)."""
+    if normalise_content_type(content_type) == MSGPACK:
+        data = msgpack.unpackb(raw, raw=False)
+    else:
+        data = orjson.loads(raw)
+    if not isinstance(data, dict):
+        raise DecodeError("reply is not a map", None)
+    return data
+
+
+def request_json_body(envelope: RequestEnvelope) -> bytes | None:
+    """The outbound body: JSON encoded when the envelope carried ``json``, else the raw body."""
+    if envelope.has_json:
+        return orjson.dumps(envelope.json_)
+    return envelope.body_bytes()

@@ -1,0 +1,199 @@
+"""handle(delivery): decode → admit → forward → encode → publish reply + telemetry → settle.
+
+The one function that owns processing order. Every input gets an answer: bad input is answered
+with an error reply (when a reply address is known) and copied to the dead-letter queue; the
+request is settled only after its reply and telemetry event are confirmed by the broker, so a
+crash anywhere before that means redelivery, never loss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from gateway.admission import Admission
+from gateway.bus.base import Delivery, OutboundMessage, Transport
+from gateway.clock import Clock
+from gateway.envelope.codec import JSON, MSGPACK, DecodeError, OversizeError, Reply, decode_request, encode_reply
+from gateway.envelope.codec import normalise_content_type
+from gateway.envelope.models import RequestEnvelope
+from gateway.errors import GatewayError, InternalError
+from gateway.events import Observer, RequestReceived
+from gateway.telemetry.service import TelemetryService
+from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
+from gateway.dedupe import Deduplicator
+
+log = structlog.get_logger("cmn.pipeline")
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
+class RequestTracer(Protocol):
+    def request_span(
+        self, headers: Mapping[str, str], *, name: str, transport: str, attributes: Mapping[str, str]
+    ) -> AbstractContextManager[None]: ...
+
+    def inject(self, carrier: dict[str, str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    reply: Reply
+    envelope: RequestEnvelope | None
+    endpoint: str | None = None
+    upstream_duration: float | None = None
+
+
+class Pipeline:
+    """Processes deliveries from one transport. Safe to run many ``handle`` calls concurrently."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        forwarder: Forwarder,
+        admission: Admission,
+        telemetry: TelemetryService,
+        observer: Observer,
+        tracer: RequestTracer,
+        clock: Clock,
+        dedupe: Deduplicator,
+        max_request_bytes: int,
+        publish_attempts: int = 5,
+    ) -> None:
+        self._transport = transport
+        self._forwarder = forwarder
+        self._admission = admission
+        self._telemetry = telemetry
+        self._observer = observer
+        self._tracer = tracer
+        self._clock = clock
+        self._dedupe = dedupe
+        self._max_request_bytes = max_request_bytes
+        self._publish_attempts = publish_attempts
+
+    async def handle(self, delivery: Delivery) -> None:
+        arrived = self._clock.monotonic()
+        self._observer.on_event(RequestReceived(delivery.transport))
+        span = self._tracer.request_span(
+            delivery.headers, name="cmn.requests process", transport=delivery.transport, attributes={}
+        )
+        with span:
+            outcome = await self._answer(delivery, arrived)
+            try:
+                await self._deliver(delivery, outcome, arrived)
+            except Exception as exc:  # noqa: BLE001 - broker trouble: leave unsettled, it comes again
+                log.error("reply_not_confirmed", request_id=outcome.reply.id, error=repr(exc))
+                return
+        await self._transport.settle(delivery)
+
+    # -- answering ------------------------------------------------------------------------
+    async def _answer(self, delivery: Delivery, arrived: float) -> Outcome:
+        try:
+            envelope = decode_request(delivery.body, delivery.content_type, max_bytes=self._max_request_bytes)
+        except (DecodeError, OversizeError) as exc:
+            rid = exc.request_id or delivery.correlation_id or ""
+            return Outcome(Reply(id=rid, error=exc, duration_ms=self._ms_since(arrived)), None)
+        try:
+            response = await self._execute(envelope, delivery, arrived)
+        except GatewayError as exc:
+            return self._failed(envelope, exc, arrived)
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one error reply, never the worker
+            log.exception("internal_error", request_id=envelope.id, upstream=envelope.upstream)
+            return self._failed(envelope, InternalError(f"internal error: {type(exc).__name__}"), arrived)
+        reply = Reply(
+            id=envelope.id,
+            status=response.status,
+            headers=response.headers,
+            body=response.body,
+            body_content_type=response.headers.get("Content-Type") or response.headers.get("content-type"),
+            attempts=response.attempts,
+            duration_ms=self._ms_since(arrived),
+            upstream=envelope.upstream,
+        )
+        return Outcome(reply, envelope, response.endpoint, response.upstream_duration)
+
+    async def _execute(self, envelope: RequestEnvelope, delivery: Delivery, arrived: float) -> UpstreamResponse:
+        admitted = self._admission.admit(
+            envelope,
+            known=self._forwarder.knows(envelope.upstream),
+            arrived_at=arrived,
+            broker_timestamp_ms=delivery.timestamp_ms,
+        )
+        trace: dict[str, str] = {}
+        self._tracer.inject(trace)
+        request = OutboundRequest(envelope, admitted.body, admitted.headers, admitted.deadline, trace)
+        return await self._dedupe.run(envelope, lambda: self._forwarder.forward(request))
+
+    def _failed(self, envelope: RequestEnvelope, exc: GatewayError, arrived: float) -> Outcome:
+        reply = Reply(id=envelope.id, error=exc, duration_ms=self._ms_since(arrived), upstream=envelope.upstream)
+        return Outcome(reply, envelope)
+
+    # -- delivering -----------------------------------------------------------------------
+    async def _deliver(self, delivery: Delivery, outcome: Outcome, arrived: float) -> None:
+        reply, envelope = outcome.reply, outcome.envelope
+        codec = normalise_content_type(delivery.content_type)
+        codec = codec if codec in (JSON, MSGPACK) else JSON
+        headers = {k: delivery.headers[k] for k in TRACE_HEADERS if k in delivery.headers}
+        self._tracer.inject(headers)
+        error = reply.error
+        dead_letter = error is not None and error.dead_letter
+        jobs = [self._record(delivery, outcome, arrived, headers, dead_letter)]
+        reply_to = delivery.reply_to or (envelope.reply_to if envelope is not None else None)
+        if reply_to:
+            message = OutboundMessage(
+                destination=reply_to,
+                body=encode_reply(reply, codec),
+                content_type=codec,
+                correlation_id=delivery.correlation_id or reply.id,
+                headers=headers,
+                key=(delivery.correlation_id or reply.id).encode(),
+            )
+            jobs.append(self._retrying(self._transport.publish, message))
+        if dead_letter and error is not None:
+            jobs.append(self._retrying(self._transport.dead_letter, delivery, error.header_value()))
+        await asyncio.gather(*jobs)
+
+    async def _record(
+        self, delivery: Delivery, outcome: Outcome, arrived: float, headers: Mapping[str, str], dead: bool
+    ) -> None:
+        envelope = outcome.envelope
+        upstream = envelope.upstream if envelope is not None else "-"
+        await self._telemetry.record_request(
+            endpoint=outcome.endpoint or upstream,
+            upstream=upstream,
+            method=envelope.method if envelope is not None else "-",
+            status_code=outcome.reply.status,
+            duration=self._clock.monotonic() - arrived,
+            request_id=outcome.reply.id,
+            error_code=outcome.reply.error_code,
+            attempts=outcome.reply.attempts,
+            upstream_duration=outcome.upstream_duration,
+            transport=delivery.transport,
+            tenant=envelope.tenant if envelope is not None else None,
+            dead_lettered=dead,
+            trace_headers=headers,
+            via=self._transport,
+        )
+
+    async def _retrying(self, fn, /, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]  # pass-through
+        """Publishing is retried briefly (a reconnect is usually under way) before giving up unsettled."""
+        for attempt in range(self._publish_attempts):
+            try:
+                await fn(*args, **kwargs)
+                return
+            except Exception:
+                if attempt + 1 == self._publish_attempts:
+                    raise
+                await self._clock.sleep(min(0.1 * 2**attempt, 2.0))
+
+    def _ms_since(self, start: float) -> float:
+        return (self._clock.monotonic() - start) * 1000
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self._transport.name}>"

@@ -1,0 +1,127 @@
+"""Configuration from the environment (and the upstreams YAML file). Read only by app.py and cli.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.errors import ConfigError
+
+KNOWN_ENV_VARS: frozenset[str] = frozenset(
+    {
+        "POOL_SIZE",
+        "CONNECTION_TIMEOUT",
+        "RETRY_ATTEMPTS",
+        "AZURE_VAULT_URL",
+        "AZURE_CLIENT_ID",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_TENANT_ID",
+        "OTLP_ENDPOINT",
+        "OTLP_PROTOCOL",
+        "TRACE_SAMPLING_RATIO",
+        "ENABLE_METRICS",
+        "METRICS_PORT",
+        "AMQP_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_GROUP_ID",
+        "KAFKA_FETCH_MAX_WAIT_MS",
+        "KAFKA_SESSION_TIMEOUT_MS",
+        "CMN_UPSTREAMS_FILE",
+        "REDIS_URL",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "MAX_IN_FLIGHT",
+        "REQUEST_TIMEOUT",
+        "MAX_REQUEST_BYTES",
+        "MAX_RESPONSE_BYTES",
+        "IDEMPOTENCY_TTL",
+        "EMBEDDED_BROKER_PORT",
+        "CMN_INSTANCE",
+    }
+)
+
+
+class Settings(BaseSettings):
+    """Every knob the gateway reads from its environment. Names are the public contract."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # Network settings (the spec's)
+    pool_size: int = Field(10, gt=0, alias="POOL_SIZE", description="Per-endpoint connection maximum.")
+    connection_timeout: float = Field(30.0, gt=0, alias="CONNECTION_TIMEOUT", description="Connect timeout, s.")
+    retry_attempts: int = Field(3, ge=0, le=20, alias="RETRY_ATTEMPTS", description="Retries after the first try.")
+    request_timeout: float = Field(30.0, gt=0, alias="REQUEST_TIMEOUT", description="Default total budget, s.")
+    max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, alias="MAX_REQUEST_BYTES")
+    max_response_bytes: int = Field(10 * 1024 * 1024, gt=0, alias="MAX_RESPONSE_BYTES")
+
+    # Brokers
+    amqp_url: str | None = Field(None, alias="AMQP_URL")
+    kafka_bootstrap_servers: str | None = Field(None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_group_id: str = Field("cmn-gateway", alias="KAFKA_GROUP_ID")
+    kafka_fetch_max_wait_ms: int = Field(5, ge=0, alias="KAFKA_FETCH_MAX_WAIT_MS")
+    kafka_session_timeout_ms: int = Field(10_000, ge=1000, alias="KAFKA_SESSION_TIMEOUT_MS")
+    max_in_flight: int = Field(512, gt=0, alias="MAX_IN_FLIGHT", description="Per worker, per broker.")
+    embedded_broker_port: int = Field(9092, ge=0, le=65535, alias="EMBEDDED_BROKER_PORT")
+
+    # Upstreams, dedupe, shared limits
+    upstreams_file: Path | None = Field(None, alias="CMN_UPSTREAMS_FILE")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    idempotency_ttl: float = Field(300.0, gt=0, alias="IDEMPOTENCY_TTL", description="Dedupe window, s.")
+
+    # Azure Key Vault
+    azure_vault_url: str | None = Field(None, alias="AZURE_VAULT_URL")
+    azure_client_id: str | None = Field(None, alias="AZURE_CLIENT_ID")
+    azure_client_secret: str | None = Field(None, alias="AZURE_CLIENT_SECRET", repr=False)
+    azure_tenant_id: str | None = Field(None, alias="AZURE_TENANT_ID")
+
+    # Monitoring
+    otlp_endpoint: str | None = Field(None, alias="OTLP_ENDPOINT")
+    otlp_protocol: Literal["http", "grpc"] = Field("http", alias="OTLP_PROTOCOL")
+    trace_sampling_ratio: float = Field(1.0, ge=0.0, le=1.0, alias="TRACE_SAMPLING_RATIO")
+    enable_metrics: bool = Field(False, alias="ENABLE_METRICS")
+    metrics_port: int = Field(9090, ge=0, le=65535, alias="METRICS_PORT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", alias="LOG_LEVEL")
+    log_format: Literal["json", "console", "auto"] = Field("auto", alias="LOG_FORMAT")
+    instance: str | None = Field(None, alias="CMN_INSTANCE")
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: `cmn serve` starts the embedded Kafka-protocol broker."""
+        return not self.amqp_url and not self.kafka_bootstrap_servers
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment; a bad value stops start-up with one message naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_first_problem(exc, "environment")) from exc
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"CMN_UPSTREAMS_FILE: cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"CMN_UPSTREAMS_FILE: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"CMN_UPSTREAMS_FILE: {path} must hold a mapping with an 'upstreams' key")
+    return data
+
+
+def _first_problem(exc: ValidationError, where: str) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or where
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid configuration: {field}: {err['msg']}{more}"
+
+
+def describe_validation_error(exc: ValidationError, where: str) -> str:
+    return _first_problem(exc, where)
