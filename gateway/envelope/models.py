@@ -35,8 +35,13 @@ class RequestEnvelope(_Strict):
 
     id: str = Field(min_length=1, max_length=128, description="Request id; the reply carries it.")
     upstream: str = Field(min_length=1, max_length=128, description="Name of a configured upstream.")
-    method: str = Field(default="GET", description="HTTP method.")
-    path: str = Field(default="/", max_length=8192, description="Origin-form path and query.")
+    method: str = Field(default="GET", description="HTTP method.", json_schema_extra={"pattern": "^[A-Za-z]{1,16}$"})
+    path: str = Field(
+        default="/",
+        max_length=8192,
+        description="Origin-form path and query: a single leading '/', no scheme or host.",
+        json_schema_extra={"pattern": "^/(?!/)[^\\s\\\\]*$"},
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="Forwarded minus hop-by-hop.")
     json_: Any = Field(default=None, alias="json", description="JSON request body.")
     body: str | bytes | None = Field(default=None, description="Text body (raw bytes in msgpack).")

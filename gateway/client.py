@@ -1,0 +1,164 @@
+"""The SDK components use: send a request envelope through the bus and await its reply.
+
+    async with GatewayClient.rabbitmq("amqp://guest:guest@localhost/") as client:
+        reply = await client.request("payments", "POST", "/v1/charges", json={...}, timeout=5)
+
+Replies are correlated by request id; a reply that does not arrive within ``timeout`` raises
+``ReplyTimeoutError`` (the gateway may still answer later; that late reply is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import orjson
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from gateway.bus.base import REQUESTS, ReplyMessage, Requester
+from gateway.clock import Clock, SystemClock
+from gateway.envelope.codec import JSON, decode_reply, encode_request
+from gateway.envelope.models import ReplyEnvelope, TelemetryEvent
+from gateway.errors import UpstreamTimeoutError
+
+_MISSING: Any = object()
+
+
+class ReplyTimeoutError(UpstreamTimeoutError, TimeoutError):
+    """No reply within the client's timeout."""
+
+
+class GatewayClient:
+    def __init__(self, requester: Requester, *, clock: Clock | None = None, codec: str = JSON) -> None:
+        self._requester = requester
+        self._clock = clock or SystemClock()
+        self._codec = codec
+        self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
+        self._tracer = trace.get_tracer("cmn.client")
+        self._started = False
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def rabbitmq(cls, url: str, **kwargs: Any) -> GatewayClient:
+        from gateway.bus.rabbitmq import RabbitRequester
+
+        codec = kwargs.pop("codec", JSON)
+        return cls(RabbitRequester(url, **kwargs), codec=codec)
+
+    @classmethod
+    def kafka(cls, bootstrap: str, **kwargs: Any) -> GatewayClient:
+        from gateway.bus.kafka import KafkaRequester
+
+        codec = kwargs.pop("codec", JSON)
+        return cls(KafkaRequester(bootstrap, **kwargs), codec=codec)
+
+    async def start(self) -> GatewayClient:
+        if not self._started:
+            await self._requester.start(self._on_reply)
+            self._started = True
+        return self
+
+    async def __aenter__(self) -> GatewayClient:
+        return await self.start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for future in self._pending.values():
+            future.cancel()
+        self._pending.clear()
+        await self._requester.aclose()
+
+    # -- requests -------------------------------------------------------------------------
+    async def request(
+        self,
+        upstream: str,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        json: Any = _MISSING,
+        body: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        idempotency_key: str | None = None,
+        tenant: str | None = None,
+        request_id: str | None = None,
+    ) -> ReplyEnvelope:
+        """Send one request and wait for its reply; ``timeout`` (seconds) is also the gateway's budget."""
+        rid = request_id or uuid.uuid4().hex
+        envelope = self.envelope(
+            rid, upstream, method, path, json=json, body=body, headers=headers, timeout=timeout,
+            idempotency_key=idempotency_key, tenant=tenant,
+        )  # fmt: skip
+        raw = await self.send_and_wait(rid, encode_request(envelope, self._codec), timeout)
+        return ReplyEnvelope.model_validate(decode_reply(raw.body, raw.content_type))
+
+    def envelope(
+        self, rid: str, upstream: str, method: str, path: str, *, json: Any = _MISSING, body: str | bytes | None = None,
+        headers: Mapping[str, str] | None = None, timeout: float = 30.0, idempotency_key: str | None = None,
+        tenant: str | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        envelope: dict[str, Any] = {
+            "id": rid,
+            "upstream": upstream,
+            "method": method,
+            "path": path,
+            "timeout_ms": max(1, int(timeout * 1000)),
+            "sent_at": int(self._clock.time() * 1000),
+        }
+        if headers:
+            envelope["headers"] = dict(headers)
+        if json is not _MISSING:
+            envelope["json"] = json
+        elif isinstance(body, bytes) and self._codec == JSON:
+            envelope["body_b64"] = base64.b64encode(body).decode()
+        elif body is not None:
+            envelope["body"] = body
+        for key, value in (("idempotency_key", idempotency_key), ("tenant", tenant)):
+            if value is not None:
+                envelope[key] = value
+        return envelope
+
+    async def send_and_wait(self, rid: str, payload: bytes, timeout: float) -> ReplyMessage:
+        """Publish raw request bytes and wait for the reply correlated to ``rid``."""
+        await self.start()
+        future: asyncio.Future[ReplyMessage] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            with self._tracer.start_as_current_span(f"{REQUESTS} publish", kind=SpanKind.PRODUCER):
+                headers: dict[str, str] = {}
+                propagate.inject(headers)
+                await self._requester.send(payload, content_type=self._codec, correlation_id=rid, headers=headers)
+            try:
+                return await asyncio.wait_for(future, timeout)
+            except TimeoutError as exc:
+                raise ReplyTimeoutError(f"no reply to {rid} within {timeout:.3f} s") from exc
+        finally:
+            self._pending.pop(rid, None)
+
+    def _on_reply(self, message: ReplyMessage) -> None:
+        future = self._pending.get(message.correlation_id or "")
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    # -- telemetry ------------------------------------------------------------------------
+    async def telemetry(self, *, from_beginning: bool = False) -> AsyncIterator[TelemetryEvent]:
+        """Iterate the ``cmn.telemetry`` stream (new events only, unless ``from_beginning``)."""
+        await self.start()
+        stream = self._requester.telemetry(from_beginning=from_beginning)
+        try:
+            async for raw in stream:
+                yield TelemetryEvent.model_validate(orjson.loads(raw))
+        finally:
+            await stream.aclose()
+
+    def __repr__(self) -> str:
+        return f"<GatewayClient {self._requester.name} [{len(self._pending)} pending]>"

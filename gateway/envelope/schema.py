@@ -1,0 +1,150 @@
+"""The published wire contract: JSON Schemas generated from the models, and an AsyncAPI 3.0 document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.envelope.models import CONTRACT_VERSION, ReplyEnvelope, RequestEnvelope, TelemetryEvent
+
+REQUESTS = "cmn.requests"
+TELEMETRY = "cmn.telemetry"
+DEAD_LETTERS = "cmn.requests.dlq"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """File name → JSON Schema (draft 2020-12) for each envelope."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, model, mode in (
+        ("request", RequestEnvelope, "validation"),
+        ("reply", ReplyEnvelope, "serialization"),
+        ("telemetry", TelemetryEvent, "serialization"),
+    ):
+        schema = model.model_json_schema(by_alias=True, mode=mode)  # type: ignore[attr-defined]  # pydantic classmethod
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+        out[f"{name}.schema.json"] = schema
+    return out
+
+
+def _message(name: str, schema_file: str, summary: str, headers: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "title": name,
+        "summary": summary,
+        "contentType": "application/json",
+        "headers": {"type": "object", "properties": headers},
+        "payload": {"$ref": f"./{schema_file}"},
+    }
+
+
+_TRACE = {"traceparent": {"type": "string", "description": "W3C trace context, passed through."}}
+
+
+def asyncapi() -> dict[str, Any]:
+    """AsyncAPI 3.0: the three channels on both brokers, request/reply operations."""
+    amqp_req = {"is": "queue", "queue": {"name": REQUESTS, "durable": True, "exclusive": False, "autoDelete": False}}
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "CMN gateway wire contract",
+            "version": f"{CONTRACT_VERSION}.0.0",
+            "description": (
+                "Publish a request envelope to cmn.requests (JSON or msgpack); the gateway performs the HTTP call "
+                "and publishes the reply envelope to the requester's reply address. RabbitMQ: AMQP reply_to, "
+                "correlation_id, content_type. Kafka: headers reply_to, correlation_id, content-type; the reply "
+                "is keyed by the correlation id. Dead-lettered messages keep their bytes and carry x-cmn-error."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "rabbitmq": {"host": "localhost:5672", "protocol": "amqp", "protocolVersion": "0-9-1"},
+            "kafka": {"host": "localhost:9092", "protocol": "kafka"},
+        },
+        "channels": {
+            "requests": {
+                "address": REQUESTS,
+                "messages": {"request": {"$ref": "#/components/messages/request"}},
+                "bindings": {"amqp": amqp_req, "kafka": {"topic": REQUESTS}},
+            },
+            "replies": {
+                "address": None,
+                "description": "The requester's reply queue (AMQP reply_to) or reply topic (Kafka header reply_to).",
+                "messages": {"reply": {"$ref": "#/components/messages/reply"}},
+            },
+            "telemetry": {
+                "address": TELEMETRY,
+                "description": "Topic exchange bound to a stream queue (RabbitMQ, routing key = event type); topic.",
+                "messages": {"event": {"$ref": "#/components/messages/telemetry"}},
+                "bindings": {
+                    "amqp": {"is": "routingKey", "exchange": {"name": TELEMETRY, "type": "topic", "durable": True}},
+                    "kafka": {"topic": TELEMETRY},
+                },
+            },
+            "deadLetters": {
+                "address": DEAD_LETTERS,
+                "description": "Original request bytes that could not be served, with header x-cmn-error.",
+                "messages": {"deadLetter": {"$ref": "#/components/messages/deadLetter"}},
+                "bindings": {"amqp": {"is": "queue", "queue": {"name": DEAD_LETTERS, "durable": True}}},
+            },
+        },
+        "operations": {
+            "sendRequest": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/requests"},
+                "reply": {
+                    "channel": {"$ref": "#/channels/replies"},
+                    "address": {"location": "$message.header#/reply_to"},
+                },
+            },
+            "receiveTelemetry": {"action": "receive", "channel": {"$ref": "#/channels/telemetry"}},
+            "receiveDeadLetters": {"action": "receive", "channel": {"$ref": "#/channels/deadLetters"}},
+        },
+        "components": {
+            "messages": {
+                "request": _message(
+                    "request",
+                    "request.schema.json",
+                    "A request envelope (also application/msgpack).",
+                    {
+                        "reply_to": {"type": "string"},
+                        "correlation_id": {"type": "string"},
+                        "content-type": {"type": "string", "enum": ["application/json", "application/msgpack"]},
+                        **_TRACE,
+                    },
+                ),
+                "reply": _message(
+                    "reply", "reply.schema.json", "The reply envelope, in the request's codec.",
+                    {"correlation_id": {"type": "string"}, **_TRACE},
+                ),
+                "telemetry": _message("telemetry", "telemetry.schema.json", "One telemetry event.", _TRACE),
+                "deadLetter": {
+                    "name": "deadLetter",
+                    "summary": "The original request bytes.",
+                    "headers": {
+                        "type": "object",
+                        "properties": {"x-cmn-error": {"type": "string", "description": "code: reason"}},
+                    },
+                    "payload": {"type": "string", "format": "binary"},
+                },
+            }
+        },
+    }
+
+
+def render() -> dict[str, bytes]:
+    """Every file of ``schemas/``, byte for byte."""
+    files = {name: schema for name, schema in json_schemas().items()}
+    files["asyncapi.json"] = asyncapi()
+    return {name: orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n" for name, doc in files.items()}
+
+
+def write(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in render().items():
+        path = directory / name
+        path.write_bytes(data)
+        written.append(path)
+    return written
