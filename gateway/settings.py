@@ -110,7 +110,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"CMN_UPSTREAMS_FILE: {path} is not valid YAML: {exc}") from exc
+        where = getattr(exc, "problem_mark", None)
+        at = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"CMN_UPSTREAMS_FILE: {path} is not valid YAML{at}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"CMN_UPSTREAMS_FILE: {path} must hold a mapping with an 'upstreams' key")
     return data

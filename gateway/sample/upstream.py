@@ -1,0 +1,38 @@
+"""A small sample upstream (a fake payments API) for `cmn demo` and the benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from aiohttp import web
+
+
+def payments_app(*, max_delay_ms: float = 5.0, seed: int | None = None) -> web.Application:
+    rng = random.Random(seed)
+
+    async def charge(request: web.Request) -> web.Response:
+        await asyncio.sleep(rng.uniform(0, max_delay_ms) / 1000)
+        payload = await request.json() if request.can_read_body else {}
+        if rng.random() < 0.02:
+            return web.json_response({"error": "card_declined"}, status=402)
+        return web.json_response({"id": f"ch_{rng.getrandbits(48):012x}", "status": "succeeded", **payload}, status=201)
+
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/charges", charge)
+    app.router.add_get("/healthz", health)
+    return app
+
+
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
+    """Start ``app``; returns the runner (cleanup() stops it) and its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    sockets = runner.addresses
+    bound = sockets[0][1] if sockets else port
+    return runner, f"http://{host}:{bound}"

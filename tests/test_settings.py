@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.app import load_config
+from gateway.errors import ConfigError
+from gateway.settings import load_settings
+
+
+def test_spec_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POOL_SIZE", "25")
+    monkeypatch.setenv("CONNECTION_TIMEOUT", "2.5")
+    monkeypatch.setenv("RETRY_ATTEMPTS", "4")
+    monkeypatch.setenv("ENABLE_METRICS", "true")
+    monkeypatch.setenv("METRICS_PORT", "9191")
+    monkeypatch.setenv("OTLP_ENDPOINT", "http://localhost:4318")
+    monkeypatch.setenv("AZURE_VAULT_URL", "https://v.vault.azure.net")
+    s = load_settings()
+    assert (s.pool_size, s.connection_timeout, s.retry_attempts) == (25, 2.5, 4)
+    assert (s.enable_metrics, s.metrics_port, s.otlp_endpoint) == (True, 9191, "http://localhost:4318")
+    assert s.azure_vault_url == "https://v.vault.azure.net"
+    assert s.embedded
+
+
+def test_bad_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POOL_SIZE", "many")
+    with pytest.raises(ConfigError, match="POOL_SIZE"):
+        load_settings()
+
+
+def test_upstreams_file_minimal_form(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "upstreams.yaml"
+    path.write_text("upstreams:\n  payments:\n    endpoints: [http://127.0.0.1:8080]\n")
+    monkeypatch.setenv("CMN_UPSTREAMS_FILE", str(path))
+    config = load_config(load_settings())
+    assert [e.url for e in config.upstreams.upstreams["payments"].endpoints] == ["http://127.0.0.1:8080"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("upstreams:\n  payments:\n    endpoints: []\n", "upstreams.payments.endpoints"),
+        ("upstreams:\n  payments:\n    endpoints: [ftp://x]\n", "upstreams.payments.endpoints"),
+        ("upstreams:\n  payments:\n    endpoints: [http://x]\n    colour: red\n", "colour"),
+        ("upstreams: [\n", "not valid YAML"),
+        ("- just a list\n", "mapping"),
+    ],
+)
+def test_bad_upstreams_file_stops_with_one_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, fragment: str
+) -> None:
+    path = tmp_path / "upstreams.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("CMN_UPSTREAMS_FILE", str(path))
+    with pytest.raises(ConfigError) as info:
+        load_config(load_settings())
+    assert fragment in info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_missing_upstreams_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CMN_UPSTREAMS_FILE", "/nonexistent/upstreams.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(load_settings())
