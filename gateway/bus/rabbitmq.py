@@ -1,0 +1,268 @@
+"""The gateway's RabbitMQ transport: consume ``cmn.requests``, publish confirmed replies and telemetry.
+
+One robust connection, two channels: one consumes (prefetch = the in-flight limit, manual ack),
+one publishes with publisher confirms. Consuming and acking go through the underlying aiormq
+channel: aio-pika would build an IncomingMessage and two more tasks per delivery, and wait for
+the socket buffer on every ack. aio-pika still owns reconnecting; after it reopens the consuming
+channel (prefetch restored), ``_on_reopen`` declares the topology again and consumes again.
+
+A delivery can only be acked on the channel that carried it. After a connection loss those
+deliveries are gone from our side and the broker redelivers them, so ``settle`` logs and drops
+them instead of raising: at least once holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aiormq.abc import DeliveredMessage
+
+from gateway.bus.base import ERROR_HEADER, REQUESTS, Delivery, Handler, OutboundMessage
+from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
+from gateway.bus.rabbitmq_topology import (
+    DEFAULT_CONTENT_TYPE,
+    TRANSPORT_NAME,
+    Topology,
+    connect,
+    dead_letter_properties,
+    declare_topology,
+    properties,
+    text_headers,
+    timestamp_ms,
+    underlay,
+)
+
+log = logging.getLogger(__name__)
+
+_SETTLE_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError)
+
+
+class RabbitTransport:
+    """``Transport`` over RabbitMQ (see gateway.bus.base.Transport for the contract)."""
+
+    name = TRANSPORT_NAME
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_in_flight: int = 256,
+        queue: str = REQUESTS,
+        instance: str = "cmn",
+        ssl_context: ssl.SSLContext | None = None,
+        reconnect_interval: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._max_in_flight = max_in_flight
+        self._topology = Topology(requests=queue)
+        self._instance = instance
+        self._ssl_context = ssl_context
+        self._reconnect_interval = reconnect_interval
+        self._consumer_tag = f"{instance}.{uuid.uuid4().hex[:12]}"
+        self._handler: Handler | None = None
+        self._connection: AbstractRobustConnection | None = None
+        self._consume_channel: AbstractRobustChannel | None = None
+        self._consuming_on: aiormq.Channel | None = None
+        self._publisher: ConfirmedPublisher | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = False
+        self.received = 0
+        self.settled = 0
+        self.dropped_settles = 0
+
+    def __repr__(self) -> str:
+        state = "ready" if self.ready else ("draining" if self._handler and not self._accepting else "idle")
+        return (
+            f"<RabbitTransport {self._topology.requests} [{state}] in_flight={len(self._tasks)}"
+            f"/{self._max_in_flight} received={self.received} settled={self.settled}>"
+        )
+
+    @property
+    def ready(self) -> bool:
+        channel = self._consuming_on
+        return (
+            self._accepting
+            and channel is not None
+            and not channel.is_closed
+            and self._consumer_tag in channel.consumers
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self, handler: Handler) -> None:
+        if self._handler is not None:
+            raise RuntimeError(f"{self!r} already started")
+        self._handler = handler
+        self._accepting = True
+        self._connection = await connect(
+            self._url,
+            ssl_context=self._ssl_context,
+            reconnect_interval=self._reconnect_interval,
+            name=f"{self._instance} gateway",
+        )
+        publish_channel = await self._connection.channel(publisher_confirms=True)
+        self._publisher = ConfirmedPublisher(publish_channel)
+        consume_channel = await self._connection.channel(publisher_confirms=False)
+        await consume_channel.set_qos(prefetch_count=self._max_in_flight)
+        self._consume_channel = consume_channel
+        await self._consume(await underlay(consume_channel))
+        consume_channel.reopen_callbacks.add(self._on_reopen)
+
+    async def _on_reopen(self, channel: Any) -> None:
+        if not self._accepting or self._consume_channel is None:
+            return
+        try:
+            await self._consume(await underlay(self._consume_channel))
+        except _SETTLE_ERRORS as exc:
+            # The channel died again while we were at it; the next reopen comes back here.
+            log.warning("re-consuming %s after reconnect failed: %r", self._topology.requests, exc)
+
+    async def _consume(self, channel: aiormq.Channel) -> None:
+        await declare_topology(channel.connection, self._topology)
+        await channel.basic_consume(
+            self._topology.requests, self._on_message, consumer_tag=self._consumer_tag
+        )
+        self._consuming_on = channel
+        log.info("consuming %s (prefetch %d)", self._topology.requests, self._max_in_flight)
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        if not self._accepting or self._handler is None:
+            # Arrived between basic.cancel and cancel-ok while draining: hand it back now.
+            await _requeue(message)
+            return
+        self.received += 1
+        task = asyncio.get_running_loop().create_task(self._run(self._handler, _delivery(message)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        try:
+            await handler(delivery)
+        except Exception as exc:
+            # The pipeline answers every failure itself; reaching here is a bug. Park the message
+            # in the dead-letter queue rather than redelivering a poison message forever.
+            log.exception("handler failed on a delivery; dead-lettering it")
+            try:
+                await self.dead_letter(delivery, f"internal: handler failed: {exc!r}")
+            except Exception:
+                log.exception("dead-lettering after a handler failure failed; leaving it unsettled")
+                return
+            await self.settle(delivery)
+
+    async def publish(self, message: OutboundMessage) -> None:
+        props = properties(
+            content_type=message.content_type, correlation_id=message.correlation_id, headers=message.headers
+        )
+        # mandatory=False: a requester that vanished must not hold up the worker; its reply is dropped.
+        await self._require_publisher().publish("", message.destination, message.body, props)
+
+    async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
+        props = properties(content_type=DEFAULT_CONTENT_TYPE, correlation_id=None, headers=headers)
+        await self._require_publisher().publish(self._topology.telemetry, event_type, body, props)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        message = delivery.token
+        if isinstance(message, DeliveredMessage):
+            props = dead_letter_properties(message.header.properties, ERROR_HEADER, reason)
+        else:
+            props = properties(
+                content_type=delivery.content_type,
+                correlation_id=delivery.correlation_id,
+                headers={**delivery.headers, ERROR_HEADER: reason},
+                reply_to=delivery.reply_to,
+            )
+        await self._require_publisher().publish("", self._topology.dead_letters, delivery.body, props)
+
+    async def settle(self, delivery: Delivery) -> None:
+        message: DeliveredMessage = delivery.token
+        channel = message.channel
+        tag = message.delivery_tag
+        if channel.is_closed or tag is None:
+            self._drop_settle(delivery, "its channel is closed")
+            return
+        try:
+            # wait=False: queue the ack frame without waiting for the socket to drain each time.
+            await channel.basic_ack(tag, wait=False)
+        except _SETTLE_ERRORS as exc:
+            self._drop_settle(delivery, repr(exc))
+            return
+        self.settled += 1
+
+    def _drop_settle(self, delivery: Delivery, why: str) -> None:
+        self.dropped_settles += 1
+        log.info(
+            "cannot ack delivery (correlation_id=%s): %s; the broker redelivers it",
+            delivery.correlation_id,
+            why,
+        )
+
+    async def drain(self) -> None:
+        self._accepting = False
+        await self._cancel_consumer()
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def _cancel_consumer(self) -> None:
+        channel, self._consuming_on = self._consuming_on, None
+        if channel is None or channel.is_closed or self._consumer_tag not in channel.consumers:
+            return
+        try:
+            await channel.basic_cancel(self._consumer_tag)
+        except _SETTLE_ERRORS as exc:
+            log.info("cancelling the consumer failed (%r); the channel is going away anyway", exc)
+
+    async def aclose(self) -> None:
+        self._accepting = False
+        for task in tuple(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+        connection, self._connection = self._connection, None
+        self._consuming_on = None
+        if connection is not None:
+            await connection.close()
+
+    async def __aenter__(self) -> RabbitTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def _require_publisher(self) -> ConfirmedPublisher:
+        if self._publisher is None:
+            raise RuntimeError(f"{self!r} is not started")
+        return self._publisher
+
+
+def _delivery(message: DeliveredMessage) -> Delivery:
+    props = message.header.properties
+    return Delivery(
+        body=message.body,
+        content_type=props.content_type or DEFAULT_CONTENT_TYPE,
+        reply_to=props.reply_to or None,
+        correlation_id=props.correlation_id or None,
+        headers=text_headers(props.headers),
+        transport=TRANSPORT_NAME,
+        timestamp_ms=timestamp_ms(props.timestamp),
+        redelivered=bool(message.redelivered),
+        token=message,
+    )
+
+
+async def _requeue(message: DeliveredMessage) -> None:
+    tag = message.delivery_tag
+    if tag is None or message.channel.is_closed:
+        return
+    try:
+        await message.channel.basic_reject(tag, requeue=True, wait=False)
+    except _SETTLE_ERRORS as exc:
+        log.debug("requeueing a late delivery failed: %r", exc)
