@@ -1,0 +1,406 @@
+"""The Kafka transport: requests from a consumer group, replies/telemetry/dead letters via one producer.
+
+Each record runs its handler as a task, at most ``max_in_flight`` at once: when full, the
+assigned partitions are paused, and resumed once a handler finishes. Offsets are committed per
+partition only up to the oldest unfinished record (``OffsetBook``), every ``commit_interval_ms``,
+on partition revocation and on drain, so out-of-order completion never skips a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Collection, Mapping
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from gateway.bus.base import (
+    DEAD_LETTERS,
+    ERROR_HEADER,
+    REQUESTS,
+    TELEMETRY,
+    Delivery,
+    Handler,
+    OutboundMessage,
+)
+from gateway.bus.kafka_offsets import OffsetBook
+from gateway.bus.kafka_records import (
+    KafkaOptions,
+    KafkaPublishError,
+    encode_headers,
+    message_headers,
+    to_delivery,
+)
+from gateway.clock import Clock, SystemClock
+
+log = structlog.get_logger("cmn.bus.kafka")
+
+
+class KafkaProducerLink:
+    """One confirmed (acks=all) producer. ``send`` returns once the broker has the record."""
+
+    def __init__(self, options: KafkaOptions, *, linger_ms: int = 2) -> None:
+        self._options = options
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                # No enable_idempotence: Tansu rejects InitProducerId. linger batches replies, which
+                # Tansu's memory store needs (it stalls under many one-record batches).
+                producer = AIOKafkaProducer(
+                    acks="all",
+                    linger_ms=self._linger_ms,
+                    enable_idempotence=False,
+                    **self._options.client_kwargs(),
+                )
+                try:
+                    await producer.start()
+                except KafkaError as exc:
+                    await producer.stop()
+                    raise KafkaPublishError(
+                        f"cannot reach Kafka at {self._options.bootstrap}: {exc}"
+                    ) from exc
+                self._producer = producer
+            return self._producer
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: Mapping[str, str]) -> None:
+        producer = self._producer or await self.start()
+        try:
+            # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
+            confirmed = await producer.send(topic, value, key=key, headers=encode_headers(headers))
+            await confirmed
+        except KafkaError as exc:
+            raise KafkaPublishError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
+
+    async def send_message(self, message: OutboundMessage) -> None:
+        producer = self._producer or await self.start()
+        correlation = message.correlation_id
+        key = message.key if message.key is not None else (correlation.encode() if correlation else None)
+        headers = message_headers(message.content_type, correlation, message.headers)
+        try:
+            confirmed = await producer.send(message.destination, message.body, key=key, headers=headers)
+            await confirmed
+        except KafkaError as exc:
+            raise KafkaPublishError(
+                f"Kafka did not confirm the record for {message.destination}: {exc}"
+            ) from exc
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """Partitions of ``topic``; asking for its metadata makes an auto-creating broker create it."""
+        producer = self._producer or await self.start()
+        return set(await producer.partitions_for(topic))
+
+    async def aclose(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    def __repr__(self) -> str:
+        state = "started" if self._producer is not None else "idle"
+        return f"<KafkaProducerLink {self._options.bootstrap} acks=all {state}>"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
+    def __init__(self, transport: KafkaTransport) -> None:
+        self._transport = transport
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._transport._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._transport._on_assigned(assigned)
+
+
+class KafkaTransport:
+    """``Transport`` over Kafka (any Kafka-protocol broker; tested against Tansu)."""
+
+    name = "kafka"
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        group_id: str = "cmn-gateway",
+        max_in_flight: int = 256,
+        topic: str = REQUESTS,
+        session_timeout_ms: int = 10000,
+        heartbeat_interval_ms: int = 3000,
+        fetch_max_wait_ms: int = 5,
+        ssl_context: ssl.SSLContext | None = None,
+        security_protocol: str = "PLAINTEXT",
+        commit_interval_ms: int = 75,
+        linger_ms: int = 2,
+        revoke_wait_ms: int | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self._options = KafkaOptions(bootstrap, security_protocol, ssl_context)
+        self._group_id = group_id
+        self._max_in_flight = max_in_flight
+        self._topic = topic
+        self._session_timeout_ms = session_timeout_ms
+        self._heartbeat_interval_ms = heartbeat_interval_ms
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._commit_interval = commit_interval_ms / 1000
+        # Waiting on revocation holds up the whole group's rebalance, so keep it well inside a session.
+        self._revoke_wait = (revoke_wait_ms if revoke_wait_ms is not None else session_timeout_ms // 2) / 1000
+        self._clock = clock or SystemClock()
+        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._handler: Handler | None = None
+        self._offsets: OffsetBook[TopicPartition] = OffsetBook()
+        self._tasks: dict[asyncio.Task[None], TopicPartition] = {}
+        self._slot_free = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._poll_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self._paused = False
+        self._consuming = False
+        self._closed = False
+        self.peak_in_flight = 0  # the most handlers ever running at once (for tests and metrics)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def start(self, handler: Handler) -> None:
+        if self._consumer is not None:
+            raise RuntimeError("KafkaTransport already started")
+        self._handler = handler
+        await self._producer.start()
+        await self._producer.partitions_for(self._topic)  # subscribe finds no partitions until it exists
+        consumer = AIOKafkaConsumer(
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",  # a new group must not skip requests published before it joined
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=self._heartbeat_interval_ms,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            max_poll_records=self._max_in_flight,
+            **self._options.client_kwargs(),
+        )
+        consumer.subscribe([self._topic], listener=_Rebalance(self))
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise KafkaPublishError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
+        self._consumer = consumer
+        self._consuming = True
+        self._poll_task = asyncio.create_task(self._poll_loop(consumer), name="kafka-poll")
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="kafka-commit")
+
+    async def drain(self) -> None:
+        """Stop fetching, wait for every handler in flight, commit what they settled."""
+        self._consuming = False
+        await _cancel(self._poll_task)
+        self._poll_task = None
+        self._pause()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        await self._commit()
+
+    async def aclose(self) -> None:
+        """Stop at once: handlers still running are cancelled (their records come again)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._consuming = False
+        await _cancel(self._poll_task)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        await _cancel(self._commit_task)
+        await self._commit()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+        await self._producer.aclose()
+
+    async def __aenter__(self) -> KafkaTransport:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    @property
+    def ready(self) -> bool:
+        return self._consuming and self._consumer is not None and bool(self._consumer.assignment())
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def group_id(self) -> str:
+        return self._group_id
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # -- publishing -------------------------------------------------------------------------
+    async def publish(self, message: OutboundMessage) -> None:
+        await self._producer.send_message(message)
+
+    async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
+        all_headers = {**headers, "type": event_type, "content-type": "application/json"}
+        await self._producer.send(TELEMETRY, body, key=None, headers=all_headers)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        headers = {**delivery.headers, ERROR_HEADER: reason}
+        key = delivery.correlation_id.encode() if delivery.correlation_id else None
+        await self._producer.send(DEAD_LETTERS, delivery.body, key=key, headers=headers)
+
+    async def settle(self, delivery: Delivery) -> None:
+        partition, offset = delivery.token
+        self._offsets.settle(partition, offset)
+
+    # -- consuming --------------------------------------------------------------------------
+    async def _poll_loop(self, consumer: AIOKafkaConsumer) -> None:
+        backoff = 0.05
+        while self._consuming:
+            try:
+                await self._poll_once(consumer)
+                backoff = 0.05
+            except KafkaError as exc:
+                # aiokafka reconnects by itself; the loop only has to outlive the error.
+                log.warning("kafka_poll_failed", error=repr(exc), retry_in=backoff)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            except Exception:  # a bug here must not stop consumption for good
+                log.exception("kafka_poll_crashed", retry_in=backoff)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
+        free = self._max_in_flight - len(self._tasks)
+        if free <= 0:
+            # Pausing stops new fetches but keeps what is buffered, as long as getmany is not
+            # called while paused; so wait for a free slot here instead of polling.
+            self._pause()
+            self._slot_free.clear()
+            await self._slot_free.wait()
+            return
+        self._resume()
+        batch = await consumer.getmany(timeout_ms=250, max_records=free)
+        for records in batch.values():
+            for record in records:
+                self._dispatch(record)
+
+    def _dispatch(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        assert self._handler is not None
+        delivery = to_delivery(record)
+        partition, offset = delivery.token
+        self._offsets.begin(partition, offset)
+        task = asyncio.create_task(self._run(self._handler, delivery))
+        self._tasks[task] = partition
+        self.peak_in_flight = max(self.peak_in_flight, len(self._tasks))
+        task.add_done_callback(self._finished)
+
+    async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        try:
+            await handler(delivery)
+        except Exception as exc:
+            # The pipeline answers every input itself; reaching here is a bug. Park the record in
+            # the dead-letter topic so one bad record cannot hold its partition's commits forever.
+            log.exception("kafka_handler_crashed", token=repr(delivery.token))
+            try:
+                await self.dead_letter(delivery, f"internal: handler crashed: {type(exc).__name__}")
+            except KafkaPublishError:
+                log.exception("kafka_dead_letter_failed", token=repr(delivery.token))
+                return  # stays unsettled: comes again after a restart or rebalance
+            await self.settle(delivery)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        self._slot_free.set()
+
+    def _pause(self) -> None:
+        consumer = self._consumer
+        if consumer is not None and not self._paused:
+            consumer.pause(*consumer.assignment())
+            self._paused = True
+
+    def _resume(self) -> None:
+        consumer = self._consumer
+        if consumer is not None and self._paused:
+            consumer.resume(*consumer.assignment())
+            self._paused = False
+
+    # -- committing -------------------------------------------------------------------------
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._clock.sleep(self._commit_interval)
+            await self._commit()
+
+    async def _commit(self, only: Collection[TopicPartition] | None = None) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        async with self._commit_lock:
+            assigned = consumer.assignment()
+            due = {tp: o for tp, o in self._offsets.committable().items() if tp in assigned}
+            if only is not None:
+                due = {tp: o for tp, o in due.items() if tp in only}
+            if not due:
+                return
+            try:
+                await consumer.commit(due)
+            except KafkaError as exc:
+                # A failed commit only means more redelivery later; the next round tries again.
+                log.warning("kafka_commit_failed", error=repr(exc), partitions=len(due))
+                return
+            self._offsets.mark_committed(due)
+
+    async def _on_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        revoked = set(revoked)
+        running = [task for task, tp in self._tasks.items() if tp in revoked]
+        if running:
+            await asyncio.wait(running, timeout=self._revoke_wait)
+        await self._commit(revoked)
+        self._offsets.forget(revoked)
+
+    def _on_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        consumer = self._consumer
+        if consumer is not None and self._paused and assigned:
+            consumer.pause(*assigned)
+        log.info("kafka_partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+    # -- metrics ----------------------------------------------------------------------------
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records behind the partition's end, per assigned partition (from the last fetch)."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        result: dict[TopicPartition, int] = {}
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            held = self._offsets.get(tp)
+            position = held.next_offset if held is not None else None
+            if highwater is not None and position is not None:
+                result[tp] = max(0, highwater - position)
+        return result
+
+    def __repr__(self) -> str:
+        partitions = len(self._consumer.assignment()) if self._consumer is not None else 0
+        state = "consuming" if self._consuming else ("closed" if self._closed else "idle")
+        paused = ", paused" if self._paused else ""
+        return (
+            f"<KafkaTransport {self._options.bootstrap} {self._topic} group={self._group_id} {state}{paused} "
+            f"[{partitions} partitions | {len(self._tasks)}/{self._max_in_flight} in flight]>"
+        )
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None or task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,75 @@
+"""Kafka record <-> broker-neutral message conversions and client options shared by the Kafka classes."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from gateway.bus.base import Delivery
+from gateway.errors import GatewayError
+
+DEFAULT_CONTENT_TYPE = "application/json"
+CONTENT_TYPE = "content-type"
+CORRELATION_ID = "correlation_id"
+REPLY_TO = "reply_to"
+
+KafkaHeaders = list[tuple[str, bytes]]
+
+
+class KafkaPublishError(GatewayError):
+    """Kafka did not confirm a produce (acks=all). The request stays unsettled and comes again."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaOptions:
+    """Connection options every Kafka client of ours shares."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    ssl_context: ssl.SSLContext | None = None
+    client_id: str = "cmn-gateway"
+
+    def client_kwargs(self) -> dict[str, Any]:
+        return {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+            "ssl_context": self.ssl_context,
+            "client_id": self.client_id,
+        }
+
+
+def encode_headers(headers: Mapping[str, str]) -> KafkaHeaders:
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+def decode_headers(headers: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    # A bad header byte must not make the record unreadable: replace it, the pipeline decides.
+    return {name: (value or b"").decode("utf-8", errors="replace") for name, value in headers}
+
+
+def message_headers(content_type: str, correlation_id: str | None, extra: Mapping[str, str]) -> KafkaHeaders:
+    """Headers of a produced record; content-type and correlation_id win over same-named extras."""
+    headers = dict(extra)
+    headers[CONTENT_TYPE] = content_type
+    if correlation_id is not None:
+        headers[CORRELATION_ID] = correlation_id
+    return encode_headers(headers)
+
+
+def to_delivery(record: ConsumerRecord[bytes, bytes]) -> Delivery:
+    headers = decode_headers(record.headers)
+    return Delivery(
+        body=record.value if record.value is not None else b"",
+        content_type=headers.get(CONTENT_TYPE) or DEFAULT_CONTENT_TYPE,
+        reply_to=headers.get(REPLY_TO) or None,
+        correlation_id=headers.get(CORRELATION_ID) or None,
+        headers=headers,
+        transport="kafka",
+        timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
+        token=(TopicPartition(record.topic, record.partition), record.offset),
+    )
