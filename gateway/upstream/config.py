@@ -1,0 +1,188 @@
+"""The upstreams file: pydantic at the edge, resolved into the frozen policies each component takes.
+
+Minimal form::
+
+    upstreams:
+      payments:
+        endpoints: [http://10.0.0.5:8080, http://10.0.0.6:8080]
+
+Everything else has a default; settings left unset here fall back to ``UpstreamDefaults``
+(filled by ``app.py`` from POOL_SIZE, CONNECTION_TIMEOUT, RETRY_ATTEMPTS).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+
+MIB = 1024 * 1024
+
+FailureKind = Literal["connect_error", "timeout", "reset", "5xx"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamDefaults:
+    """Process-wide defaults from the environment; per-upstream settings override them."""
+
+    pool_size: int = 10  # POOL_SIZE, the per-endpoint maximum
+    connect_timeout: float = 30.0  # CONNECTION_TIMEOUT
+    retry_attempts: int = 3  # RETRY_ATTEMPTS, total attempts including the first
+    request_timeout: float = 30.0
+    max_request_bytes: int = 10 * MIB
+    max_response_bytes: int = 10 * MIB
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EndpointConfig(_Model):
+    url: str
+    weight: int = Field(default=1, ge=1, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        parsed = HttpUrl(v)
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError("endpoint url must be http:// or https://")
+        if parsed.query or parsed.fragment:
+            raise ValueError("endpoint url must not carry a query or fragment")
+        return v.rstrip("/")
+
+
+class PoolConfig(_Model):
+    max_size: int | None = Field(default=None, ge=1, description="Per endpoint; default POOL_SIZE.")
+    acquire_timeout: float = Field(
+        default=5.0, gt=0, description="Wait for a free slot, then pool_exhausted."
+    )
+    idle_timeout: float = Field(
+        default=30.0, gt=0, description="Idle keep-alive connections close after this."
+    )
+
+
+class TimeoutsConfig(_Model):
+    connect: float | None = Field(default=None, gt=0, description="Default CONNECTION_TIMEOUT.")
+    attempt: float | None = Field(default=None, gt=0, description="Per attempt; default request_timeout.")
+
+
+class BreakerConfig(_Model):
+    enabled: bool = True
+    window_type: Literal["count", "time"] = "count"
+    window_size: int = Field(default=50, ge=1, description="Calls (count) or seconds (time).")
+    minimum_calls: int = Field(default=10, ge=1)
+    failure_rate_threshold: float = Field(default=50.0, gt=0, le=100, description="Percent.")
+    slow_call_rate_threshold: float = Field(default=100.0, gt=0, le=100, description="Percent.")
+    slow_call_duration: float = Field(default=10.0, gt=0, description="Seconds.")
+    open_duration: float = Field(default=10.0, gt=0, description="Seconds before half-open.")
+    half_open_calls: int = Field(default=3, ge=1, description="Probe calls allowed in half-open.")
+    failure_on: frozenset[FailureKind] = frozenset({"connect_error", "timeout", "reset", "5xx"})
+
+
+class RetryConfig(_Model):
+    attempts: int | None = Field(
+        default=None, ge=1, le=20, description="Total attempts; default RETRY_ATTEMPTS."
+    )
+    backoff_base: float = Field(default=0.025, gt=0)
+    backoff_max: float = Field(default=1.0, gt=0)
+    on_statuses: frozenset[int] = frozenset({502, 503, 504})
+    on_connect_error: bool = True
+    on_timeout: bool = True
+    respect_retry_after: bool = True
+    max_retry_after: float = Field(default=5.0, ge=0)
+    budget_ratio: float = Field(default=0.2, ge=0, le=1, description="Retries per request, over the window.")
+    budget_min_per_second: float = Field(default=10.0, ge=0)
+    budget_window: float = Field(default=10.0, gt=0)
+
+
+class OutlierConfig(_Model):
+    enabled: bool = True
+    consecutive_failures: int = Field(default=5, ge=1)
+    base_ejection_time: float = Field(default=5.0, gt=0)
+    max_ejection_time: float = Field(default=300.0, gt=0)
+    max_ejection_percent: float = Field(default=50.0, ge=0, le=100)
+
+
+class HealthCheckConfig(_Model):
+    path: str = Field(pattern=r"^/")
+    interval: float = Field(default=5.0, gt=0)
+    timeout: float = Field(default=2.0, gt=0)
+    healthy_threshold: int = Field(default=2, ge=1)
+    unhealthy_threshold: int = Field(default=3, ge=1)
+    expected_statuses: frozenset[int] = frozenset(range(200, 300))
+
+
+class LimitsConfig(_Model):
+    max_concurrent: int | None = Field(default=None, ge=1, description="Bulkhead; unset = no limit.")
+    max_queued: int = Field(
+        default=0, ge=0, description="Waiting beyond max_concurrent; overflow fails fast."
+    )
+    max_request_bytes: int | None = Field(default=None, ge=0)
+    max_response_bytes: int | None = Field(default=None, ge=0)
+
+
+class RateConfig(_Model):
+    rate: float = Field(gt=0, description="Tokens per second.")
+    burst: float | None = Field(default=None, gt=0, description="Bucket size; default max(rate, 1).")
+
+
+class RateLimitConfig(_Model):
+    upstream: RateConfig | None = None
+    per_tenant: RateConfig | None = None
+    wait: bool = Field(
+        default=False, description="Wait for a token (within the deadline) instead of failing."
+    )
+    shared: bool = Field(default=False, description="Share the buckets across replicas through Redis.")
+
+
+class TlsConfig(_Model):
+    ca_file: str | None = None
+    client_certificate: str | None = Field(default=None, description="Name known to the certificate manager.")
+    min_version: Literal["1.2", "1.3"] = "1.3"
+    verify_hostname: bool = True
+
+
+LoadBalancer = Literal["least_request", "round_robin", "weighted", "random"]
+
+
+class UpstreamConfig(_Model):
+    endpoints: list[EndpointConfig] = Field(min_length=1)
+    load_balancer: LoadBalancer = "least_request"
+    pool: PoolConfig = PoolConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    retry: RetryConfig = RetryConfig()
+    outlier_detection: OutlierConfig = OutlierConfig()
+    health_check: HealthCheckConfig | None = None
+    limits: LimitsConfig = LimitsConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
+    tls: TlsConfig | None = None
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _bare_urls(cls, v: object) -> object:
+        if isinstance(v, list):
+            return [{"url": item} if isinstance(item, str) else item for item in v]
+        return v
+
+    @field_validator("endpoints")
+    @classmethod
+    def _distinct(cls, v: list[EndpointConfig]) -> list[EndpointConfig]:
+        urls = [e.url for e in v]
+        if len(set(urls)) != len(urls):
+            raise ValueError("endpoint urls must be distinct")
+        return v
+
+
+class UpstreamsFile(_Model):
+    upstreams: dict[str, UpstreamConfig]
+
+    @field_validator("upstreams")
+    @classmethod
+    def _names(cls, v: dict[str, UpstreamConfig]) -> dict[str, UpstreamConfig]:
+        for name in v:
+            if not name or len(name) > 128:
+                raise ValueError(f"upstream name {name!r} must be 1-128 characters")
+        return v

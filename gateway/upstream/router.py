@@ -1,0 +1,176 @@
+"""One upstream's request path, Envoy's router: attempts under one deadline, retried elsewhere.
+
+forward(request)
+  ├─ admit: size limit, deadline, rate limit, bulkhead
+  └─ attempt loop: choose host → pool slot → HTTP exchange → record outcome
+                    → retry?  (policy, budget, backoff that ends before the deadline)
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from gateway.clock import Clock, Deadline
+from gateway.errors import DeadlineExceededError, PayloadTooLargeError, PoolExhaustedError, UpstreamError
+from gateway.events import Observer, RetryAttempted, RetryBudgetExhausted
+from gateway.upstream.base import OutboundRequest, UpstreamResponse
+from gateway.upstream.cluster import Cluster
+from gateway.upstream.host import Host
+from gateway.upstream.http import Exchange, HttpResult
+from gateway.upstream.outcome import AttemptTimeoutError
+from gateway.upstream.retry import RetryBudget, RetryPolicy, replayable
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    attempt_timeout: float = 30.0
+    connect_timeout: float = 30.0
+    max_request_bytes: int = 10 * 1024 * 1024
+    max_response_bytes: int = 10 * 1024 * 1024
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    host: Host
+    result: HttpResult | None
+    error: UpstreamError | None
+    elapsed: float
+
+
+class Router:
+    def __init__(
+        self,
+        cluster: Cluster,
+        policy: RoutePolicy,
+        *,
+        budget: RetryBudget,
+        clock: Clock,
+        observer: Observer,
+        rng: random.Random,
+    ) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.budget = budget
+        self._clock = clock
+        self._observer = observer
+        self._rng = rng
+
+    @property
+    def name(self) -> str:
+        return self.cluster.name
+
+    async def forward(self, request: OutboundRequest) -> UpstreamResponse:
+        self._admit(request)
+        self.budget.on_request(self._clock.monotonic())
+        return await self._attempts(request)
+
+    def _admit(self, request: OutboundRequest) -> None:
+        size = len(request.body or b"")
+        if size > self.policy.max_request_bytes:
+            raise PayloadTooLargeError(
+                f"request body is {size} bytes, over the {self.policy.max_request_bytes}-byte limit"
+                f" of {self.name}"
+            )
+        if request.deadline.expired(self._clock):
+            raise DeadlineExceededError(f"deadline passed before the request to {self.name} was sent")
+
+    async def _attempts(self, request: OutboundRequest) -> UpstreamResponse:
+        spent = 0.0
+        avoid: Host | None = None
+        number = 0
+        while True:
+            number += 1
+            attempt = await self._attempt(self.cluster.choose(avoid), request)
+            spent += attempt.elapsed
+            delay = self._retry_delay(request, number, attempt)
+            if delay is None:
+                return self._finish(attempt, number, spent)
+            await self._clock.sleep(delay)
+            avoid = attempt.host
+
+    async def _attempt(self, host: Host, request: OutboundRequest) -> _Attempt:
+        deadline = request.deadline
+        remaining = deadline.remaining(self._clock)
+        if remaining <= 0:
+            raise DeadlineExceededError(f"deadline passed before an attempt on {self.name} could start")
+        exchange = self._exchange(host, request, min(self.policy.attempt_timeout, remaining))
+        started = self._clock.monotonic()
+        host.active += 1
+        try:
+            async with self.cluster.pool.get_connection(host.url, timeout=remaining) as conn:
+                result = await conn.request(exchange)
+        except PoolExhaustedError as exc:
+            raise (self._deadline_error(deadline, exc) or exc) from exc
+        except (AttemptTimeoutError, UpstreamError) as exc:
+            elapsed = self._clock.monotonic() - started
+            if isinstance(exc, AttemptTimeoutError) and (timed_out := self._deadline_error(deadline, exc)):
+                raise timed_out from exc
+            return _Attempt(host, None, exc, elapsed)
+        finally:
+            host.active -= 1
+        return _Attempt(host, result, None, self._clock.monotonic() - started)
+
+    def _exchange(self, host: Host, request: OutboundRequest, timeout: float) -> Exchange:
+        envelope = request.envelope
+        headers = {**request.headers, **request.trace_headers}
+        return Exchange(
+            method=envelope.method,
+            url=host.url + envelope.path,
+            headers=headers,
+            body=request.body,
+            timeout=timeout,
+            connect_timeout=self.policy.connect_timeout,
+            max_response_bytes=self.policy.max_response_bytes,
+        )
+
+    def _deadline_error(self, deadline: Deadline, cause: Exception) -> DeadlineExceededError | None:
+        if not deadline.expired(self._clock):
+            return None
+        return DeadlineExceededError(f"deadline for {self.name} ran out during an attempt: {cause}")
+
+    def _retry_delay(self, request: OutboundRequest, number: int, attempt: _Attempt) -> float | None:
+        policy = self.policy.retry
+        if number >= policy.attempts:
+            return None
+        status = attempt.result.status if attempt.result is not None else None
+        envelope = request.envelope
+        reason = policy.reason(
+            replayable=replayable(envelope.method, envelope.idempotency_key),
+            status=status,
+            error=attempt.error,
+        )
+        if reason is None:
+            return None
+        delay = policy.backoff(number, self._rng)
+        if attempt.result is not None:
+            asked = policy.retry_after(attempt.result.headers.get("retry-after"), self._clock.time())
+            delay = max(delay, asked or 0.0)
+        if delay >= request.deadline.remaining(self._clock):
+            return None
+        if not self.budget.try_spend(self._clock.monotonic()):
+            self._observer.on_event(RetryBudgetExhausted(upstream=self.name))
+            return None
+        self._observer.on_event(RetryAttempted(self.name, attempt.host.url, number + 1, reason))
+        return delay
+
+    def _finish(self, attempt: _Attempt, attempts: int, spent: float) -> UpstreamResponse:
+        if attempt.error is not None:
+            raise attempt.error
+        assert attempt.result is not None  # an attempt has a result or an error
+        result = attempt.result
+        return UpstreamResponse(
+            status=result.status,
+            headers=result.headers,
+            body=result.body,
+            attempts=attempts,
+            endpoint=attempt.host.url,
+            upstream_duration=spent,
+        )
+
+    async def aclose(self) -> None:
+        await self.cluster.aclose()
+
+    def __repr__(self) -> str:
+        return f"<Router {self.name} attempts={self.policy.retry.attempts} {self.cluster!r}>"
