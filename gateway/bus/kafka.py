@@ -14,7 +14,7 @@ import ssl
 from collections.abc import Collection, Mapping
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
@@ -28,83 +28,11 @@ from gateway.bus.base import (
     OutboundMessage,
 )
 from gateway.bus.kafka_offsets import OffsetBook
-from gateway.bus.kafka_records import (
-    KafkaOptions,
-    KafkaPublishError,
-    encode_headers,
-    message_headers,
-    to_delivery,
-)
+from gateway.bus.kafka_producer import KafkaProducerLink
+from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError, to_delivery
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
-
-
-class KafkaProducerLink:
-    """One confirmed (acks=all) producer. ``send`` returns once the broker has the record."""
-
-    def __init__(self, options: KafkaOptions, *, linger_ms: int = 2) -> None:
-        self._options = options
-        self._linger_ms = linger_ms
-        self._producer: AIOKafkaProducer | None = None
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> AIOKafkaProducer:
-        async with self._lock:
-            if self._producer is None:
-                # No enable_idempotence: Tansu rejects InitProducerId. linger batches replies, which
-                # Tansu's memory store needs (it stalls under many one-record batches).
-                producer = AIOKafkaProducer(
-                    acks="all",
-                    linger_ms=self._linger_ms,
-                    enable_idempotence=False,
-                    **self._options.client_kwargs(),
-                )
-                try:
-                    await producer.start()
-                except KafkaError as exc:
-                    await producer.stop()
-                    raise KafkaPublishError(
-                        f"cannot reach Kafka at {self._options.bootstrap}: {exc}"
-                    ) from exc
-                self._producer = producer
-            return self._producer
-
-    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: Mapping[str, str]) -> None:
-        producer = self._producer or await self.start()
-        try:
-            # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
-            confirmed = await producer.send(topic, value, key=key, headers=encode_headers(headers))
-            await confirmed
-        except KafkaError as exc:
-            raise KafkaPublishError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
-
-    async def send_message(self, message: OutboundMessage) -> None:
-        producer = self._producer or await self.start()
-        correlation = message.correlation_id
-        key = message.key if message.key is not None else (correlation.encode() if correlation else None)
-        headers = message_headers(message.content_type, correlation, message.headers)
-        try:
-            confirmed = await producer.send(message.destination, message.body, key=key, headers=headers)
-            await confirmed
-        except KafkaError as exc:
-            raise KafkaPublishError(
-                f"Kafka did not confirm the record for {message.destination}: {exc}"
-            ) from exc
-
-    async def partitions_for(self, topic: str) -> set[int]:
-        """Partitions of ``topic``; asking for its metadata makes an auto-creating broker create it."""
-        producer = self._producer or await self.start()
-        return set(await producer.partitions_for(topic))
-
-    async def aclose(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
-
-    def __repr__(self) -> str:
-        state = "started" if self._producer is not None else "idle"
-        return f"<KafkaProducerLink {self._options.bootstrap} acks=all {state}>"
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -374,18 +302,18 @@ class KafkaTransport:
         log.info("kafka_partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
     # -- metrics ----------------------------------------------------------------------------
-    def lag(self) -> dict[TopicPartition, int]:
-        """Records behind the partition's end, per assigned partition (from the last fetch)."""
+    def lag(self) -> dict[int, int]:
+        """Records behind the partition's end, by partition number (from the last fetch)."""
         consumer = self._consumer
         if consumer is None:
             return {}
-        result: dict[TopicPartition, int] = {}
+        result: dict[int, int] = {}
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
             held = self._offsets.get(tp)
             position = held.next_offset if held is not None else None
             if highwater is not None and position is not None:
-                result[tp] = max(0, highwater - position)
+                result[tp.partition] = max(0, highwater - position)
         return result
 
     def __repr__(self) -> str:
@@ -404,3 +332,9 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+# Re-exported: the client side lives in its own module but is found where users look first.
+from gateway.bus.kafka_requester import KafkaRequester, KafkaTelemetryStream  # noqa: E402
+
+__all__ = ["KafkaProducerLink", "KafkaRequester", "KafkaTelemetryStream", "KafkaTransport"]

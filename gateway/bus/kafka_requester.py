@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
-from gateway.bus.kafka import KafkaProducerLink
+from gateway.bus.kafka_producer import KafkaProducerLink
 from gateway.bus.kafka_records import (
     CONTENT_TYPE,
     CORRELATION_ID,
