@@ -25,6 +25,7 @@ from gateway.settings import Settings, describe_validation_error, read_yaml
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
+from gateway.wiring import build_certificates, build_dedupe_store, build_metrics, build_tracer, build_transports
 from gateway.worker import Lane, Worker
 
 log = structlog.get_logger("cmn.app")
@@ -87,6 +88,7 @@ class Gateway:
         self.worker: Worker | None = None
         self.forwarder: Forwarder | None = None
         self.telemetry: TelemetryService | None = None
+        self.metrics: Any = None  # gateway.telemetry.metrics.Metrics when ENABLE_METRICS
         self.metrics_port: int | None = None
         self.embedded_bootstrap: str | None = None
 
@@ -104,14 +106,6 @@ class Gateway:
         await self.aclose()
 
     async def start(self) -> None:
-        from gateway.wiring import (
-            build_certificates,
-            build_dedupe_store,
-            build_metrics,
-            build_tracer,
-            build_transports,
-        )
-
         tracer: RequestTracer = await build_tracer(self)
         await build_metrics(self)
         tls = await build_certificates(self)

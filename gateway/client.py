@@ -98,7 +98,7 @@ class GatewayClient:
             rid, upstream, method, path, json=json, body=body, headers=headers, timeout=timeout,
             idempotency_key=idempotency_key, tenant=tenant,
         )  # fmt: skip
-        raw = await self.send_and_wait(rid, encode_request(envelope, self._codec), timeout)
+        raw = await self.send_raw(encode_request(envelope, self._codec), correlation_id=rid, timeout=timeout)
         return ReplyEnvelope.model_validate(decode_reply(raw.body, raw.content_type))
 
     def envelope(
@@ -127,22 +127,32 @@ class GatewayClient:
                 envelope[key] = value
         return envelope
 
-    async def send_and_wait(self, rid: str, payload: bytes, timeout: float) -> ReplyMessage:
-        """Publish raw request bytes and wait for the reply correlated to ``rid``."""
+    async def send_raw(
+        self,
+        payload: bytes,
+        *,
+        correlation_id: str,
+        content_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> ReplyMessage:
+        """Publish request bytes as they are and wait for the reply correlated to ``correlation_id``."""
         await self.start()
         future: asyncio.Future[ReplyMessage] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = future
+        self._pending[correlation_id] = future
         try:
             with self._tracer.start_as_current_span(f"{REQUESTS} publish", kind=SpanKind.PRODUCER):
-                headers: dict[str, str] = {}
-                propagate.inject(headers)
-                await self._requester.send(payload, content_type=self._codec, correlation_id=rid, headers=headers)
+                carrier = dict(headers or {})
+                propagate.inject(carrier)
+                await self._requester.send(
+                    payload, content_type=content_type or self._codec, correlation_id=correlation_id, headers=carrier
+                )
             try:
                 return await asyncio.wait_for(future, timeout)
             except TimeoutError as exc:
-                raise ReplyTimeoutError(f"no reply to {rid} within {timeout:.3f} s") from exc
+                raise ReplyTimeoutError(f"no reply to {correlation_id} within {timeout:.3f} s") from exc
         finally:
-            self._pending.pop(rid, None)
+            self._pending.pop(correlation_id, None)
 
     def _on_reply(self, message: ReplyMessage) -> None:
         future = self._pending.get(message.correlation_id or "")

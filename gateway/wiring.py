@@ -1,0 +1,112 @@
+"""The composition root's builders: one function per optional part, each registering its own cleanup."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from gateway.bus.base import Transport
+from gateway.dedupe import ResultStore
+from gateway.pipeline import RequestTracer
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = structlog.get_logger("cmn.app")
+
+
+async def build_tracer(gw: Gateway) -> RequestTracer:
+    from gateway.telemetry.tracing import configure_tracing
+
+    s = gw.settings
+    handle = configure_tracing(
+        s.otlp_endpoint, protocol=s.otlp_protocol, sampling_ratio=s.trace_sampling_ratio, service_name="cmn-gateway"
+    )
+    gw._stack.push_async_callback(handle.aclose)
+    tracer: RequestTracer = handle.tracer
+    return tracer
+
+
+async def build_metrics(gw: Gateway) -> None:
+    """Request log always; Prometheus metrics and probes on METRICS_PORT when ENABLE_METRICS."""
+    from gateway.telemetry.logging import RequestLog
+
+    gw.observer.add(RequestLog())
+    if not gw.settings.enable_metrics:
+        return
+    from prometheus_client import CollectorRegistry
+
+    from gateway.telemetry.metrics import Metrics
+    from gateway.telemetry.server import MetricsServer
+
+    registry = CollectorRegistry()
+    gw.metrics = Metrics(registry)
+    gw.observer.add(gw.metrics)
+    server = MetricsServer(registry, port=gw.settings.metrics_port, readiness=lambda: gw.ready)
+    await server.start()
+    gw._stack.push_async_callback(server.aclose)
+    gw.metrics_port = server.port
+
+
+async def build_certificates(gw: Gateway) -> Any:
+    """A TLS context provider for the upstreams that ask for TLS settings, else None (platform default)."""
+    tls_by_upstream = {n: u.tls for n, u in gw.config.upstreams.upstreams.items() if u.tls is not None}
+    if not tls_by_upstream and not gw.config.certificates:
+        return None
+    from gateway.certs.wiring import build_certificate_manager
+
+    manager, provider = await build_certificate_manager(
+        gw.config.certificates, tls_by_upstream, gw.settings, clock=gw.clock, observer=gw.observer
+    )
+    if manager is not None:
+        gw._stack.push_async_callback(manager.aclose)
+        if gw.metrics is not None:
+            gw.metrics.bind_certificate_expiries(manager.expiries)
+    return provider
+
+
+async def build_dedupe_store(gw: Gateway) -> ResultStore:
+    from gateway.upstream.idempotency import InMemoryIdempotencyStore, RedisIdempotencyStore
+
+    if gw.settings.redis_url:
+        store = RedisIdempotencyStore.from_url(gw.settings.redis_url)
+        gw._stack.push_async_callback(store.aclose)
+        return store
+    return InMemoryIdempotencyStore(clock=gw.clock)
+
+
+async def build_transports(gw: Gateway) -> list[Transport]:
+    s = gw.settings
+    transports: list[Transport] = []
+    bootstrap = s.kafka_bootstrap_servers
+    if s.embedded:
+        from gateway.bus.embedded import EmbeddedBroker
+
+        broker = EmbeddedBroker(port=s.embedded_broker_port, clock=gw.clock)
+        await broker.start()
+        gw._stack.push_async_callback(broker.aclose)
+        bootstrap = gw.embedded_bootstrap = broker.bootstrap
+        log.warning("embedded_broker_started", bootstrap=bootstrap, note="for trying CMN, not for production")
+    if s.amqp_url:
+        from gateway.bus.rabbitmq import RabbitTransport
+
+        transports.append(RabbitTransport(s.amqp_url, max_in_flight=s.max_in_flight, instance=gw.instance))
+    if bootstrap:
+        from gateway.bus.kafka import KafkaTransport
+
+        transports.append(
+            KafkaTransport(
+                bootstrap,
+                group_id=s.kafka_group_id,
+                max_in_flight=s.max_in_flight,
+                session_timeout_ms=s.kafka_session_timeout_ms,
+                heartbeat_interval_ms=max(100, s.kafka_session_timeout_ms // 4),
+                fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                clock=gw.clock,
+            )
+        )
+        if gw.metrics is not None:
+            kafka = transports[-1]
+            gw.metrics.bind_consumer_lag(kafka.lag)  # type: ignore[attr-defined]  # KafkaTransport-only API
+    return transports

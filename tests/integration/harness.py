@@ -1,0 +1,126 @@
+"""A whole gateway in the test process, on a real broker, with a real upstream, and a client to drive it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aiokafka import AIOKafkaConsumer
+
+from gateway.app import Gateway, load_config
+from gateway.bus.base import Transport
+from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka_requester import KafkaRequester
+from gateway.bus.rabbitmq import RabbitRequester, RabbitTransport
+from gateway.client import GatewayClient
+from gateway.envelope.codec import JSON
+from gateway.events import RecordingObserver
+from gateway.settings import load_settings
+
+FAST_GROUP: dict[str, Any] = {"session_timeout_ms": 1500, "heartbeat_interval_ms": 300}
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass
+class Stack:
+    kind: str
+    gateway: Gateway
+    client: GatewayClient
+    queue: str
+    events: RecordingObserver
+    bootstrap: str | None = None
+
+    async def dead_letters(self, count: int, timeout: float = 10.0) -> list[tuple[bytes, dict[str, str]]]:
+        """The first ``count`` dead-lettered messages for this stack: (original bytes, headers)."""
+        if self.kind == "rabbitmq":
+            return await _rabbit_dead_letters(f"{self.queue}.dlq", count, timeout)
+        assert self.bootstrap is not None
+        return await _kafka_dead_letters(self.bootstrap, count, timeout)
+
+
+def transport_and_requester(
+    kind: str, queue: str, bootstrap: str | None, *, max_in_flight: int = 256
+) -> tuple[Transport, Any]:
+    if kind == "rabbitmq":
+        return (
+            RabbitTransport(AMQP_URL, queue=queue, max_in_flight=max_in_flight),
+            RabbitRequester(AMQP_URL, queue=queue),
+        )
+    assert bootstrap is not None
+    return (
+        KafkaTransport(bootstrap, topic=queue, group_id=f"g.{queue}", max_in_flight=max_in_flight, **FAST_GROUP),
+        KafkaRequester(bootstrap, topic=queue),
+    )
+
+
+StackFactory = Callable[..., Awaitable[Stack]]
+
+
+async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None) -> StackFactory:
+    async def make(
+        upstreams: dict[str, Any], *, codec: str = JSON, env: dict[str, Any] | None = None, max_in_flight: int = 256
+    ) -> Stack:
+        queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+        transport, requester = transport_and_requester(kind, queue, bootstrap, max_in_flight=max_in_flight)
+        settings = load_settings(**{"ENABLE_METRICS": False, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **(env or {})})
+        events = RecordingObserver()
+        gateway = Gateway(load_config(settings, {"upstreams": upstreams}), observers=[events], transports=[transport])
+        await stack.enter_async_context(gateway)
+        client = await stack.enter_async_context(GatewayClient(requester, codec=codec))
+        return Stack(kind, gateway, client, queue, events, bootstrap)
+
+    return make
+
+
+async def _rabbit_dead_letters(queue: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:
+    import asyncio
+
+    out: list[tuple[bytes, dict[str, str]]] = []
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        q = await channel.get_queue(queue)
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(out) < count and loop.time() < end:
+            message = await q.get(no_ack=True, fail=False)
+            if message is None:
+                await asyncio.sleep(0.05)
+                continue
+            out.append((message.body, {k: str(v) for k, v in (message.headers or {}).items()}))
+        await q.delete(if_unused=False, if_empty=False)
+    return out
+
+
+async def _kafka_dead_letters(bootstrap: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:
+    import asyncio
+
+    consumer = AIOKafkaConsumer(
+        "cmn.requests.dlq", bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=10
+    )
+    await consumer.start()
+    out: list[tuple[bytes, dict[str, str]]] = []
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(out) < count and loop.time() < end:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    out.append((r.value, {k: v.decode() for k, v in r.headers}))
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def collect(iterator: AsyncIterator[Any], count: int) -> list[Any]:
+    out = []
+    async for item in iterator:
+        out.append(item)
+        if len(out) >= count:
+            break
+    return out

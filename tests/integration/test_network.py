@@ -1,0 +1,170 @@
+"""The core path end to end: a real broker (RabbitMQ and Tansu), the gateway, a real HTTP upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+
+from gateway.envelope.codec import JSON, MSGPACK, encode_request
+from gateway.events import RequestCompleted
+from tests.fixtures.upstreams import Upstream
+from tests.integration.harness import Stack, StackFactory, collect
+
+
+def echo(upstream: Upstream, **extra: Any) -> dict[str, Any]:
+    return {"echo": {"endpoints": [upstream.url], **extra}}
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK])
+async def test_round_trip_in_both_codecs(make_stack: StackFactory, echo_upstream: Upstream, codec: str) -> None:
+    stack = await make_stack(echo(echo_upstream), codec=codec)
+    reply = await stack.client.request(
+        "echo", "POST", "/v1/things?x=1", json={"n": 1}, headers={"X-Trace-Me": "yes", "Connection": "close"}
+    )
+    assert reply.error is None and reply.status == 200 and reply.attempts == 1
+    assert reply.json_["method"] == "POST" and reply.json_["path"] == "/v1/things?x=1"
+    assert orjson.loads(reply.json_["body"]) == {"n": 1}
+    sent_headers = {k.lower(): v for k, v in reply.json_["headers"].items()}
+    assert sent_headers["x-trace-me"] == "yes" and sent_headers["content-type"] == "application/json"
+    assert sent_headers.get("connection") != "close"  # hop-by-hop headers are not forwarded
+    assert reply.upstream == "echo" and reply.duration_ms > 0
+
+
+async def test_text_binary_and_upstream_errors_are_normal_replies(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    stack = await make_stack(echo(echo_upstream, retry={"attempts": 1}))
+    text, binary, missing = await asyncio.gather(
+        stack.client.request("echo", "GET", "/text"),
+        stack.client.request("echo", "GET", "/binary"),
+        stack.client.request("echo", "GET", "/nope?status=404"),
+    )
+    assert (text.status, text.body) == (200, "hello text")
+    assert base64.b64decode(binary.body_b64 or "") == bytes(range(256))
+    assert (missing.status, missing.error) == (404, None)
+
+
+async def test_thousand_concurrent_requests_each_get_their_own_reply(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    stack = await make_stack(echo(echo_upstream, pool={"max_size": 64}))
+    replies = await asyncio.gather(*(stack.client.request("echo", "GET", f"/item/{i}", timeout=60) for i in range(1000)))
+    assert [r.json_["path"] for r in replies] == [f"/item/{i}" for i in range(1000)]
+    assert all(r.error is None for r in replies)
+
+
+async def test_telemetry_event_for_every_request(make_stack: StackFactory, echo_upstream: Upstream) -> None:
+    stack = await make_stack(echo(echo_upstream))
+    stream = stack.client.telemetry(from_beginning=True)
+    reply = await stack.client.request("echo", "GET", "/observed", tenant="acme")
+    events = await asyncio.wait_for(
+        collect((e async for e in stream if e.type == "request.completed" and e.data["request_id"] == reply.id), 1),
+        timeout=20,
+    )
+    data = events[0].data
+    assert (data["upstream"], data["status_code"], data["tenant"], data["transport"]) == (
+        "echo",
+        200,
+        "acme",
+        stack.kind,
+    )
+    recorded = [e for e in stack.events.events if isinstance(e, RequestCompleted)]
+    assert [e.request_id for e in recorded] == [reply.id]
+
+
+async def test_traceparent_passes_through(make_stack: StackFactory, echo_upstream: Upstream) -> None:
+    stack = await make_stack(echo(echo_upstream))
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    raw = encode_request({"id": "tp-1", "upstream": "echo", "path": "/"})
+    message = await stack.client.send_raw(raw, correlation_id="tp-1", headers={"traceparent": traceparent})
+    assert message.headers.get("traceparent", "").split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+
+
+async def test_idempotency_key_answers_duplicates_without_a_second_call(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    stack = await make_stack(echo(echo_upstream))
+    first, second = await asyncio.gather(
+        stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key="k-1"),
+        stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key="k-1"),
+    )
+    third = await stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key="k-1")
+    assert echo_upstream.hits == 1
+    assert first.status == second.status == third.status == 200
+    assert sorted([first.attempts, second.attempts]) == [0, 1] and third.attempts == 0
+    assert third.json_ == first.json_
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+BAD_INPUTS: list[tuple[str, Any, str, str]] = [
+    # (name, payload (bytes or map), content type, expected code)
+    ("not-json", b"{this is not json", JSON, "invalid_request"),
+    ("not-msgpack", b"\xc1\xc1\xc1", MSGPACK, "invalid_request"),
+    ("missing-id", {"upstream": "echo"}, JSON, "invalid_request"),
+    ("unknown-upstream", {"id": "bad-unknown", "upstream": "nowhere"}, JSON, "unknown_upstream"),
+    ("scheme-path", {"id": "bad-scheme", "upstream": "echo", "path": "http://evil.example/x"}, JSON, "invalid_request"),
+    ("authority-path", {"id": "bad-authority", "upstream": "echo", "path": "//evil.example/x"}, JSON, "invalid_request"),
+    ("too-large", {"id": "bad-large", "upstream": "echo", "body": "x" * 70_000}, JSON, "payload_too_large"),
+    ("wrong-types", {"id": "bad-types", "upstream": "echo", "timeout_ms": "soon"}, MSGPACK, "invalid_request"),
+    ("expired", {"id": "bad-expired", "upstream": "echo", "deadline": 1}, JSON, "deadline_exceeded"),
+    ("two-bodies", {"id": "bad-bodies", "upstream": "echo", "json": {}, "body": "x"}, JSON, "invalid_request"),
+]
+
+
+async def test_bad_input_matrix_answered_dead_lettered_and_worker_carries_on(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    stack = await make_stack(echo(echo_upstream), env={"MAX_REQUEST_BYTES": 65_536})
+    sent: dict[bytes, str] = {}
+    for i, (name, payload, ctype, code) in enumerate(BAD_INPUTS):
+        raw = payload if isinstance(payload, bytes) else _encode(payload, ctype)
+        sent[raw] = code
+        message = await stack.client.send_raw(raw, correlation_id=f"corr-{i}", content_type=ctype)
+        reply = _decode(message.body, ctype)
+        assert reply["error"]["code"] == code, name
+        assert reply["status"] is None, name
+        expected_id = payload.get("id") if isinstance(payload, dict) and "id" in payload else f"corr-{i}"
+        assert reply["id"] == expected_id, name
+    letters = await stack.dead_letters(len(BAD_INPUTS))
+    ours = [(body, headers) for body, headers in letters if body in sent]
+    assert len(ours) == len(BAD_INPUTS)
+    for body, headers in ours:
+        assert headers["x-cmn-error"].startswith(sent[body] + ": ")
+    good = await stack.client.request("echo", "GET", "/still-serving")
+    assert good.status == 200 and echo_upstream.hits == 1
+
+
+def _encode(payload: dict[str, Any], ctype: str) -> bytes:
+    return msgpack.packb(payload) if ctype == MSGPACK else orjson.dumps(payload)
+
+
+def _decode(raw: bytes, ctype: str) -> dict[str, Any]:
+    return msgpack.unpackb(raw) if ctype == MSGPACK else orjson.loads(raw)  # type: ignore[no-any-return]
+
+
+async def test_queue_wait_past_budget_is_not_sent(make_stack: StackFactory, echo_upstream: Upstream) -> None:
+    stack = await make_stack(echo(echo_upstream))
+    raw = orjson.dumps({"id": "late", "upstream": "echo", "timeout_ms": 50, "sent_at": _now_ms() - 1000})
+    message = await stack.client.send_raw(raw, correlation_id="late")
+    assert orjson.loads(message.body)["error"]["code"] == "deadline_exceeded"
+    assert echo_upstream.hits == 0
+
+
+async def test_unreachable_upstream_is_an_error_reply_not_a_dead_letter(
+    make_stack: StackFactory, unused_port: int
+) -> None:
+    stack: Stack = await make_stack(
+        {"down": {"endpoints": [f"http://127.0.0.1:{unused_port}"], "retry": {"attempts": 1}}}
+    )
+    reply = await stack.client.request("down", "GET", "/", timeout=5)
+    assert reply.status is None and reply.error is not None
+    assert reply.error.code == "upstream_unavailable"
