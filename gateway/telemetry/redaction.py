@@ -1,0 +1,90 @@
+"""Secrets never reach a log line or a span: redaction of keys, bearer tokens and URL query secrets.
+
+A key is secret when it names a credential header (``Authorization``, ``Cookie``, ``X-Api-Key`` ...)
+or contains ``secret``, ``password``, ``token``, ``credential`` or ``api key`` in any spelling.
+Values are walked through nested dicts, lists and ``(name, value)`` pairs (how header lists
+travel); strings are scrubbed of ``Bearer``/``Basic`` credentials and secret query parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[REDACTED]"
+MAX_DEPTH = 8  # deeper structures are replaced whole: a log line is no place for them anyway
+
+SECRET_KEYS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "x-auth-token",
+        "x-amz-security-token",
+        "ocp-apim-subscription-key",
+    }
+)
+_SECRET_PARTS = (
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "credential",
+    "apikey",
+    "api_key",
+    "api-key",
+    "private_key",
+)
+_NEVER_SECRET = frozenset({"event", "level", "timestamp", "logger", "trace_id", "span_id", "request_id"})
+
+_AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9._~+/=:-]+")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;][^=&;#\s]*(?:secret|password|passwd|token|credential|api_?key|apikey|signature|sig)[^=&;#\s]*=)"
+    r"[^&;#\s]*"
+)
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    if lowered in _NEVER_SECRET:
+        return False
+    return lowered in SECRET_KEYS or any(part in lowered for part in _SECRET_PARTS)
+
+
+def redact_text(text: str) -> str:
+    """Scrubs credentials embedded in free text (auth schemes, URL user-info, secret query values)."""
+    if not any(c in text for c in " ?&@;"):
+        return text  # nothing that could carry an embedded credential: the common, cheap case
+    text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+
+
+def redact_url(url: str) -> str:
+    return redact_text(url)
+
+
+def redact(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` with secrets replaced; inputs are never mutated."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if depth >= MAX_DEPTH:
+        return REDACTED if isinstance(value, Mapping | list | tuple) else value
+    if isinstance(value, Mapping):
+        return redact_mapping(value, depth)
+    if isinstance(value, list | tuple):
+        if len(value) == 2 and isinstance(value[0], str) and is_secret_key(value[0]):
+            return (value[0], REDACTED)
+        return [redact(item, depth + 1) for item in value]
+    return value
+
+
+def redact_mapping(mapping: Mapping[Any, Any], depth: int = 0) -> dict[Any, Any]:
+    return {
+        key: REDACTED if isinstance(key, str) and is_secret_key(key) else redact(item, depth + 1)
+        for key, item in mapping.items()
+    }
