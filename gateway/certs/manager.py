@@ -47,6 +47,16 @@ class ManagedCertificate:
 
 
 @dataclass(frozen=True, slots=True)
+class Inspection:
+    """One certificate as its source has it now, and why it would be refused (if it would)."""
+
+    name: str
+    source: str
+    bundle: CertificateBundle | None
+    error: CertificateError | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Active:
     bundle: CertificateBundle
     context: ssl.SSLContext
@@ -106,6 +116,23 @@ class CertificateManager:
     def expiries(self) -> dict[str, float]:
         """Expiry (epoch seconds) of every loaded certificate, for the metrics gauge."""
         return {name: active.bundle.not_after for name, active in self._active.items()}
+
+    async def inspect(self) -> list[Inspection]:
+        """Fetch and validate every certificate afresh without installing it (``cmn certs list``, health)."""
+        return [await self._inspect(entry) for entry in self._entries.values()]
+
+    async def _inspect(self, entry: ManagedCertificate) -> Inspection:
+        bundle: CertificateBundle | None = None
+        try:
+            bundle = await entry.source.load(None)
+            if bundle is None:
+                raise CertificateError(f"certificate {entry.name!r}: the source returned nothing")
+            validate_bundle(
+                bundle, now=self._clock.time(), trusted=entry.trusted, expected_name=entry.expected_name
+            )
+        except CertificateError as exc:
+            return Inspection(entry.name, entry.source.kind, bundle, exc)
+        return Inspection(entry.name, entry.source.kind, bundle, None)
 
     def add_listener(self, listener: BundleListener) -> None:
         """Called with each newly installed bundle, right after the swap (must not raise or block)."""
