@@ -10,17 +10,16 @@ import pytest
 import yaml
 
 from tests.deploy import dockerfile
+from tests.deploy.conftest import OpsPort
 from tests.deploy.manifests import compose_config, compose_service
 from tests.deploy.tools import (
     COMPOSE_FILE,
     DOCKERFILE,
     REPO,
     explain,
-    probe_app,
     run,
     run_probe,
 )
-from tests.fixtures.upstreams import StartUpstream
 
 SERVICES = {"gateway", "rabbitmq", "kafka", "redis", "prometheus", "grafana", "jaeger"}
 BROKERS = {"rabbitmq", "kafka", "redis"}
@@ -110,11 +109,9 @@ def test_grafana_dashboard_provider_reads_the_mounted_dashboards() -> None:
     assert paths <= mounted
 
 
-async def test_gateway_healthcheck_follows_readyz(start_upstream: StartUpstream) -> None:
+async def test_gateway_healthcheck_follows_readyz(ops_port: OpsPort) -> None:
     command = gateway()["healthcheck"]["test"]
     assert command[0] == "CMD"
-    statuses = {"/readyz": 200}
-    server = await start_upstream(probe_app(statuses))
-    assert await run_probe(command[1:], server.port) == 0
-    statuses["/readyz"] = 503
-    assert await run_probe(command[1:], server.port) != 0
+    assert await run_probe(command[1:], ops_port.port) == 0
+    ops_port.ready = False
+    assert await run_probe(command[1:], ops_port.port) != 0, "healthy must mean connected and consuming"

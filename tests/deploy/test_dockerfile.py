@@ -6,17 +6,16 @@ import tomllib
 from pathlib import Path
 
 from tests.deploy import dockerfile
+from tests.deploy.conftest import OpsPort
 from tests.deploy.tools import (
     DOCKERFILE,
     REPO,
     dockerignore_patterns,
     dockerignored,
     explain,
-    probe_app,
     run,
     run_probe,
 )
-from tests.fixtures.upstreams import StartUpstream
 
 INSTRUCTIONS = dockerfile.parse(DOCKERFILE)
 RUNTIME = dockerfile.last_stage(INSTRUCTIONS)
@@ -89,11 +88,9 @@ def test_copied_sources_exist_and_are_not_dockerignored() -> None:
     assert dockerignored("gateway/__pycache__/clock.cpython-311.pyc", patterns)
 
 
-async def test_healthcheck_command_follows_healthz(start_upstream: StartUpstream) -> None:
+async def test_healthcheck_command_probes_the_gateway_healthz(ops_port: OpsPort) -> None:
     (healthcheck,) = arguments_of("HEALTHCHECK")
     command = dockerfile.healthcheck_command(healthcheck)
-    statuses = {"/healthz": 200}
-    server = await start_upstream(probe_app(statuses))
-    assert await run_probe(command, server.port) == 0
-    statuses["/healthz"] = 503
-    assert await run_probe(command, server.port) != 0
+    assert await run_probe(command, ops_port.port) == 0
+    await ops_port.server.aclose()
+    assert await run_probe(command, ops_port.port) != 0, "a dead gateway must fail its health check"

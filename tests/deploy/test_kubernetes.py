@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import yaml
 
+from tests.deploy.conftest import OpsPort
 from tests.deploy.manifests import config_maps, container, pod_spec, rendered_k8s
 from tests.deploy.manifests import k8s_documents as documents
 from tests.deploy.manifests import k8s_gateway_env as gateway_env
@@ -131,3 +133,16 @@ def test_network_policy_admits_only_the_metrics_port() -> None:
     assert ingress_ports == ["metrics"]
     egress_ports = {port["port"] for rule in policy["egress"] for port in rule["ports"]}
     assert {53, 5672, 9092, 6379, 4318, 443} <= egress_ports
+
+
+async def test_probe_paths_are_served_by_the_gateway(ops_port: OpsPort) -> None:
+    probes = [
+        container()[name]["httpGet"]["path"] for name in ("startupProbe", "livenessProbe", "readinessProbe")
+    ]
+    async with aiohttp.ClientSession() as session:
+        for path in probes:
+            async with session.get(f"http://127.0.0.1:{ops_port.port}{path}") as response:
+                assert response.status == 200, path
+        ops_port.ready = False
+        async with session.get(f"http://127.0.0.1:{ops_port.port}/readyz") as response:
+            assert response.status == 503

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import yaml
-from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_BASE = REPO / "deploy" / "k8s"
@@ -144,14 +143,3 @@ async def run_probe(command: Sequence[str], port: int) -> int:
         stderr=asyncio.subprocess.DEVNULL,
     )
     return await asyncio.wait_for(process.wait(), timeout=30)
-
-
-def probe_app(statuses: Mapping[str, int]) -> web.Application:
-    """The gateway's probe endpoints, answering the status the test sets for each path."""
-
-    async def answer(request: web.Request) -> web.Response:
-        return web.Response(status=statuses.get(request.path, 404), text=request.path)
-
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", answer)
-    return app
