@@ -84,9 +84,9 @@ def _client(settings: Settings, msgpack: bool) -> Any:
 
     codec = MSGPACK if msgpack else JSON
     if settings.amqp_url:
-        return GatewayClient.rabbitmq(settings.amqp_url, codec=codec)
+        return GatewayClient.rabbitmq(settings.amqp_url, codec=codec, queue=settings.requests_queue)
     bootstrap = settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.embedded_broker_port}"
-    return GatewayClient.kafka(bootstrap, codec=codec)
+    return GatewayClient.kafka(bootstrap, codec=codec, topic=settings.requests_queue)
 
 
 @app.command()

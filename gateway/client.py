@@ -45,7 +45,7 @@ class GatewayClient:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def rabbitmq(cls, url: str, **kwargs: Any) -> GatewayClient:
-        from gateway.bus.rabbitmq import RabbitRequester
+        from gateway.bus.rabbitmq_requester import RabbitRequester
 
         codec = kwargs.pop("codec", JSON)
         return cls(RabbitRequester(url, **kwargs), codec=codec)

@@ -41,6 +41,7 @@ KNOWN_ENV_VARS: frozenset[str] = frozenset(
         "IDEMPOTENCY_TTL",
         "EMBEDDED_BROKER_PORT",
         "CMN_INSTANCE",
+        "CMN_REQUESTS_QUEUE",
     }
 )
 
@@ -65,6 +66,9 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(5, ge=0, alias="KAFKA_FETCH_MAX_WAIT_MS")
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, alias="KAFKA_SESSION_TIMEOUT_MS")
     max_in_flight: int = Field(512, gt=0, alias="MAX_IN_FLIGHT", description="Per worker, per broker.")
+    requests_queue: str = Field(
+        "cmn.requests", alias="CMN_REQUESTS_QUEUE", description="Override only to run side-by-side deployments."
+    )
     embedded_broker_port: int = Field(9092, ge=0, le=65535, alias="EMBEDDED_BROKER_PORT")
 
     # Upstreams, dedupe, shared limits

@@ -91,13 +91,16 @@ async def build_transports(gw: Gateway) -> list[Transport]:
     if s.amqp_url:
         from gateway.bus.rabbitmq import RabbitTransport
 
-        transports.append(RabbitTransport(s.amqp_url, max_in_flight=s.max_in_flight, instance=gw.instance))
+        transports.append(RabbitTransport(
+                s.amqp_url, max_in_flight=s.max_in_flight, instance=gw.instance, queue=s.requests_queue
+            ))
     if bootstrap:
         from gateway.bus.kafka import KafkaTransport
 
         transports.append(
             KafkaTransport(
                 bootstrap,
+                topic=s.requests_queue,
                 group_id=s.kafka_group_id,
                 max_in_flight=s.max_in_flight,
                 session_timeout_ms=s.kafka_session_timeout_ms,

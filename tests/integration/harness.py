@@ -15,7 +15,8 @@ from gateway.app import Gateway, load_config
 from gateway.bus.base import Transport
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_requester import KafkaRequester
-from gateway.bus.rabbitmq import RabbitRequester, RabbitTransport
+from gateway.bus.rabbitmq import RabbitTransport
+from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.envelope.codec import JSON
 from gateway.events import RecordingObserver
