@@ -99,6 +99,11 @@ class DevCertificateAuthority:
         return authority
 
     @property
+    def key(self) -> ec.EllipticCurvePrivateKey:
+        """The signing key (a development CA's key is no secret worth hiding from its own tests)."""
+        return self._key
+
+    @property
     def ca_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
 
