@@ -24,7 +24,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from gateway.bus.base import ERROR_HEADER, REQUESTS, Delivery, Handler, OutboundMessage
+from gateway.bus.base import ERROR_HEADER, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq_topology import (
     DEFAULT_CONTENT_TYPE,
@@ -58,10 +58,11 @@ class RabbitTransport:
         instance: str = "cmn",
         ssl_context: ssl.SSLContext | None = None,
         reconnect_interval: float = 1.0,
+        telemetry: str = TELEMETRY,
     ) -> None:
         self._url = url
         self._max_in_flight = max_in_flight
-        self._topology = Topology(requests=queue)
+        self._topology = Topology(requests=queue, telemetry=telemetry)
         self._instance = instance
         self._ssl_context = ssl_context
         self._reconnect_interval = reconnect_interval

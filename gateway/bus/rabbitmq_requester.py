@@ -20,7 +20,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from gateway.bus.base import REQUESTS, ReplyCallback, ReplyMessage
+from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq_stream import RabbitTelemetryStream
 from gateway.bus.rabbitmq_topology import (
@@ -51,11 +51,12 @@ class RabbitRequester:
         ssl_context: ssl.SSLContext | None = None,
         queue: str = REQUESTS,
         reconnect_interval: float = 1.0,
+        telemetry: str = TELEMETRY,
     ) -> None:
         self._url = url
         self._direct = use_direct_reply_to
         self._ssl_context = ssl_context
-        self._topology = Topology(requests=queue)
+        self._topology = Topology(requests=queue, telemetry=telemetry)
         self._reconnect_interval = reconnect_interval
         self._consumer_tag = f"cmn-client.{uuid.uuid4().hex[:12]}"
         self._on_reply: ReplyCallback | None = None
