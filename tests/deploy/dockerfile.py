@@ -50,13 +50,14 @@ def healthcheck_command(arguments: str) -> list[str]:
     return exec_form(command)
 
 
-def env_names(instructions: list[Instruction]) -> set[str]:
-    """Names set by `ENV NAME=value ...` instructions (the key=value form only)."""
-    names: set[str] = set()
+def env_values(instructions: list[Instruction]) -> dict[str, str]:
+    """What `ENV NAME=value ...` instructions set (the key=value form only; values without spaces)."""
+    values: dict[str, str] = {}
     for instruction in instructions:
         if instruction.keyword == "ENV":
-            names.update(pair.partition("=")[0] for pair in instruction.arguments.split() if "=" in pair)
-    return names
+            pairs = (pair.partition("=") for pair in instruction.arguments.split() if "=" in pair)
+            values.update({name: value for name, _, value in pairs})
+    return values
 
 
 def last_stage(instructions: list[Instruction]) -> list[Instruction]:

@@ -53,10 +53,14 @@ def config_maps() -> dict[str, Mapping[str, Any]]:
 
 
 def k8s_gateway_env() -> dict[str, str]:
-    """The container's environment: its envFrom ConfigMaps, then its own entries (`<from ...>` for refs)."""
+    """The container's literal environment: its envFrom ConfigMaps, then its own `value` entries."""
     env: dict[str, str] = {}
     for source in container().get("envFrom", []):
         env.update(config_maps()[source["configMapRef"]["name"]]["data"])
-    for entry in container().get("env", []):
-        env[entry["name"]] = entry.get("value", f"<from {next(iter(entry['valueFrom']))}>")
+    env.update({entry["name"]: entry["value"] for entry in container().get("env", []) if "value" in entry})
     return env
+
+
+def k8s_env_names() -> set[str]:
+    """Every variable the container gets, those filled from Secrets included."""
+    return set(k8s_gateway_env()) | {entry["name"] for entry in container().get("env", [])}
