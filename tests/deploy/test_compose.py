@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY
 from tests.deploy import dockerfile
 from tests.deploy.conftest import OpsPort
 from tests.deploy.manifests import compose_config, compose_service
@@ -21,7 +24,7 @@ from tests.deploy.tools import (
     run_probe,
 )
 
-SERVICES = {"gateway", "rabbitmq", "kafka", "redis", "prometheus", "grafana", "jaeger"}
+SERVICES = {"gateway", "rabbitmq", "kafka", "kafka-init", "redis", "prometheus", "grafana", "jaeger"}
 BROKERS = {"rabbitmq", "kafka", "redis"}
 
 
@@ -66,6 +69,18 @@ def test_gateway_waits_for_healthy_brokers() -> None:
     for name in BROKERS:
         assert depends_on[name]["condition"] == "service_healthy", name
         assert "healthcheck" in compose_config()["services"][name], f"{name} has no health check to wait for"
+
+
+def test_kafka_topics_are_created_before_the_gateway_starts() -> None:
+    init = compose_service("kafka-init")
+    assert gateway()["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+    assert init["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert init["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = init["command"]
+    script = script.replace("$$", "$")  # compose's escape for a literal `$`
+    assert {REQUESTS, TELEMETRY, DEAD_LETTERS} <= set(re.findall(r"[\w.-]+", script))
+    syntax = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True, check=False)
+    assert syntax.returncode == 0, syntax.stderr
 
 
 def test_upstreams_file_is_mounted_where_the_gateway_looks() -> None:
