@@ -1,0 +1,114 @@
+"""The real Azure SDK clients and azure-identity credentials against the local fake Key Vault."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
+
+from gateway.certs.devca import DevCertificateAuthority
+from gateway.certs.errors import CertificateFormatError, CertificateSourceError
+from gateway.certs.keyvault import PKCS12_CONTENT_TYPE, KeyVault, KeyVaultSource, build_credential
+from tests.certs.fakevault import CLIENT_ID, CLIENT_SECRET, TENANT, FakeKeyVault
+
+NOW = time.time()
+
+
+@pytest.mark.parametrize("content_type", ["application/x-pem-file", PKCS12_CONTENT_TYPE])
+async def test_loads_certificate_and_key_with_client_secret_credential(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority, content_type: str
+) -> None:
+    issued = dev_ca.issue("partner", ["partner.example"], now=NOW)
+    version = fake_vault.put("partner", issued, content_type=content_type)
+    async with KeyVault(fake_vault.settings()) as vault:
+        bundle = await KeyVaultSource(vault, "partner").load(None)
+    assert bundle is not None
+    assert (bundle.source, bundle.version) == ("keyvault", version)
+    assert bundle.certificate == issued.certificate
+    assert bundle.private_key is not None
+    assert bundle.not_after == pytest.approx(issued.not_after)
+    assert fake_vault.token_requests == 1  # one token, shared by the certificate and secret clients
+    assert fake_vault.requests == ["/certificates/partner/", f"/secrets/partner/{version}"]
+
+
+async def test_a_poll_without_a_new_version_costs_one_request(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority
+) -> None:
+    first = fake_vault.put("partner", dev_ca.issue("partner", ["p"], now=NOW))
+    async with KeyVault(fake_vault.settings()) as vault:
+        source = KeyVaultSource(vault, "partner")
+        assert await source.load(first) is None
+        assert await source.load(first) is None
+        assert fake_vault.requests == ["/certificates/partner/"] * 2
+
+        second = fake_vault.put("partner", dev_ca.issue("partner", ["p"], now=NOW))
+        renewed = await source.load(first)
+    assert renewed is not None
+    assert renewed.version == second
+    assert fake_vault.count("/secrets/") == 1
+
+
+async def test_our_name_can_differ_from_the_vault_name(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority
+) -> None:
+    fake_vault.put("partner-client-2026", dev_ca.issue("x", ["p"], now=NOW))
+    async with KeyVault(fake_vault.settings()) as vault:
+        bundle = await KeyVaultSource(vault, "partner", vault_name="partner-client-2026").load(None)
+    assert bundle is not None
+    assert bundle.name == "partner"
+
+
+async def test_missing_certificate_is_a_source_error(fake_vault: FakeKeyVault) -> None:
+    async with KeyVault(fake_vault.settings()) as vault:
+        with pytest.raises(
+            CertificateSourceError, match=r"certificate 'nope' not found in https://127\.0\.0\.1"
+        ):
+            await KeyVaultSource(vault, "nope").load(None)
+
+
+async def test_bad_client_secret_is_a_source_error(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority
+) -> None:
+    fake_vault.put("partner", dev_ca.issue("partner", ["p"], now=NOW))
+    async with KeyVault(fake_vault.settings(client_secret="wrong")) as vault:
+        with pytest.raises(CertificateSourceError, match=r"Key Vault .* failed") as caught:
+            await KeyVaultSource(vault, "partner").load(None)
+    assert "invalid_client" in str(caught.value.__cause__) or "AADSTS" in str(caught.value.__cause__)
+    assert fake_vault.requests == []
+
+
+async def test_secret_that_holds_another_certificate_is_refused(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority
+) -> None:
+    fake_vault.put(
+        "partner",
+        dev_ca.issue("partner", ["p"], now=NOW),
+        secret_from=dev_ca.issue("partner", ["p"], now=NOW),
+    )
+    async with KeyVault(fake_vault.settings()) as vault:
+        with pytest.raises(CertificateFormatError, match="secret holds another certificate"):
+            await KeyVaultSource(vault, "partner").load(None)
+
+
+def test_credential_choice(fake_vault: FakeKeyVault) -> None:
+    assert isinstance(build_credential(fake_vault.settings()), ClientSecretCredential)
+    partial = dataclasses.replace(fake_vault.settings(), client_secret=None)
+    assert isinstance(build_credential(partial), DefaultAzureCredential)
+
+
+async def test_default_credential_from_the_environment(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
+    monkeypatch.setenv("AZURE_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("AZURE_AUTHORITY_HOST", fake_vault.url)
+    version = fake_vault.put("partner", dev_ca.issue("partner", ["p"], now=NOW))
+    settings = dataclasses.replace(fake_vault.settings(), tenant_id=None, client_id=None, client_secret=None)
+    async with KeyVault(settings) as vault:
+        bundle = await KeyVaultSource(vault, "partner").load(None)
+    assert bundle is not None
+    assert bundle.version == version
+    assert fake_vault.token_requests == 1
