@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.upstreams",
     "tests.fixtures.rabbit",
     "tests.fixtures.kafka",
+    "tests.fixtures.certs",
 ]

@@ -38,9 +38,15 @@ def clock() -> FakeClock:
 
 
 def _manager(
-    entries: list[ManagedCertificate], clock: FakeClock, observer: RecordingObserver, **kwargs: float
+    entries: list[ManagedCertificate],
+    clock: FakeClock,
+    observer: RecordingObserver,
+    *,
+    renew_before: float = 14 * DAY,
 ) -> CertificateManager:
-    return CertificateManager(entries, clock=clock, observer=observer, poll_interval=POLL, **kwargs)
+    return CertificateManager(
+        entries, clock=clock, observer=observer, poll_interval=POLL, renew_before=renew_before
+    )
 
 
 async def advance(clock: FakeClock, seconds: float) -> None:
@@ -103,7 +109,7 @@ async def test_a_bad_new_version_is_refused_and_the_old_one_kept(
             current = manager.current("partner")
             assert current is not None
             assert current.certificate == good.certificate
-    reasons = [e.reason for e in observer.of_type(CertificateRenewalFailed)]  # type: ignore[attr-defined]
+    reasons = [e.reason for e in observer.events if isinstance(e, CertificateRenewalFailed)]
     assert len(reasons) == 2
     assert "not issued by the configured CA" in reasons[0]
     assert "expired at 1970-01-02" in reasons[1]
