@@ -129,6 +129,16 @@ class PoolStats:
     waiting: int
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointHealthChanged:
+    """An active health check flipped an endpoint between healthy and unhealthy."""
+
+    type = "endpoint.health_changed"
+    upstream: str
+    endpoint: str
+    healthy: bool
+
+
 Event = (
     RequestReceived
     | RequestCompleted
@@ -143,6 +153,7 @@ Event = (
     | CertificateRenewalFailed
     | MessageDeadLettered
     | PoolStats
+    | EndpointHealthChanged
 )
 
 

@@ -1,19 +1,21 @@
 """An upstream's endpoints: which host the next attempt goes to, and what its outcome teaches us.
 
-Host selection is Envoy's: drop hosts that are ejected, failing active health checks or behind an
-open breaker; prefer not to reuse the host the previous attempt just failed on; let the balancer
-pick among the rest. When every host is behind an open breaker the answer is ``circuit_open``,
-at once and without touching the network.
+Host selection is Envoy's: drop hosts behind an open breaker (none left: ``circuit_open`` at once,
+without touching the network); among the rest prefer those neither ejected by outlier detection
+nor failing active health checks (when none are, use them all: Envoy's "panic" routing beats
+refusing everything); avoid the host the previous attempt just failed on; let the balancer pick.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.clock import Clock
 from gateway.errors import CircuitOpenError
 from gateway.upstream.balancer import Balancer
+from gateway.upstream.config import FailureKind
+from gateway.upstream.health import HealthChecker
 from gateway.upstream.host import Host
+from gateway.upstream.outlier import OutlierDetector
 from gateway.upstream.pool import ConnectionPool
 
 
@@ -25,27 +27,53 @@ class Cluster:
         *,
         balancer: Balancer,
         pool: ConnectionPool,
-        clock: Clock,
+        outlier: OutlierDetector | None = None,
+        health: HealthChecker | None = None,
     ) -> None:
         self.name = name
         self.hosts = list(hosts)
         self.balancer = balancer
         self.pool = pool
-        self._clock = clock
+        self.outlier = outlier
+        self.health = health
 
     def choose(self, avoid: Host | None = None) -> Host:
-        """The host for the next attempt; ``avoid`` is used only when nothing else is available."""
-        candidates = [h for h in self.hosts if self._available(h)]
-        if not candidates:
-            raise CircuitOpenError(f"upstream {self.name}: every endpoint is unavailable")
+        """The host for the next attempt, with its breaker permit taken; release or record it after."""
+        if self.outlier is not None:
+            self.outlier.refresh()
+        permitted = [h for h in self.hosts if h.breaker is None or h.breaker.permits()]
+        if not permitted:
+            raise CircuitOpenError(f"upstream {self.name}: the circuit breaker of every endpoint is open")
+        candidates = [h for h in permitted if h.healthy and not h.ejected] or permitted
         if avoid is not None and len(candidates) > 1:
-            candidates = [h for h in candidates if h is not avoid] or candidates
-        return self.balancer.pick(candidates)
+            candidates = [h for h in candidates if h is not avoid]
+        host = self.balancer.pick(candidates)
+        if host.breaker is not None:
+            host.breaker.try_acquire()  # cannot fail: permits() said yes and nothing ran since
+        return host
 
-    def _available(self, host: Host) -> bool:
-        return host.healthy and not host.ejected
+    def record(self, host: Host, kind: FailureKind | None, duration: float) -> None:
+        """The outcome of an attempt on ``host``: None for an answer below 500, else its failure kind."""
+        if host.breaker is not None:
+            host.breaker.record(kind, duration)
+        if self.outlier is not None:
+            self.outlier.record(host, kind)
+
+    def release(self, host: Host) -> None:
+        """An attempt that produced no outcome (no pool slot, cancelled): return its breaker permit."""
+        if host.breaker is not None:
+            host.breaker.release()
+
+    def start(self) -> None:
+        if self.health is not None:
+            self.health.start()
 
     async def aclose(self) -> None:
+        if self.health is not None:
+            await self.health.aclose()
+        for host in self.hosts:
+            if host.breaker is not None:
+                await host.breaker.aclose()
         await self.pool.aclose()
 
     def __repr__(self) -> str:

@@ -1,24 +1,34 @@
 """The egress side as the pipeline sees it: upstream name → router → response.
 
-``build_forwarder`` is what ``app.py`` calls; it owns every pool, task and session it creates,
-and ``aclose`` releases them all.
+``build_forwarder`` is what ``app.py`` calls (inside the running loop). The forwarder owns every
+pool, breaker timer, health checker and Redis client it was built with; ``aclose`` releases them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
 
 from gateway.clock import Clock
 from gateway.errors import UnknownUpstreamError
-from gateway.events import Observer
+from gateway.events import BreakerStateChanged, Observer
 from gateway.upstream import policies
 from gateway.upstream.balancer import make_balancer
 from gateway.upstream.base import OutboundRequest, UpstreamResponse
+from gateway.upstream.breaker import BreakerState, CircuitBreaker
+from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.cluster import Cluster
 from gateway.upstream.config import UpstreamConfig, UpstreamDefaults, UpstreamsFile
+from gateway.upstream.health import HealthChecker
 from gateway.upstream.host import Host
+from gateway.upstream.outlier import OutlierDetector
 from gateway.upstream.pool import ConnectionPool
+from gateway.upstream.ratelimit import BucketBackend, LocalBuckets, RateLimiter
+from gateway.upstream.ratelimit_redis import RedisBuckets
 from gateway.upstream.retry import RetryBudget
 from gateway.upstream.router import Router
 from gateway.upstream.tls import StaticTlsContexts, TlsContextProvider
@@ -27,8 +37,24 @@ from gateway.upstream.tls import StaticTlsContexts, TlsContextProvider
 class GatewayForwarder:
     """Implements ``gateway.upstream.base.Forwarder`` over one ``Router`` per configured upstream."""
 
-    def __init__(self, routers: Mapping[str, Router]) -> None:
+    def __init__(
+        self,
+        routers: Mapping[str, Router],
+        *,
+        observer: Observer,
+        clock: Clock,
+        redis: RedisBuckets | None = None,
+        stats_interval: float | None = None,
+    ) -> None:
         self._routers = dict(routers)
+        self._observer = observer
+        self._clock = clock
+        self._redis = redis
+        self._stats_task: asyncio.Task[None] | None = None
+        if stats_interval is not None:
+            self._stats_task = asyncio.get_running_loop().create_task(self._emit_stats(stats_interval))
+        for router in self._routers.values():
+            router.cluster.start()
 
     def knows(self, upstream: str) -> bool:
         return upstream in self._routers
@@ -42,9 +68,24 @@ class GatewayForwarder:
     async def forward(self, request: OutboundRequest) -> UpstreamResponse:
         return await self.router(request.upstream).forward(request)
 
+    def emit_pool_stats(self) -> None:
+        for router in self._routers.values():
+            for stats in router.cluster.pool.all_stats():
+                self._observer.on_event(stats)
+
+    async def _emit_stats(self, interval: float) -> None:
+        while True:
+            await self._clock.sleep(interval)
+            self.emit_pool_stats()
+
     async def aclose(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            await asyncio.gather(self._stats_task, return_exceptions=True)
         for router in self._routers.values():
             await router.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     async def __aenter__(self) -> GatewayForwarder:
         return self
@@ -56,6 +97,19 @@ class GatewayForwarder:
         return f"<GatewayForwarder {sorted(self._routers)}>"
 
 
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every upstream's parts are built with."""
+
+    defaults: UpstreamDefaults
+    clock: Clock
+    observer: Observer
+    tls: TlsContextProvider
+    rng: random.Random
+    local_buckets: LocalBuckets
+    shared_buckets: BucketBackend
+
+
 def build_forwarder(
     upstreams: UpstreamsFile,
     defaults: UpstreamDefaults,
@@ -65,38 +119,105 @@ def build_forwarder(
     tls: TlsContextProvider | None = None,
     redis_url: str | None = None,
     rng: random.Random | None = None,
+    stats_interval: float | None = 10.0,
 ) -> GatewayForwarder:
-    """Build every upstream's router. Must be called inside the running event loop."""
-    rng = rng or random.Random()
-    if tls is None:
-        tls = StaticTlsContexts({n: c.tls for n, c in upstreams.upstreams.items() if c.tls is not None})
-    routers = {
-        name: _router(name, config, defaults, clock=clock, observer=observer, tls=tls, rng=rng)
-        for name, config in upstreams.upstreams.items()
-    }
-    return GatewayForwarder(routers)
-
-
-def _router(
-    name: str,
-    config: UpstreamConfig,
-    defaults: UpstreamDefaults,
-    *,
-    clock: Clock,
-    observer: Observer,
-    tls: TlsContextProvider,
-    rng: random.Random,
-) -> Router:
-    hosts = [Host(e.url, e.weight) for e in config.endpoints]
-    pool = ConnectionPool(
-        name, [h.url for h in hosts], policies.pool_policy(config, defaults), clock=clock, tls=tls
-    )
-    cluster = Cluster(name, hosts, balancer=make_balancer(config.load_balancer, rng), pool=pool, clock=clock)
-    return Router(
-        cluster,
-        policies.route_policy(config, defaults),
-        budget=RetryBudget(policies.budget_policy(config)),
+    """Build every upstream's router; ``redis_url`` makes ``rate_limit.shared`` limits shared (else local)."""
+    local = LocalBuckets(clock)
+    redis = _redis_buckets(redis_url, local, clock, observer) if redis_url else None
+    shared = _Shared(
+        defaults=defaults,
         clock=clock,
         observer=observer,
-        rng=rng,
+        tls=tls or StaticTlsContexts({n: c.tls for n, c in upstreams.upstreams.items() if c.tls is not None}),
+        rng=rng or random.Random(),
+        local_buckets=local,
+        shared_buckets=redis or local,
     )
+    routers = {name: _router(name, config, shared) for name, config in upstreams.upstreams.items()}
+    return GatewayForwarder(
+        routers, observer=observer, clock=clock, redis=redis, stats_interval=stats_interval
+    )
+
+
+def _redis_buckets(url: str, local: LocalBuckets, clock: Clock, observer: Observer) -> RedisBuckets:
+    client = aioredis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    return RedisBuckets(client, fallback=local, clock=clock, observer=observer)
+
+
+def _router(name: str, config: UpstreamConfig, shared: _Shared) -> Router:
+    return Router(
+        _cluster(name, config, shared),
+        policies.route_policy(config, shared.defaults),
+        budget=RetryBudget(policies.budget_policy(config)),
+        clock=shared.clock,
+        observer=shared.observer,
+        rng=shared.rng,
+        limiter=_limiter(name, config, shared),
+        bulkhead=_bulkhead(name, config, shared),
+    )
+
+
+def _cluster(name: str, config: UpstreamConfig, shared: _Shared) -> Cluster:
+    hosts = [Host(e.url, e.weight, _breaker(name, e.url, config, shared)) for e in config.endpoints]
+    pool = ConnectionPool(
+        name,
+        [h.url for h in hosts],
+        policies.pool_policy(config, shared.defaults),
+        clock=shared.clock,
+        tls=shared.tls,
+    )
+    outlier_policy = policies.outlier_policy(config)
+    outlier = (
+        OutlierDetector(
+            name,
+            hosts,
+            outlier_policy,
+            clock=shared.clock,
+            observer=shared.observer,
+            on_eject=lambda h: pool.reset(h.url),
+        )
+        if outlier_policy is not None
+        else None
+    )
+    health_policy = policies.health_policy(config)
+    health = (
+        HealthChecker(
+            name, hosts, health_policy, clock=shared.clock, observer=shared.observer, tls=shared.tls
+        )
+        if health_policy is not None
+        else None
+    )
+    balancer = make_balancer(config.load_balancer, shared.rng)
+    return Cluster(name, hosts, balancer=balancer, pool=pool, outlier=outlier, health=health)
+
+
+def _breaker(upstream: str, endpoint: str, config: UpstreamConfig, shared: _Shared) -> CircuitBreaker | None:
+    policy = policies.breaker_policy(config)
+    if policy is None:
+        return None
+    observer = shared.observer
+
+    def changed(old: BreakerState, new: BreakerState) -> None:
+        observer.on_event(BreakerStateChanged(upstream, endpoint, old.value, new.value))
+
+    return CircuitBreaker(policy, clock=shared.clock, on_change=changed)
+
+
+def _limiter(name: str, config: UpstreamConfig, shared: _Shared) -> RateLimiter | None:
+    upstream_rate, tenant_rate = policies.rates(config)
+    if upstream_rate is None and tenant_rate is None:
+        return None
+    return RateLimiter(
+        name,
+        upstream_rate=upstream_rate,
+        tenant_rate=tenant_rate,
+        wait=config.rate_limit.wait,
+        backend=shared.shared_buckets if config.rate_limit.shared else shared.local_buckets,
+        clock=shared.clock,
+        observer=shared.observer,
+    )
+
+
+def _bulkhead(name: str, config: UpstreamConfig, shared: _Shared) -> Bulkhead | None:
+    policy = policies.bulkhead_policy(config)
+    return Bulkhead(name, policy, clock=shared.clock) if policy is not None else None

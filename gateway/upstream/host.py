@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gateway.upstream.breaker import CircuitBreaker
+
 
 class Host:
     """Mutable per-endpoint state: in-flight count, active health, outlier ejection.
@@ -11,6 +13,7 @@ class Host:
 
     __slots__ = (
         "active",
+        "breaker",
         "consecutive_failures",
         "ejected_until",
         "ejections",
@@ -19,9 +22,10 @@ class Host:
         "weight",
     )
 
-    def __init__(self, url: str, weight: int = 1) -> None:
+    def __init__(self, url: str, weight: int = 1, breaker: CircuitBreaker | None = None) -> None:
         self.url = url
         self.weight = weight
+        self.breaker = breaker
         self.active = 0  # requests in flight, for least-request balancing
         self.healthy = True  # active health checks; stays True when none are configured
         self.ejected_until: float | None = None  # monotonic time; None when not ejected
@@ -34,4 +38,5 @@ class Host:
 
     def __repr__(self) -> str:
         state = "ejected" if self.ejected else ("healthy" if self.healthy else "unhealthy")
-        return f"<Host {self.url} w={self.weight} {state} active={self.active}>"
+        breaker = self.breaker.state.value if self.breaker is not None else "no breaker"
+        return f"<Host {self.url} w={self.weight} {state} {breaker} active={self.active}>"

@@ -12,13 +12,21 @@ import random
 from dataclasses import dataclass, field
 
 from gateway.clock import Clock, Deadline
-from gateway.errors import DeadlineExceededError, PayloadTooLargeError, PoolExhaustedError, UpstreamError
+from gateway.errors import (
+    CircuitOpenError,
+    DeadlineExceededError,
+    PayloadTooLargeError,
+    PoolExhaustedError,
+    UpstreamError,
+)
 from gateway.events import Observer, RetryAttempted, RetryBudgetExhausted
 from gateway.upstream.base import OutboundRequest, UpstreamResponse
+from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.cluster import Cluster
 from gateway.upstream.host import Host
 from gateway.upstream.http import Exchange, HttpResult
-from gateway.upstream.outcome import AttemptTimeoutError
+from gateway.upstream.outcome import AttemptTimeoutError, failure_kind
+from gateway.upstream.ratelimit import RateLimiter
 from gateway.upstream.retry import RetryBudget, RetryPolicy, replayable
 
 
@@ -49,10 +57,14 @@ class Router:
         clock: Clock,
         observer: Observer,
         rng: random.Random,
+        limiter: RateLimiter | None = None,
+        bulkhead: Bulkhead | None = None,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
         self.budget = budget
+        self.limiter = limiter
+        self.bulkhead = bulkhead
         self._clock = clock
         self._observer = observer
         self._rng = rng
@@ -63,8 +75,13 @@ class Router:
 
     async def forward(self, request: OutboundRequest) -> UpstreamResponse:
         self._admit(request)
+        if self.limiter is not None:
+            await self.limiter.acquire(request.envelope.tenant, request.deadline)
         self.budget.on_request(self._clock.monotonic())
-        return await self._attempts(request)
+        if self.bulkhead is None:
+            return await self._attempts(request)
+        async with self.bulkhead.enter(request.deadline):
+            return await self._attempts(request)
 
     def _admit(self, request: OutboundRequest) -> None:
         size = len(request.body or b"")
@@ -77,23 +94,29 @@ class Router:
             raise DeadlineExceededError(f"deadline passed before the request to {self.name} was sent")
 
     async def _attempts(self, request: OutboundRequest) -> UpstreamResponse:
-        spent = 0.0
-        avoid: Host | None = None
-        number = 0
+        spent, number = 0.0, 0
+        previous: _Attempt | None = None
         while True:
+            try:
+                host = self.cluster.choose(previous.host if previous is not None else None)
+            except CircuitOpenError:
+                if previous is None:
+                    raise
+                return self._finish(previous, number, spent)  # breakers opened meanwhile: last answer stands
             number += 1
-            attempt = await self._attempt(self.cluster.choose(avoid), request)
+            attempt = await self._attempt(host, request)
             spent += attempt.elapsed
             delay = self._retry_delay(request, number, attempt)
             if delay is None:
                 return self._finish(attempt, number, spent)
             await self._clock.sleep(delay)
-            avoid = attempt.host
+            previous = attempt
 
     async def _attempt(self, host: Host, request: OutboundRequest) -> _Attempt:
         deadline = request.deadline
         remaining = deadline.remaining(self._clock)
         if remaining <= 0:
+            self.cluster.release(host)
             raise DeadlineExceededError(f"deadline passed before an attempt on {self.name} could start")
         exchange = self._exchange(host, request, min(self.policy.attempt_timeout, remaining))
         started = self._clock.monotonic()
@@ -102,15 +125,29 @@ class Router:
             async with self.cluster.pool.get_connection(host.url, timeout=remaining) as conn:
                 result = await conn.request(exchange)
         except PoolExhaustedError as exc:
+            self.cluster.release(host)
             raise (self._deadline_error(deadline, exc) or exc) from exc
-        except (AttemptTimeoutError, UpstreamError) as exc:
-            elapsed = self._clock.monotonic() - started
-            if isinstance(exc, AttemptTimeoutError) and (timed_out := self._deadline_error(deadline, exc)):
-                raise timed_out from exc
-            return _Attempt(host, None, exc, elapsed)
+        except UpstreamError as exc:
+            return self._failed(host, exc, started, deadline)
+        except BaseException:
+            self.cluster.release(
+                host
+            )  # cancelled, or an answer we refuse (too large): no verdict on the host
+            raise
         finally:
             host.active -= 1
-        return _Attempt(host, result, None, self._clock.monotonic() - started)
+        elapsed = self._clock.monotonic() - started
+        self.cluster.record(host, failure_kind(result.status, None), elapsed)
+        return _Attempt(host, result, None, elapsed)
+
+    def _failed(self, host: Host, exc: UpstreamError, started: float, deadline: Deadline) -> _Attempt:
+        elapsed = self._clock.monotonic() - started
+        if isinstance(exc, AttemptTimeoutError) and (timed_out := self._deadline_error(deadline, exc)):
+            # The deadline, not the host, cut this attempt short: no verdict on the host.
+            self.cluster.release(host)
+            raise timed_out from exc
+        self.cluster.record(host, failure_kind(None, exc), elapsed)
+        return _Attempt(host, None, exc, elapsed)
 
     def _exchange(self, host: Host, request: OutboundRequest, timeout: float) -> Exchange:
         envelope = request.envelope

@@ -22,6 +22,10 @@ class TimeWindow:
             bucket[i] += n
             self._totals[i] += n
 
+    def add_and_total(self, now: float, *counts: int) -> tuple[int, ...]:
+        self.add(now, *counts)
+        return tuple(self._totals)
+
     def totals(self, now: float) -> tuple[int, ...]:
         self._advance(now)
         return tuple(self._totals)

@@ -1,0 +1,194 @@
+"""The spec's ``CircuitBreaker``, with resilience4j's semantics, per upstream endpoint.
+
+    CLOSED ──(window has ≥ minimum_calls and failure or slow-call rate ≥ threshold)──▶ OPEN
+    OPEN ──(open_duration elapsed, by itself)──▶ HALF_OPEN
+    HALF_OPEN ──(half_open_calls probes recorded, rates under thresholds)──▶ CLOSED
+    HALF_OPEN ──(probe rates at or over a threshold)──▶ OPEN
+
+Decisions (``try_acquire``, ``record``, ``state``) are synchronous and read only the injected clock;
+the only I/O-like part is an optional timer task that makes OPEN → HALF_OPEN happen on time even
+when no request asks. Every change goes to ``on_change`` (the forwarder turns it into a
+``BreakerStateChanged`` event).
+
+Why our own: pybreaker and aiobreaker count consecutive failures only (no sliding failure rate,
+no slow calls, no limited half-open probes) and read the system clock; resilience4j is Java.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from gateway.clock import Clock
+from gateway.upstream.config import FailureKind
+from gateway.upstream.window import TimeWindow
+
+_FAILED, _SLOW = 1, 2
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    window_type: Literal["count", "time"] = "count"  # the last N calls, or the calls of the last N seconds
+    window_size: int = 50
+    minimum_calls: int = 10
+    failure_rate_threshold: float = 50.0  # percent
+    slow_call_rate_threshold: float = 100.0  # percent
+    slow_call_duration: float = 10.0
+    open_duration: float = 10.0
+    half_open_calls: int = 3
+    failure_on: frozenset[FailureKind] = field(
+        default_factory=lambda: frozenset({"connect_error", "timeout", "reset", "5xx"})
+    )
+
+
+class _CountWindow:
+    """The outcomes of the last ``size`` calls in a ring, with running totals."""
+
+    __slots__ = ("_next", "_ring", "calls", "failures", "slow")
+
+    def __init__(self, size: int) -> None:
+        self._ring = [0] * size
+        self._next = 0
+        self.calls = self.failures = self.slow = 0
+
+    def add(self, outcome: int) -> None:
+        evicted = self._ring[self._next] if self.calls == len(self._ring) else 0
+        self.failures += bool(outcome & _FAILED) - bool(evicted & _FAILED)
+        self.slow += bool(outcome & _SLOW) - bool(evicted & _SLOW)
+        self.calls = min(self.calls + 1, len(self._ring))
+        self._ring[self._next] = outcome
+        self._next = (self._next + 1) % len(self._ring)
+
+
+StateListener = Callable[[BreakerState, BreakerState], None]
+
+
+class CircuitBreaker:
+    def __init__(
+        self, policy: BreakerPolicy, *, clock: Clock, on_change: StateListener | None = None
+    ) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._on_change = on_change
+        self._state = BreakerState.CLOSED
+        self._opened_at = 0.0
+        self._count = _CountWindow(policy.window_size)
+        self._time = TimeWindow(float(policy.window_size), fields=3)  # calls, failures, slow
+        self._probes_issued = 0
+        self._probe = _CountWindow(policy.half_open_calls)
+        self._timer: asyncio.Task[None] | None = None
+
+    @property
+    def state(self) -> BreakerState:
+        if self._state is BreakerState.OPEN and self._open_elapsed():
+            self._transition(BreakerState.HALF_OPEN)
+        return self._state
+
+    def permits(self) -> bool:
+        """Whether ``try_acquire`` would succeed now (no side effect beyond time-driven transitions)."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        return state is BreakerState.HALF_OPEN and self._probes_issued < self.policy.half_open_calls
+
+    def try_acquire(self) -> bool:
+        """Take permission for one call; in HALF_OPEN only ``half_open_calls`` probes get it."""
+        if not self.permits():
+            return False
+        if self._state is BreakerState.HALF_OPEN:
+            self._probes_issued += 1
+        return True
+
+    def release(self) -> None:
+        """A permitted call that produced no outcome (cancelled, no pool slot): give the probe back."""
+        if self._state is BreakerState.HALF_OPEN and self._probes_issued > self._probe.calls:
+            self._probes_issued -= 1
+
+    def record(self, kind: FailureKind | None, duration: float) -> None:
+        """The outcome of a permitted call: its failure kind (None for success) and how long it took."""
+        outcome = (_FAILED if kind in self.policy.failure_on else 0) | (
+            _SLOW if duration >= self.policy.slow_call_duration else 0
+        )
+        state = self.state
+        if state is BreakerState.CLOSED:
+            self._record_closed(outcome)
+        elif state is BreakerState.HALF_OPEN:
+            self._record_probe(outcome)
+        # OPEN: a call permitted before the breaker opened finished late; it tells us nothing new.
+
+    def _record_closed(self, outcome: int) -> None:
+        if self.policy.window_type == "time":
+            calls, failures, slow = self._time.add_and_total(
+                self._clock.monotonic(), 1, int(bool(outcome & _FAILED)), int(bool(outcome & _SLOW))
+            )
+        else:
+            self._count.add(outcome)
+            calls, failures, slow = self._count.calls, self._count.failures, self._count.slow
+        if calls >= self.policy.minimum_calls and self._over_threshold(calls, failures, slow):
+            self._transition(BreakerState.OPEN)
+
+    def _record_probe(self, outcome: int) -> None:
+        probe = self._probe
+        probe.add(outcome)
+        if probe.calls < self.policy.half_open_calls:
+            return
+        failed = self._over_threshold(probe.calls, probe.failures, probe.slow)
+        self._transition(BreakerState.OPEN if failed else BreakerState.CLOSED)
+
+    def _over_threshold(self, calls: int, failures: int, slow: int) -> bool:
+        return (
+            failures * 100 >= self.policy.failure_rate_threshold * calls
+            or slow * 100 >= self.policy.slow_call_rate_threshold * calls
+        )
+
+    def _open_elapsed(self) -> bool:
+        return self._clock.monotonic() - self._opened_at >= self.policy.open_duration
+
+    def _transition(self, new: BreakerState) -> None:
+        old, self._state = self._state, new
+        self._count = _CountWindow(self.policy.window_size)
+        self._time.clear()
+        self._probes_issued = 0
+        self._probe = _CountWindow(self.policy.half_open_calls)
+        if new is BreakerState.OPEN:
+            self._opened_at = self._clock.monotonic()
+            self._schedule_half_open()
+        if self._on_change is not None:
+            self._on_change(old, new)
+
+    def _schedule_half_open(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (sync tests): the transition happens on the next look at ``state``
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.create_task(self._half_open_later())
+
+    async def _half_open_later(self) -> None:
+        await self._clock.sleep(self.policy.open_duration)
+        _ = self.state  # reading the state performs the due transition
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def __repr__(self) -> str:
+        if self.policy.window_type == "time":
+            calls, failures, slow = self._time.totals(self._clock.monotonic())
+        else:
+            calls, failures, slow = self._count.calls, self._count.failures, self._count.slow
+        return (
+            f"<CircuitBreaker {self._state.value} window={self.policy.window_type}:{self.policy.window_size}"
+            f" calls={calls} failures={failures} slow={slow}>"
+        )
