@@ -170,6 +170,11 @@ class KafkaTransport:
         return self._group_id
 
     @property
+    def paused(self) -> bool:
+        """Fetching is paused because ``max_in_flight`` handlers are running (or draining)."""
+        return self._paused
+
+    @property
     def in_flight(self) -> int:
         return len(self._tasks)
 

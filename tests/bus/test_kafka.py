@@ -1,0 +1,312 @@
+"""KafkaTransport against a real Tansu broker: deliveries, ordered commits, back-pressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiokafka import TopicPartition
+
+from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessage
+from gateway.bus.kafka import KafkaTransport
+from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
+
+
+class Recorder:
+    """A handler that records deliveries, settles them, and signals when ``expected`` arrived."""
+
+    def __init__(
+        self,
+        transport: KafkaTransport,
+        expected: int,
+        *,
+        work: Callable[[Delivery], Awaitable[None]] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.expected = expected
+        self.deliveries: list[Delivery] = []
+        self.all_seen = asyncio.Event()
+        self._work = work
+
+    async def __call__(self, delivery: Delivery) -> None:
+        if self._work is not None:
+            await self._work(delivery)
+        self.deliveries.append(delivery)
+        await self.transport.settle(delivery)
+        if len(self.deliveries) >= self.expected:
+            self.all_seen.set()
+
+    async def wait(self, seconds: float = 20.0) -> None:
+        await asyncio.wait_for(self.all_seen.wait(), seconds)
+
+    def offsets(self, partition: int = 0) -> list[int]:
+        return [d.token[1] for d in self.deliveries if d.token[0].partition == partition]
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not await condition():  # noqa: ASYNC110 - polls broker state; there is no event to await
+            await asyncio.sleep(0.05)
+
+
+async def test_records_arrive_as_deliveries_and_settled_offsets_are_committed(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport()
+    handler = Recorder(transport, 3)
+    await transport.start(handler)
+    headers = [
+        ("content-type", b"application/msgpack"),
+        ("reply_to", b"replies.x"),
+        ("correlation_id", b"c-1"),
+        ("traceparent", b"00-abc-def-01"),
+    ]
+    await produce(kafka_bootstrap, transport.topic, [b"\x81\xa2id\xa1a"], partition=1, headers=headers)
+    # No headers at all, a null value and undecodable header bytes must still make deliveries.
+    await produce(kafka_bootstrap, transport.topic, [b"{}"], partition=2)
+    await produce(
+        kafka_bootstrap, transport.topic, [None], partition=3, headers=[("odd", b"\xff\xfe")], key=b"k"
+    )  # a tombstone
+    await handler.wait()
+
+    by_partition = {d.token[0].partition: d for d in handler.deliveries}
+    first = by_partition[1]
+    assert first.body == b"\x81\xa2id\xa1a"
+    assert first.content_type == "application/msgpack"
+    assert first.reply_to == "replies.x"
+    assert first.correlation_id == "c-1"
+    assert first.headers["traceparent"] == "00-abc-def-01"
+    assert first.transport == "kafka"
+    assert first.timestamp_ms is not None
+    assert first.timestamp_ms > 1_600_000_000_000
+    assert first.token == (TopicPartition(transport.topic, 1), 0)
+    bare = by_partition[2]
+    assert (bare.content_type, bare.reply_to, bare.correlation_id, dict(bare.headers)) == (
+        "application/json",
+        None,
+        None,
+        {},
+    )
+    assert by_partition[3].body == b""
+    assert by_partition[3].headers["odd"] == "\ufffd\ufffd"
+
+    async def all_committed() -> bool:
+        offsets = await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id)
+        return offsets == {0: None, 1: 1, 2: 1, 3: 1}
+
+    await wait_until(all_committed)
+    assert transport.ready
+    assert transport.lag() == {0: 0, 1: 0, 2: 0, 3: 0} or all(v == 0 for v in transport.lag().values())
+
+
+async def test_out_of_order_completion_never_commits_past_an_unfinished_record(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport()
+    held = asyncio.Event()  # offset 3 stays unfinished while everything after it completes
+
+    async def hold_offset_3(delivery: Delivery) -> None:
+        if delivery.token[1] == 3:
+            await held.wait()
+
+    handler = Recorder(transport, 9, work=hold_offset_3)
+    await transport.start(handler)
+    await produce(kafka_bootstrap, transport.topic, [b"r%d" % i for i in range(10)], partition=0)
+    await handler.wait()
+    assert sorted(handler.offsets()) == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+    async def committed_3() -> bool:
+        return (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] == 3
+
+    await wait_until(committed_3)
+    await asyncio.sleep(0.3)  # several commit rounds: it must stay at 3
+    assert (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] == 3
+
+    # The consumer goes away with offset 3 unfinished: a new member of the group must get it.
+    await transport.aclose()
+    successor = kafka_transport(topic=transport.topic, group_id=transport.group_id)
+    again = Recorder(successor, 7)
+    await successor.start(again)
+    await again.wait()
+    assert sorted(again.offsets()) == [3, 4, 5, 6, 7, 8, 9]
+    held.set()
+
+
+async def test_at_most_max_in_flight_handlers_run_and_fetching_pauses_when_full(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport(max_in_flight=4)
+    running = 0
+    peak = 0
+    paused_when_full: list[bool] = []
+
+    async def slow(delivery: Delivery) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        if running == 4:
+            paused_when_full.append(transport.paused)
+        running -= 1
+
+    handler = Recorder(transport, 60, work=slow)
+    await transport.start(handler)
+    await produce(kafka_bootstrap, transport.topic, [b"x%d" % i for i in range(60)])
+    await handler.wait(30)
+    assert peak == 4
+    assert transport.peak_in_flight == 4
+    assert paused_when_full
+    assert all(paused_when_full)
+    assert sorted(d.body for d in handler.deliveries) == sorted(b"x%d" % i for i in range(60))
+
+    async def resumed() -> bool:
+        return not transport.paused and transport.in_flight == 0
+
+    await wait_until(resumed)
+    # Resumed: a record produced now is still consumed.
+    handler.expected = 61
+    handler.all_seen.clear()
+    await produce(kafka_bootstrap, transport.topic, [b"late"])
+    await handler.wait()
+
+
+async def test_dead_letter_keeps_original_bytes_and_headers_and_adds_the_error(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport()
+    marker = uuid.uuid4().hex
+
+    async def reject(delivery: Delivery) -> None:
+        await transport.dead_letter(delivery, "invalid_request: not JSON")
+
+    handler = Recorder(transport, 1, work=reject)
+    await transport.start(handler)
+    body = b"\x00\xffnot json" + marker.encode()
+    headers = [("content-type", b"application/json"), ("correlation_id", marker.encode()), ("x-app", b"a")]
+    await produce(kafka_bootstrap, transport.topic, [body], headers=headers)
+    await handler.wait()
+
+    def found(records: list) -> bool:  # type: ignore[type-arg]
+        return any(r.value == body for r in records)
+
+    records = [r for r in await read_topic(kafka_bootstrap, DEAD_LETTERS, until=found) if r.value == body]
+    assert len(records) == 1
+    dead = dict(records[0].headers)
+    assert dead[ERROR_HEADER] == b"invalid_request: not JSON"
+    assert dead["correlation_id"] == marker.encode()
+    assert dead["x-app"] == b"a"
+    assert dead["content-type"] == b"application/json"
+
+
+async def test_publish_sets_key_headers_and_returns_once_confirmed(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport()
+    topic = f"t.replies.{uuid.uuid4().hex[:8]}"
+    message = OutboundMessage(
+        destination=topic,
+        body=b'{"id":"r1"}',
+        content_type="application/json",
+        correlation_id="r1",
+        headers={"traceparent": "00-1-2-01", "content-type": "text/plain"},
+    )
+    await transport.publish(message)  # works before start: the producer starts on first use
+    await transport.publish_telemetry("request.completed", b'{"type":"request.completed"}', {"x": "1"})
+    records = await read_topic(kafka_bootstrap, topic, until=lambda rs: len(rs) >= 1)
+    assert records[0].key == b"r1"
+    assert records[0].value == b'{"id":"r1"}'
+    assert dict(records[0].headers) == {
+        "traceparent": b"00-1-2-01",
+        "content-type": b"application/json",  # the message's own content type wins
+        "correlation_id": b"r1",
+    }
+
+
+async def test_a_crashing_handler_dead_letters_the_record_and_consumption_goes_on(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport()
+    marker = uuid.uuid4().hex.encode()
+    good: list[Delivery] = []
+    done = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.body.startswith(b"boom"):
+            raise RuntimeError("bug")
+        good.append(delivery)
+        await transport.settle(delivery)
+        done.set()
+
+    await transport.start(handler)
+    await produce(kafka_bootstrap, transport.topic, [b"boom" + marker, b"fine"], partition=0)
+    await asyncio.wait_for(done.wait(), 20)
+    records = await read_topic(
+        kafka_bootstrap, DEAD_LETTERS, until=lambda rs: any(r.value == b"boom" + marker for r in rs)
+    )
+    dead = next(r for r in records if r.value == b"boom" + marker)
+    assert dict(dead.headers)[ERROR_HEADER].startswith(b"internal: handler crashed: RuntimeError")
+
+    async def both_committed() -> bool:
+        return (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] == 2
+
+    await wait_until(both_committed)  # the crashed record was settled after dead-lettering
+
+
+async def test_drain_finishes_in_flight_work_commits_and_stops_consuming(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport(commit_interval_ms=600_000)  # only drain can commit here
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(delivery: Delivery) -> None:
+        started.set()
+        await release.wait()
+
+    handler = Recorder(transport, 5, work=slow)
+    await transport.start(handler)
+    await produce(kafka_bootstrap, transport.topic, [b"d%d" % i for i in range(5)], partition=0)
+    await asyncio.wait_for(started.wait(), 20)
+    await asyncio.sleep(0.1)  # let the whole batch be dispatched
+    draining = asyncio.create_task(transport.drain())
+    await asyncio.sleep(0.2)
+    assert not draining.done()  # waits for the handlers
+    assert not transport.ready
+    release.set()
+    await asyncio.wait_for(draining, 10)
+    assert len(handler.deliveries) == 5
+    assert (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] == 5
+    await produce(kafka_bootstrap, transport.topic, [b"after-drain"], partition=0)
+    await asyncio.sleep(0.5)
+    assert len(handler.deliveries) == 5
+
+
+async def test_revocation_commits_finished_work_before_another_member_takes_over(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    first = kafka_transport(commit_interval_ms=600_000)  # only revocation can commit here
+    handler = Recorder(first, 40, work=lambda d: asyncio.sleep(0.01))
+    await first.start(handler)
+    await produce(kafka_bootstrap, first.topic, [b"a%d" % i for i in range(40)])
+    await handler.wait()
+
+    second = kafka_transport(topic=first.topic, group_id=first.group_id)
+    other = Recorder(second, 1)
+    await second.start(other)
+
+    async def split() -> bool:
+        return first.ready and second.ready
+
+    await wait_until(split, 15)
+    # Everything the first member settled was committed when its partitions were revoked.
+    assert other.deliveries == []
+    await produce(kafka_bootstrap, first.topic, [b"b%d" % i for i in range(20)])
+
+    async def all_new_seen() -> bool:
+        bodies = [d.body for d in handler.deliveries + other.deliveries if d.body.startswith(b"b")]
+        return len(bodies) >= 20
+
+    await wait_until(all_new_seen, 15)
+    assert other.deliveries, "the second member got partitions of its own"
+    assert all(not d.body.startswith(b"a") for d in other.deliveries)
