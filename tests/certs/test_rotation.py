@@ -42,6 +42,7 @@ class Traffic:
             delay = 150 if (n + i) % 4 == 0 else 0
             try:
                 context = self.provider.context_for("partner-api")
+                assert context is not None
                 async with session.get(f"{self.upstream.url}/?delay_ms={delay}", ssl=context) as response:
                     response.raise_for_status()
                     await response.read()
