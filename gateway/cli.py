@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.errors import ConfigError, GatewayError
 from gateway.settings import Settings, load_settings
@@ -25,10 +26,10 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (10-40 % faster here), else the default loop."""
     try:
         import uvloop
-
-        return asyncio.run(coro, loop_factory=uvloop.new_event_loop)
     except ImportError:
         return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def _settings() -> Settings:
@@ -68,7 +69,7 @@ def serve(
                     f"[yellow]No broker configured: started the embedded Kafka-protocol broker (Tansu) on "
                     f"{gateway.embedded_bootstrap}. For trying CMN and development, not for production.[/yellow]"
                 )
-            console.print(f"[green]cmn serving[/green] {gateway!r}")
+            console.print(f"[green]cmn serving[/green] {escape(repr(gateway))}")
             await gateway.serve_until(stop)
 
     try:

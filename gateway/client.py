@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
@@ -41,6 +42,7 @@ class GatewayClient:
         self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
         self._tracer = trace.get_tracer("cmn.client")
         self._started = False
+        self.skipped_events = 0
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -166,7 +168,12 @@ class GatewayClient:
         stream = self._requester.telemetry(from_beginning=from_beginning)
         try:
             async for raw in stream:
-                yield TelemetryEvent.model_validate(orjson.loads(raw))
+                try:
+                    event = TelemetryEvent.model_validate(orjson.loads(raw))
+                except (orjson.JSONDecodeError, ValidationError):
+                    self.skipped_events += 1  # the stream is shared; other producers' records are not ours
+                    continue
+                yield event
         finally:
             await stream.aclose()
 

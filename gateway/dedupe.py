@@ -34,7 +34,7 @@ class Deduplicator:
     ) -> UpstreamResponse:
         if envelope.idempotency_key is None or self._store is None:
             return await call()
-        key = f"cmn:idem:{envelope.tenant or ''}:{envelope.upstream}:{envelope.idempotency_key}"
+        key = f"{envelope.tenant or ''}:{envelope.upstream}:{envelope.idempotency_key}"
         pending = self._pending.get(key)
         if pending is not None:
             return _replayed(await asyncio.shield(pending))

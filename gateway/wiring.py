@@ -67,13 +67,13 @@ async def build_certificates(gw: Gateway) -> Any:
 
 
 async def build_dedupe_store(gw: Gateway) -> ResultStore:
-    from gateway.upstream.idempotency import InMemoryIdempotencyStore, RedisIdempotencyStore
+    from gateway.upstream.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 
     if gw.settings.redis_url:
         store = RedisIdempotencyStore.from_url(gw.settings.redis_url)
         gw._stack.push_async_callback(store.aclose)
         return store
-    return InMemoryIdempotencyStore(clock=gw.clock)
+    return MemoryIdempotencyStore(gw.clock)
 
 
 async def build_transports(gw: Gateway) -> list[Transport]:
