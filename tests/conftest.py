@@ -5,4 +5,6 @@ pytest_plugins = [
     "tests.fixtures.rabbit",
     "tests.fixtures.kafka",
     "tests.fixtures.certs",
+    "tests.fixtures.otlp",
+    "tests.fixtures.prometheus",
 ]

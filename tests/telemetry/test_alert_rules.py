@@ -1,0 +1,82 @@
+"""The alert rules: promtool checks them, promtool runs their unit tests, and the tests can fail."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.telemetry.promql import DEPLOY, exposed_sample_names, metric_names
+
+RULES = DEPLOY / "prometheus" / "alerts.yml"
+RULE_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
+REQUIRED_ALERTS = {
+    "CMNLatencyP95AboveObjective",
+    "CMNErrorRateHigh",
+    "CMNCircuitBreakerOpen",
+    "CMNEndpointEjected",
+    "CMNDeadLettersGrowing",
+    "CMNConsumerLagHigh",
+    "CMNCertificateExpiringSoon",
+}
+
+
+def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail("promtool is not installed: apt-get install -y prometheus")
+    return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
+
+
+def alert_rules() -> list[dict[str, object]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_promtool_accepts_the_rules() -> None:
+    result = promtool("check", "rules", RULES)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def test_promtool_unit_tests_pass() -> None:
+    result = promtool("test", "rules", RULE_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_unit_tests_catch_a_loosened_threshold(tmp_path: Path) -> None:
+    loosened = RULES.read_text().replace("> 0.1\n", "> 0.5\n")
+    assert loosened != RULES.read_text()
+    (tmp_path / "alerts.yml").write_text(loosened)
+    shutil.copy(RULE_TESTS, tmp_path / "alerts_test.yml")
+    result = promtool("test", "rules", tmp_path / "alerts_test.yml")
+    assert result.returncode != 0
+    assert "CMNLatencyP95AboveObjective" in result.stdout + result.stderr
+
+
+def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
+    names = {str(rule["alert"]) for rule in alert_rules()}
+    assert names >= REQUIRED_ALERTS
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for t in case["alert_rule_test"]
+    }
+    assert tested == names
+
+
+def test_rules_refer_only_to_metrics_the_gateway_exposes() -> None:
+    exposed = exposed_sample_names()
+    for rule in alert_rules():
+        used = metric_names(str(rule["expr"]))
+        assert used <= exposed, f"{rule['alert']}: {sorted(used - exposed)} not exposed"
+
+
+def test_the_compose_prometheus_config_is_valid_and_loads_the_rules() -> None:
+    result = promtool("check", "config", DEPLOY / "prometheus" / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
