@@ -10,6 +10,9 @@
         legacy:       {source: file, pkcs12: /etc/cmn/legacy.p12, password: "..."}
         local:        {source: dev, sans: [localhost, 127.0.0.1]}
 
+The short form, names straight under ``certificates:`` (``certificates: {partner: {source: dev}}``),
+means the same items with every setting at its default.
+
 Every item may name ``ca_file`` (the chain must reach that CA) and ``expected_name`` (a SAN must
 cover it); both are checked on every load.
 """
@@ -17,7 +20,7 @@ cover it); both are checked on every load.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -69,6 +72,14 @@ class CertificatesConfig(BaseModel):
     min_version: Literal["1.2", "1.3"] = "1.3"
     dev_dir: Path = DEFAULT_DEV_DIR
     items: dict[str, CertificateItem] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "items" in data:
+            return data
+        named = {k: v for k, v in data.items() if isinstance(v, dict) and "source" in v}
+        return {**{k: v for k, v in data.items() if k not in named}, "items": named}
 
     @field_validator("dev_dir")
     @classmethod

@@ -1,0 +1,97 @@
+"""What app.py calls: `certificates:` + upstream TLS settings + Azure settings → a running manager.
+
+The arguments are taken structurally, so this package imports neither gateway.settings nor
+gateway.upstream (the layers are siblings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+
+from pydantic import ValidationError
+
+from gateway.certs.config import CertificatesConfig
+from gateway.certs.configured import build_manager
+from gateway.certs.keyvault import KeyVaultSettings
+from gateway.certs.manager import CertificateManager
+from gateway.certs.provider import UpstreamTlsContexts
+from gateway.certs.tls import TlsSettings
+from gateway.clock import Clock
+from gateway.errors import ConfigError
+from gateway.events import Observer
+
+
+class AzureSettings(Protocol):
+    """The four AZURE_* values from gateway.settings.Settings."""
+
+    @property
+    def azure_vault_url(self) -> str | None: ...
+    @property
+    def azure_client_id(self) -> str | None: ...
+    @property
+    def azure_client_secret(self) -> str | None: ...
+    @property
+    def azure_tenant_id(self) -> str | None: ...
+
+
+class UpstreamTls(Protocol):
+    """gateway.upstream.config.TlsConfig, field for field."""
+
+    @property
+    def ca_file(self) -> str | None: ...
+    @property
+    def client_certificate(self) -> str | None: ...
+    @property
+    def min_version(self) -> Literal["1.2", "1.3"]: ...
+    @property
+    def verify_hostname(self) -> bool: ...
+
+
+def keyvault_settings(settings: AzureSettings) -> KeyVaultSettings | None:
+    if not settings.azure_vault_url:
+        return None
+    return KeyVaultSettings(
+        vault_url=settings.azure_vault_url,
+        tenant_id=settings.azure_tenant_id,
+        client_id=settings.azure_client_id,
+        client_secret=settings.azure_client_secret,
+    )
+
+
+def tls_settings(tls: UpstreamTls) -> TlsSettings:
+    return TlsSettings(tls.ca_file, tls.client_certificate, tls.min_version, tls.verify_hostname)
+
+
+def certificates_config(section: Mapping[str, Any] | CertificatesConfig | None) -> CertificatesConfig:
+    if isinstance(section, CertificatesConfig):
+        return section
+    try:
+        return CertificatesConfig.model_validate(dict(section or {}))
+    except ValidationError as exc:
+        raise ConfigError(f"certificates: {exc}") from exc
+
+
+async def build_certificate_manager(
+    certificates: Mapping[str, Any] | CertificatesConfig | None,
+    tls_by_upstream: Mapping[str, UpstreamTls],
+    settings: AzureSettings,
+    *,
+    clock: Clock,
+    observer: Observer | None = None,
+) -> tuple[CertificateManager, UpstreamTlsContexts]:
+    """A started manager (every certificate loaded and valid, renewal polling) and the upstream provider.
+
+    The caller owns the manager: ``await manager.aclose()`` at shutdown. Any bad certificate or a
+    client certificate that is not configured stops start-up here with a CertificateError/ConfigError.
+    """
+    config = certificates_config(certificates)
+    manager = build_manager(config, clock=clock, observer=observer, keyvault=keyvault_settings(settings))
+    try:
+        provider = UpstreamTlsContexts(manager, {n: tls_settings(t) for n, t in tls_by_upstream.items()})
+        await manager.start()
+        await provider.prepare()
+    except BaseException:
+        await manager.aclose()
+        raise
+    return manager, provider
