@@ -82,6 +82,7 @@ class EmbeddedBroker:
         port: int = 9092,
         *,
         storage: str = "memory://tansu/",
+        advertised: str | None = None,
         binary: str | None = None,
         log_file: Path | None = None,
         startup_timeout: float = 10.0,
@@ -92,6 +93,7 @@ class EmbeddedBroker:
         self._requested_port = port
         self._port: int | None = None
         self._storage = storage
+        self._advertised = advertised  # "host:port" clients are told to use (a fault-injecting proxy)
         self._binary = binary
         self._log_file = log_file
         self._startup_timeout = startup_timeout
@@ -101,9 +103,10 @@ class EmbeddedBroker:
 
     @property
     def bootstrap(self) -> str:
+        """Where clients connect: the advertised address when one was given."""
         if self._port is None:
             raise RuntimeError("the embedded broker is not started")
-        return f"{self._host}:{self._port}"
+        return self._advertised or f"{self._host}:{self._port}"
 
     @property
     def port(self) -> int | None:
@@ -135,7 +138,8 @@ class EmbeddedBroker:
 
     async def _spawn(self, binary: str, port: int) -> asyncio.subprocess.Process:
         url = f"tcp://{self._host}:{port}"
-        args = ["broker", "--listener-url", url, "--advertised-listener-url", url]
+        advertised = f"tcp://{self._advertised}" if self._advertised else url
+        args = ["broker", "--listener-url", url, "--advertised-listener-url", advertised]
         args += ["--storage-engine", self._storage]
         output = self._log_file.open("ab") if self._log_file is not None else asyncio.subprocess.DEVNULL
         try:
@@ -163,7 +167,7 @@ class EmbeddedBroker:
             if await self._accepts():
                 return
             if self._clock.monotonic() - started > self._startup_timeout:
-                raise ConfigError(f"the embedded broker did not listen on {self.bootstrap} in time")
+                raise ConfigError(f"the embedded broker did not listen on {self._host}:{self._port} in time")
             await self._clock.sleep(0.01)
 
     async def _accepts(self) -> bool:

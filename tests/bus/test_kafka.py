@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from aiokafka import TopicPartition
 
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessage
+from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka import KafkaTransport
-from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
+from tests.fixtures.kafka import (
+    KafkaTransportFactory,
+    TcpProxy,
+    committed_offsets,
+    produce,
+    read_topic,
+    unique,
+)
 
 
 class Recorder:
@@ -310,3 +321,99 @@ async def test_revocation_commits_finished_work_before_another_member_takes_over
     await wait_until(all_new_seen, 15)
     assert other.deliveries, "the second member got partitions of its own"
     assert all(not d.body.startswith(b"a") for d in other.deliveries)
+
+
+CHILD = """
+import asyncio, sys
+from gateway.bus.kafka import KafkaTransport
+
+async def main(bootstrap, topic, group):
+    transport = KafkaTransport(bootstrap, topic=topic, group_id=group, session_timeout_ms=1000,
+                               heartbeat_interval_ms=300, commit_interval_ms=20)
+    seen = 0
+    forever = asyncio.Event()
+
+    async def handle(delivery):
+        nonlocal seen
+        seen += 1
+        if int(delivery.body) % 2:
+            if seen == 50:
+                print("ALL", flush=True)
+            await forever.wait()  # odd requests never finish: in flight when the worker dies
+        await transport.settle(delivery)
+        print("SETTLED", int(delivery.body), flush=True)
+        if seen == 50:
+            print("ALL", flush=True)
+
+    await transport.start(handle)
+    await forever.wait()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_consumer_killed_mid_batch_loses_nothing(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic, group = unique("t.requests"), unique("g")
+    # Pairs (even, odd) per partition: offsets 0,2,4.. hold even numbers, 1,3,5.. odd ones.
+    for partition in range(4):
+        values = [b"%d" % i for i in range(50) if (i // 2) % 4 == partition]
+        await produce(kafka_bootstrap, topic, values, partition=partition)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), kafka_bootstrap, topic, group, stdout=asyncio.subprocess.PIPE
+    )
+    settled: set[int] = set()
+    try:
+        assert child.stdout is not None
+        async with asyncio.timeout(30):
+            while (line := await child.stdout.readline()) and not line.startswith(b"ALL"):
+                if line.startswith(b"SETTLED"):
+                    settled.add(int(line.split()[1]))
+        await asyncio.sleep(0.2)  # several commit rounds
+    finally:
+        child.send_signal(signal.SIGKILL)
+        await child.wait()
+    assert settled == {n for n in range(50) if n % 2 == 0}
+
+    successor = kafka_transport(topic=topic, group_id=group)
+    handler = Recorder(successor, 46)
+    await successor.start(handler)
+    await handler.wait(30)
+    await asyncio.sleep(0.3)  # anything more would show up now
+    again = sorted(int(d.body) for d in handler.deliveries)
+    # The killed worker could commit only offset 0 of each partition (offset 1 never finished):
+    # everything from offset 1 on comes again, the finished even ones among it as duplicates.
+    assert again == [n for n in range(50) if n not in (0, 2, 4, 6)]
+    assert len(set(again) & settled) == 21
+
+
+async def test_consumption_survives_the_broker_connection_dropping(
+    kafka_behind_proxy: tuple[EmbeddedBroker, TcpProxy], kafka_transport: KafkaTransportFactory
+) -> None:
+    broker, proxy = kafka_behind_proxy
+    transport = kafka_transport(bootstrap=broker.bootstrap)
+    handler = Recorder(transport, 10)
+    await transport.start(handler)
+    await produce(broker.bootstrap, transport.topic, [b"before-%d" % i for i in range(10)])
+    await handler.wait()
+
+    proxy.cut()  # every connection reset, new ones refused
+    await asyncio.sleep(1.5)  # longer than the session: the group forgets the member too
+    proxy.restore()
+
+    handler.expected = 20
+    handler.all_seen.clear()
+    await produce(broker.bootstrap, transport.topic, [b"after-%d" % i for i in range(10)])
+    await handler.wait(30)
+    after = [d.body for d in handler.deliveries if d.body.startswith(b"after")]
+    assert sorted(after) == sorted(b"after-%d" % i for i in range(10))
+    await transport.publish(OutboundMessage("t.out", b"still publishing", "text/plain", None))
+
+    async def all_committed() -> bool:
+        offsets = await committed_offsets(broker.bootstrap, transport.topic, transport.group_id)
+        return sum(o or 0 for o in offsets.values()) == 20
+
+    await wait_until(all_committed, 15)

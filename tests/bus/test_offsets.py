@@ -151,5 +151,5 @@ class OffsetsMachine(RuleBasedStateMachine):
         assert self.offsets.in_flight == len(self.pending)
 
 
-OffsetsMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
+OffsetsMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestOffsetsMachine = OffsetsMachine.TestCase
