@@ -124,6 +124,18 @@ def test_grafana_dashboard_provider_reads_the_mounted_dashboards() -> None:
     assert paths <= mounted
 
 
+def test_grafana_datasource_reaches_the_prometheus_service() -> None:
+    datasources = REPO / "deploy" / "grafana" / "provisioning" / "datasources"
+    urls = {
+        source["url"]
+        for file in sorted(datasources.glob("*.y*ml"))
+        for source in yaml.safe_load(file.read_text()).get("datasources", [])
+        if source["type"] == "prometheus"
+    }
+    assert urls == {"http://prometheus:9090"}
+    assert "prometheus" in compose_config()["services"]
+
+
 async def test_gateway_healthcheck_follows_readyz(ops_port: OpsPort) -> None:
     command = gateway()["healthcheck"]["test"]
     assert command[0] == "CMD"
