@@ -64,9 +64,7 @@ class CertificateBundle:
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
         )
-        return self.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
-        )
+        return self.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
     def __repr__(self) -> str:
         key = "key" if self.private_key is not None else "no key"
@@ -92,9 +90,7 @@ def content_version(*parts: bytes) -> str:
     return digest.hexdigest()[:16]
 
 
-def parse_pem(
-    name: str, source: str, version: str, data: bytes, password: bytes | None = None
-) -> CertificateBundle:
+def parse_pem(name: str, source: str, version: str, data: bytes, password: bytes | None = None) -> CertificateBundle:
     """PEM with certificates (leaf first) and optionally one private key, in any order."""
     if _PEM_CERT_MARKER not in data:
         raise CertificateFormatError(f"certificate {name!r}: no PEM certificate found")
@@ -113,9 +109,7 @@ def _load_pem_key(name: str, data: bytes, password: bytes | None) -> PrivateKeyT
         raise CertificateFormatError(f"certificate {name!r}: unreadable private key: {exc}") from exc
 
 
-def parse_pkcs12(
-    name: str, source: str, version: str, data: bytes, password: bytes | None = None
-) -> CertificateBundle:
+def parse_pkcs12(name: str, source: str, version: str, data: bytes, password: bytes | None = None) -> CertificateBundle:
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password)
     except ValueError as exc:
@@ -128,6 +122,4 @@ def parse_pkcs12(
 def with_key(bundle: CertificateBundle, key_pem: bytes, password: bytes | None = None) -> CertificateBundle:
     """The bundle with its key taken from a separate PEM file."""
     key = _load_pem_key(bundle.name, key_pem, password)
-    return CertificateBundle(
-        bundle.name, bundle.source, bundle.version, bundle.certificate, bundle.chain, key
-    )
+    return CertificateBundle(bundle.name, bundle.source, bundle.version, bundle.certificate, bundle.chain, key)

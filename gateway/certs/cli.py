@@ -31,12 +31,8 @@ DirOption = Annotated[Path, typer.Option("--dir", help="Where development certif
 
 @certs_app.command("dev")
 def dev(
-    names: Annotated[
-        list[str] | None, typer.Option("--name", help="Leaf certificate names (repeatable).")
-    ] = None,
-    sans: Annotated[
-        list[str] | None, typer.Option("--san", help="Subject alternative names (repeatable).")
-    ] = None,
+    names: Annotated[list[str] | None, typer.Option("--name", help="Leaf certificate names (repeatable).")] = None,
+    sans: Annotated[list[str] | None, typer.Option("--san", help="Subject alternative names (repeatable).")] = None,
     directory: DirOption = DEFAULT_DEV_DIR,
     days: Annotated[float, typer.Option(help="Leaf validity in days.")] = 90,
     force: Annotated[bool, typer.Option(help="Issue new leaves even if cached ones are still good.")] = False,
@@ -51,9 +47,7 @@ def dev(
     for name in names or ["localhost"]:
         window = days * DAY + 1 if force else 14 * DAY
         bundle = issue_cached(authority, directory, name, alt_names, now=now, renew_before=window, days=days)
-        console.print(
-            f"{name}: {directory / (name + '.pem')} + {name}-key.pem  SANs {', '.join(bundle.sans)}"
-        )
+        console.print(f"{name}: {directory / (name + '.pem')} + {name}-key.pem  SANs {', '.join(bundle.sans)}")
 
 
 @certs_app.command("list")
@@ -63,9 +57,7 @@ def list_certificates(
     vault_url: Annotated[str | None, typer.Option(envvar="AZURE_VAULT_URL")] = None,
     tenant_id: Annotated[str | None, typer.Option(envvar="AZURE_TENANT_ID")] = None,
     client_id: Annotated[str | None, typer.Option(envvar="AZURE_CLIENT_ID")] = None,
-    client_secret: Annotated[
-        str | None, typer.Option(envvar="AZURE_CLIENT_SECRET", show_default=False)
-    ] = None,
+    client_secret: Annotated[str | None, typer.Option(envvar="AZURE_CLIENT_SECRET", show_default=False)] = None,
 ) -> None:
     """Name, source, version, subject, SANs and days to expiry of each certificate."""
     if config is None:
@@ -96,9 +88,7 @@ async def _configured_rows(config: CertificatesConfig, vault: KeyVaultSettings |
 
 
 def _dev_rows(directory: Path) -> list[Inspection]:
-    names = sorted(
-        p.stem for p in directory.glob("*.pem") if not p.stem.endswith("-key") and p.name != CA_FILE
-    )
+    names = sorted(p.stem for p in directory.glob("*.pem") if not p.stem.endswith("-key") and p.name != CA_FILE)
     rows = []
     for name in names:
         try:

@@ -62,7 +62,5 @@ def _source(
         password = item.password.get_secret_value().encode() if item.password is not None else None
         return FileSource(name, CertificateFiles(item.cert, item.key, item.pkcs12, password))
     if isinstance(item, DevItem):
-        return DevSource(
-            name, item.sans, config.dev_dir, clock, days=item.days, renew_before=config.renew_before
-        )
+        return DevSource(name, item.sans, config.dev_dir, clock, days=item.days, renew_before=config.renew_before)
     raise ConfigError(f"certificate {name!r}: unknown source")

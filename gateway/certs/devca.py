@@ -140,9 +140,7 @@ class DevCertificateAuthority:
                 critical=False,
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False)
         )
         if sans:
             builder = builder.add_extension(
@@ -181,9 +179,7 @@ def read_leaf(directory: Path, name: str) -> CertificateBundle | None:
     if not (cert_path.exists() and key_path.exists()):
         return None
     cert_pem = cert_path.read_bytes()
-    version = content_version(
-        parse_pem(name, "dev", "", cert_pem).certificate.public_bytes(serialization.Encoding.DER)
-    )
+    version = content_version(parse_pem(name, "dev", "", cert_pem).certificate.public_bytes(serialization.Encoding.DER))
     return with_key(parse_pem(name, "dev", version, cert_pem), key_path.read_bytes())
 
 
@@ -233,9 +229,7 @@ class DevSource:
         authority = DevCertificateAuthority.load_or_create(self._dir, now=now)
         # Forcing renewal = asking for more remaining life than any leaf can have.
         window = self._days * DAY + _SKEW if renew else self._renew_before
-        return issue_cached(
-            authority, self._dir, self._name, self._sans, now=now, renew_before=window, days=self._days
-        )
+        return issue_cached(authority, self._dir, self._name, self._sans, now=now, renew_before=window, days=self._days)
 
     def __repr__(self) -> str:
         return f"<DevSource {self._name} {list(self._sans)} in {self._dir}>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.certs.bundle import CertificateBundle, content_version, parse_pem, parse_pkcs12, with_key
@@ -20,7 +20,7 @@ class CertificateFiles:
     cert: Path | None = None
     key: Path | None = None
     pkcs12: Path | None = None
-    password: bytes | None = None
+    password: bytes | None = field(default=None, repr=False)
 
     def paths(self) -> tuple[Path, ...]:
         return tuple(p for p in (self.pkcs12, self.cert, self.key) if p is not None)

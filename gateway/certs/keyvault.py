@@ -57,9 +57,7 @@ def build_credential(settings: KeyVaultSettings) -> AsyncTokenCredential:
     if settings.disable_instance_discovery:
         options["disable_instance_discovery"] = True
     if settings.tenant_id and settings.client_id and settings.client_secret:
-        return ClientSecretCredential(
-            settings.tenant_id, settings.client_id, settings.client_secret, **options
-        )
+        return ClientSecretCredential(settings.tenant_id, settings.client_id, settings.client_secret, **options)
     return DefaultAzureCredential(**options)
 
 
@@ -87,17 +85,13 @@ class KeyVault:
                 return None
             secret = await self._secrets.get_secret(name, version)
         except ResourceNotFoundError as exc:
-            raise CertificateSourceError(
-                f"certificate {name!r} not found in {self.settings.vault_url}"
-            ) from exc
+            raise CertificateSourceError(f"certificate {name!r} not found in {self.settings.vault_url}") from exc
         except AzureError as exc:
             raise CertificateSourceError(
                 f"certificate {name!r}: Key Vault {self.settings.vault_url} failed: {exc.message}"
             ) from exc
         bundle = parse_secret(name, version, secret.value or "", secret.properties.content_type)
-        if certificate.cer and bytes(certificate.cer) != bundle.certificate.public_bytes(
-            serialization.Encoding.DER
-        ):
+        if certificate.cer and bytes(certificate.cer) != bundle.certificate.public_bytes(serialization.Encoding.DER):
             raise CertificateFormatError(
                 f"certificate {name!r} version {version}: "
                 "the secret holds another certificate than the certificate object"
@@ -125,9 +119,7 @@ def parse_secret(name: str, version: str, value: str, content_type: str | None) 
     if content_type == PEM_CONTENT_TYPE or (content_type is None and "-----BEGIN" in value):
         return parse_pem(name, KeyVaultSource.kind, version, value.encode())
     if content_type not in (PKCS12_CONTENT_TYPE, None):
-        raise CertificateFormatError(
-            f"certificate {name!r}: unsupported secret content type {content_type!r}"
-        )
+        raise CertificateFormatError(f"certificate {name!r}: unsupported secret content type {content_type!r}")
     try:
         data = base64.b64decode(value, validate=True)
     except binascii.Error as exc:

@@ -127,9 +127,7 @@ class CertificateManager:
             bundle = await entry.source.load(None)
             if bundle is None:
                 raise CertificateError(f"certificate {entry.name!r}: the source returned nothing")
-            validate_bundle(
-                bundle, now=self._clock.time(), trusted=entry.trusted, expected_name=entry.expected_name
-            )
+            validate_bundle(bundle, now=self._clock.time(), trusted=entry.trusted, expected_name=entry.expected_name)
         except CertificateError as exc:
             return Inspection(entry.name, entry.source.kind, bundle, exc)
         return Inspection(entry.name, entry.source.kind, bundle, None)
@@ -152,15 +150,12 @@ class CertificateManager:
     async def refresh(self, name: str) -> bool:
         """One poll of ``name``'s source; True when a new version was installed."""
         entry = self._entries[name]
-        active = self._active.get(name)
-        if active is None:
-            await self._load_first(name)
-            return True
-        remaining = active.bundle.not_after - self._clock.time()
-        renew = remaining <= self._renew_before
         try:
-            async with self._locks[name]:
-                bundle = await entry.source.load(active.bundle.version, renew=renew)
+            async with self._locks[name]:  # read the version in use under the lock: polls may overlap
+                active = self._active.get(name)
+                remaining = active.bundle.not_after - self._clock.time() if active is not None else 0.0
+                renew = active is not None and remaining <= self._renew_before
+                bundle = await entry.source.load(active.bundle.version if active else None, renew=renew)
                 if bundle is not None:
                     self._install(entry, bundle)
         except CertificateError as exc:
@@ -170,7 +165,8 @@ class CertificateManager:
             if renew:
                 self._failed(name, f"expires in {remaining / 3600:.1f} h and the source has no newer version")
             return False
-        self._observer.on_event(CertificateRenewed(name, entry.source.kind, bundle.version, bundle.not_after))
+        if active is not None:  # a first load is not a renewal
+            self._observer.on_event(CertificateRenewed(name, entry.source.kind, bundle.version, bundle.not_after))
         return True
 
     async def _load_first(self, name: str) -> None:
@@ -186,9 +182,7 @@ class CertificateManager:
             self._install(entry, bundle)
 
     def _install(self, entry: ManagedCertificate, bundle: CertificateBundle) -> None:
-        validate_bundle(
-            bundle, now=self._clock.time(), trusted=entry.trusted, expected_name=entry.expected_name
-        )
+        validate_bundle(bundle, now=self._clock.time(), trusted=entry.trusted, expected_name=entry.expected_name)
         context = client_context(bundle=bundle, min_version=self._min_version)
         self._active[entry.name] = _Active(bundle, context)
         for listener in self._listeners:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.certs.bundle import CertificateBundle
-from gateway.certs.errors import UnknownCertificateError
+from gateway.certs.errors import CertificateError, UnknownCertificateError
 from gateway.certs.manager import CertificateManager
 from gateway.certs.tls import TlsSettings, client_context
 
@@ -82,8 +82,14 @@ class UpstreamTlsContexts:
 
     def _on_renewed(self, bundle: CertificateBundle) -> None:
         for upstream, settings in self._settings.items():
-            if settings.client_certificate == bundle.name:
+            if settings.client_certificate != bundle.name:
+                continue
+            try:
                 self._built[upstream] = _Built(bundle, _context(settings, bundle))
+            except CertificateError:
+                # e.g. the upstream's ca_file vanished: drop the stale context so the next call
+                # rebuilds and raises the clear error instead of quietly using the old certificate.
+                self._built.pop(upstream, None)
 
     def __repr__(self) -> str:
         mtls = sum(1 for s in self._settings.values() if s.client_certificate is not None)

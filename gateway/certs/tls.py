@@ -97,9 +97,7 @@ def load_bundle(context: ssl.SSLContext, bundle: CertificateBundle) -> None:
         try:
             context.load_cert_chain(cert_path, key_path, password=password)
         except ssl.SSLError as exc:
-            raise CertificateFormatError(
-                f"certificate {bundle.name!r} cannot be used for TLS: {exc}"
-            ) from exc
+            raise CertificateFormatError(f"certificate {bundle.name!r} cannot be used for TLS: {exc}") from exc
 
 
 def load_ca_file(path: str | Path) -> tuple[x509.Certificate, ...]:

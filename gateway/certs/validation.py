@@ -96,9 +96,7 @@ def check_chain(bundle: CertificateBundle, trusted: Sequence[x509.Certificate], 
     )
 
 
-def _issuer_in(
-    certificate: x509.Certificate, candidates: Sequence[x509.Certificate]
-) -> x509.Certificate | None:
+def _issuer_in(certificate: x509.Certificate, candidates: Sequence[x509.Certificate]) -> x509.Certificate | None:
     for candidate in candidates:
         try:
             certificate.verify_directly_issued_by(candidate)

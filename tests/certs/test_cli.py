@@ -44,10 +44,7 @@ def test_dev_creates_a_ca_and_leaves_and_reuses_them(tmp_path: Path) -> None:
 
 
 def test_list_shows_dev_certificates(tmp_path: Path) -> None:
-    assert (
-        runner.invoke(certs_app, ["dev", "--dir", str(tmp_path), "--name", "api", "--days", "30"]).exit_code
-        == 0
-    )
+    assert runner.invoke(certs_app, ["dev", "--dir", str(tmp_path), "--name", "api", "--days", "30"]).exit_code == 0
     result = runner.invoke(certs_app, ["list", "--dir", str(tmp_path)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if " api " in line)

@@ -62,15 +62,11 @@ async def test_our_name_can_differ_from_the_vault_name(
 
 async def test_missing_certificate_is_a_source_error(fake_vault: FakeKeyVault) -> None:
     async with KeyVault(fake_vault.settings()) as vault:
-        with pytest.raises(
-            CertificateSourceError, match=r"certificate 'nope' not found in https://127\.0\.0\.1"
-        ):
+        with pytest.raises(CertificateSourceError, match=r"certificate 'nope' not found in https://127\.0\.0\.1"):
             await KeyVaultSource(vault, "nope").load(None)
 
 
-async def test_bad_client_secret_is_a_source_error(
-    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority
-) -> None:
+async def test_bad_client_secret_is_a_source_error(fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority) -> None:
     fake_vault.put("partner", dev_ca.issue("partner", ["p"], now=NOW))
     async with KeyVault(fake_vault.settings(client_secret="wrong")) as vault:
         with pytest.raises(CertificateSourceError, match=r"Key Vault .* failed") as caught:

@@ -44,9 +44,7 @@ def _manager(
     *,
     renew_before: float = 14 * DAY,
 ) -> CertificateManager:
-    return CertificateManager(
-        entries, clock=clock, observer=observer, poll_interval=POLL, renew_before=renew_before
-    )
+    return CertificateManager(entries, clock=clock, observer=observer, poll_interval=POLL, renew_before=renew_before)
 
 
 async def advance(clock: FakeClock, seconds: float) -> None:
@@ -119,9 +117,7 @@ async def test_inside_the_renew_window_without_a_new_version_is_reported(
     dev_ca: DevCertificateAuthority, clock: FakeClock, tmp_path: Path
 ) -> None:
     cert = tmp_path / "c.pem"
-    cert.write_bytes(
-        (b := dev_ca.issue("billing", ["billing"], now=clock.time(), days=20)).chain_pem() + b.key_pem()
-    )
+    cert.write_bytes((b := dev_ca.issue("billing", ["billing"], now=clock.time(), days=20)).chain_pem() + b.key_pem())
     observer = RecordingObserver()
     entry = ManagedCertificate("billing", FileSource("billing", CertificateFiles(cert=cert)))
     async with _manager([entry], clock, observer, renew_before=14 * DAY):
@@ -134,14 +130,10 @@ async def test_inside_the_renew_window_without_a_new_version_is_reported(
     assert "no newer version" in event.reason
 
 
-async def test_dev_certificates_are_reissued_inside_the_renew_window(
-    clock: FakeClock, tmp_path: Path
-) -> None:
+async def test_dev_certificates_are_reissued_inside_the_renew_window(clock: FakeClock, tmp_path: Path) -> None:
     observer = RecordingObserver()
     source = DevSource("local", ["localhost"], tmp_path, clock, days=30, renew_before=7 * DAY)
-    async with _manager(
-        [ManagedCertificate("local", source)], clock, observer, renew_before=7 * DAY
-    ) as manager:
+    async with _manager([ManagedCertificate("local", source)], clock, observer, renew_before=7 * DAY) as manager:
         first = manager.current("local")
         assert first is not None
         await advance(clock, 24 * DAY)
@@ -159,12 +151,8 @@ async def test_start_fails_on_the_first_unfit_certificate(
     stranger = DevCertificateAuthority.create(now=clock.time())
     manager = _manager(
         [
-            ManagedCertificate(
-                "dev", DevSource("dev", ["localhost"], tmp_path, clock), expected_name="localhost"
-            ),
-            ManagedCertificate(
-                "bad", DevSource("bad", ["x"], tmp_path / "x", clock), (stranger.certificate,)
-            ),
+            ManagedCertificate("dev", DevSource("dev", ["localhost"], tmp_path, clock), expected_name="localhost"),
+            ManagedCertificate("bad", DevSource("bad", ["x"], tmp_path / "x", clock), (stranger.certificate,)),
         ],
         clock,
         RecordingObserver(),
@@ -174,9 +162,7 @@ async def test_start_fails_on_the_first_unfit_certificate(
     assert "idle" in repr(manager)
     await manager.aclose()
 
-    wrong_name = ManagedCertificate(
-        "dev", DevSource("dev", ["localhost"], tmp_path, clock), expected_name="api"
-    )
+    wrong_name = ManagedCertificate("dev", DevSource("dev", ["localhost"], tmp_path, clock), expected_name="api")
     with pytest.raises(CertificateNameError):
         async with _manager([wrong_name], clock, RecordingObserver()):
             pass

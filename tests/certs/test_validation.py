@@ -73,9 +73,7 @@ def test_missing_key_is_refused_for_client_use_but_fine_for_trust_only(
 def test_wrong_ca(dev_ca: DevCertificateAuthority) -> None:
     stranger = DevCertificateAuthority.create(now=NOW, common_name="Someone Else CA")
     bundle = stranger.issue("api", ["api"], now=NOW)
-    with pytest.raises(
-        CertificateChainError, match=r"'api'.*not issued by the configured CA.*Someone Else CA"
-    ):
+    with pytest.raises(CertificateChainError, match=r"'api'.*not issued by the configured CA.*Someone Else CA"):
         validate_bundle(bundle, now=NOW, trusted=[dev_ca.certificate])
 
 
@@ -87,9 +85,7 @@ def test_same_name_different_key_ca_is_still_the_wrong_ca(dev_ca: DevCertificate
 
 def test_san_mismatch(dev_ca: DevCertificateAuthority) -> None:
     bundle = dev_ca.issue("api", ["api.example.com"], now=NOW)
-    with pytest.raises(
-        CertificateNameError, match=r"no subject alternative name covers 'billing\.example\.com'"
-    ):
+    with pytest.raises(CertificateNameError, match=r"no subject alternative name covers 'billing\.example\.com'"):
         validate_bundle(bundle, now=NOW, expected_name="billing.example.com")
 
 

@@ -76,14 +76,10 @@ async def test_start_up_mistakes_stop_here(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="certificates: "):
         await build_certificate_manager({"items": {"x": {"source": "nfs"}}}, {}, _settings(), clock=clock)
     with pytest.raises(UnknownCertificateError, match="'missing'"):
-        await build_certificate_manager(
-            {}, {"api": TlsConfig(client_certificate="missing")}, _settings(), clock=clock
-        )
+        await build_certificate_manager({}, {"api": TlsConfig(client_certificate="missing")}, _settings(), clock=clock)
     old = tmp_path / "old.pem"
     ca = DevCertificateAuthority.create(now=clock.time())
     expired = ca.issue("old", ["old"], now=clock.time(), not_before=clock.time() - 10 * 86400, days=1)
     old.write_bytes(expired.chain_pem() + expired.key_pem())
     with pytest.raises(CertificateExpiredError):
-        await build_certificate_manager(
-            {"old": {"source": "file", "cert": str(old)}}, {}, _settings(), clock=clock
-        )
+        await build_certificate_manager({"old": {"source": "file", "cert": str(old)}}, {}, _settings(), clock=clock)
