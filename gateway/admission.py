@@ -58,9 +58,7 @@ class Admission:
             raise PayloadTooLargeError(f"request body is {len(body)} bytes, over {self.max_request_bytes}")
         return Admitted(deadline, body, outbound_headers(envelope.headers, json_body=envelope.has_json))
 
-    def deadline(
-        self, envelope: RequestEnvelope, *, arrived_at: float, broker_timestamp_ms: int | None
-    ) -> Deadline:
+    def deadline(self, envelope: RequestEnvelope, *, arrived_at: float, broker_timestamp_ms: int | None) -> Deadline:
         """The budget counts from publication (sent_at, else broker timestamp, else arrival)."""
         budget = envelope.timeout_ms / 1000 if envelope.timeout_ms else self.default_timeout
         published_ms = envelope.sent_at if envelope.sent_at is not None else broker_timestamp_ms

@@ -25,7 +25,13 @@ from gateway.settings import Settings, describe_validation_error, read_yaml
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
-from gateway.wiring import build_certificates, build_dedupe_store, build_metrics, build_tracer, build_transports
+from gateway.wiring import (
+    build_certificates,
+    build_dedupe_store,
+    build_metrics,
+    build_tracer,
+    build_transports,
+)
 from gateway.worker import Lane, Worker
 
 log = structlog.get_logger("cmn.app")

@@ -17,9 +17,9 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
 from gateway.bus.base import REQUESTS, ReplyMessage, Requester
 from gateway.clock import Clock, SystemClock
@@ -147,7 +147,10 @@ class GatewayClient:
                 carrier = dict(headers or {})
                 propagate.inject(carrier)
                 await self._requester.send(
-                    payload, content_type=content_type or self._codec, correlation_id=correlation_id, headers=carrier
+                    payload,
+                    content_type=content_type or self._codec,
+                    correlation_id=correlation_id,
+                    headers=carrier,
                 )
             try:
                 return await asyncio.wait_for(future, timeout)

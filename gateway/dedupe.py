@@ -29,9 +29,7 @@ class Deduplicator:
         self._ttl = ttl
         self._pending: dict[str, asyncio.Future[UpstreamResponse]] = {}
 
-    async def run(
-        self, envelope: RequestEnvelope, call: Callable[[], Awaitable[UpstreamResponse]]
-    ) -> UpstreamResponse:
+    async def run(self, envelope: RequestEnvelope, call: Callable[[], Awaitable[UpstreamResponse]]) -> UpstreamResponse:
         if envelope.idempotency_key is None or self._store is None:
             return await call()
         key = f"{envelope.tenant or ''}:{envelope.upstream}:{envelope.idempotency_key}"

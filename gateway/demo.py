@@ -51,7 +51,11 @@ async def _send_batch(
                 started = time.perf_counter()
                 try:
                     reply = await client.request(
-                        "payments", "POST", "/v1/charges", json={"amount": 100 + i, "currency": "EUR"}, timeout=10
+                        "payments",
+                        "POST",
+                        "/v1/charges",
+                        json={"amount": 100 + i, "currency": "EUR"},
+                        timeout=10,
                     )
                     outcomes[str(reply.status) if reply.error is None else reply.error.code] += 1
                 except GatewayError as exc:

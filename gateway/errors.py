@@ -56,48 +56,48 @@ class GatewayError(Exception):
 
 
 class InvalidRequestError(GatewayError):
-    code = "invalid_request"
+    code: ClassVar[ErrorCode] = "invalid_request"
     dead_letter = True
 
 
 class UnknownUpstreamError(InvalidRequestError):
-    code = "unknown_upstream"
+    code: ClassVar[ErrorCode] = "unknown_upstream"
 
 
 class PayloadTooLargeError(GatewayError):
-    code = "payload_too_large"
+    code: ClassVar[ErrorCode] = "payload_too_large"
     dead_letter = True
 
 
 class DeadlineExceededError(GatewayError):
-    code = "deadline_exceeded"
+    code: ClassVar[ErrorCode] = "deadline_exceeded"
     dead_letter = True
 
 
 class UpstreamError(GatewayError):
     """The upstream could not give an answer; transient by nature."""
 
-    code = "upstream_unavailable"
+    code: ClassVar[ErrorCode] = "upstream_unavailable"
 
 
 class UpstreamTimeoutError(UpstreamError):
-    code = "timeout"
+    code: ClassVar[ErrorCode] = "timeout"
 
 
 class UpstreamUnavailableError(UpstreamError):
-    code = "upstream_unavailable"
+    code: ClassVar[ErrorCode] = "upstream_unavailable"
 
 
 class CircuitOpenError(UpstreamError):
-    code = "circuit_open"
+    code: ClassVar[ErrorCode] = "circuit_open"
 
 
 class PoolExhaustedError(UpstreamError):
-    code = "pool_exhausted"
+    code: ClassVar[ErrorCode] = "pool_exhausted"
 
 
 class RateLimitedError(GatewayError):
-    code = "rate_limited"
+    code: ClassVar[ErrorCode] = "rate_limited"
 
 
 class ConfigError(GatewayError):
@@ -107,9 +107,9 @@ class ConfigError(GatewayError):
 class CertificateError(GatewayError):
     """A certificate could not be loaded, validated or used."""
 
-    code = "upstream_unavailable"
+    code: ClassVar[ErrorCode] = "upstream_unavailable"
 
 
 class InternalError(GatewayError):
-    code = "internal"
+    code: ClassVar[ErrorCode] = "internal"
     dead_letter = True

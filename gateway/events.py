@@ -6,6 +6,7 @@ wired in by ``app.py`` reacts.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -171,10 +172,9 @@ class ObserverGroup:
 
     def on_event(self, event: Event) -> None:
         for observer in self.observers:
-            try:
+            # An observer bug must never fail a request.
+            with contextlib.suppress(Exception):
                 observer.on_event(event)
-            except Exception:  # noqa: BLE001 - an observer bug must not fail a request
-                pass
 
     def add(self, observer: Observer) -> None:
         self.observers.append(observer)
@@ -196,5 +196,5 @@ class RecordingObserver:
     def on_event(self, event: Event) -> None:
         self.events.append(event)
 
-    def of_type(self, kind: type[Event]) -> list[Event]:  # type: ignore[valid-type]  # union alias
+    def of_type(self, kind: type[Event]) -> list[Event]:
         return [e for e in self.events if isinstance(e, kind)]

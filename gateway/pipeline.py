@@ -19,14 +19,22 @@ import structlog
 from gateway.admission import Admission
 from gateway.bus.base import Delivery, OutboundMessage, Transport
 from gateway.clock import Clock
-from gateway.envelope.codec import JSON, MSGPACK, DecodeError, OversizeError, Reply, decode_request, encode_reply
-from gateway.envelope.codec import normalise_content_type
+from gateway.dedupe import Deduplicator
+from gateway.envelope.codec import (
+    JSON,
+    MSGPACK,
+    DecodeError,
+    OversizeError,
+    Reply,
+    decode_request,
+    encode_reply,
+    normalise_content_type,
+)
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import GatewayError, InternalError
 from gateway.events import Observer, RequestReceived
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
-from gateway.dedupe import Deduplicator
 
 log = structlog.get_logger("cmn.pipeline")
 
@@ -103,7 +111,7 @@ class Pipeline:
             response = await self._execute(envelope, delivery, arrived)
         except GatewayError as exc:
             return self._failed(envelope, exc, arrived)
-        except Exception as exc:  # noqa: BLE001 - a bug must cost one error reply, never the worker
+        except Exception as exc:
             log.exception("internal_error", request_id=envelope.id, upstream=envelope.upstream)
             return self._failed(envelope, InternalError(f"internal error: {type(exc).__name__}"), arrived)
         reply = Reply(

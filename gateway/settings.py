@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     kafka_session_timeout_ms: int = Field(10_000, ge=1000, alias="KAFKA_SESSION_TIMEOUT_MS")
     max_in_flight: int = Field(512, gt=0, alias="MAX_IN_FLIGHT", description="Per worker, per broker.")
     requests_queue: str = Field(
-        "cmn.requests", alias="CMN_REQUESTS_QUEUE", description="Override only to run side-by-side deployments."
+        "cmn.requests",
+        alias="CMN_REQUESTS_QUEUE",
+        description="Override only to run side-by-side deployments.",
     )
     embedded_broker_port: int = Field(9092, ge=0, le=65535, alias="EMBEDDED_BROKER_PORT")
 

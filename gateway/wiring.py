@@ -21,7 +21,10 @@ async def build_tracer(gw: Gateway) -> RequestTracer:
 
     s = gw.settings
     handle = configure_tracing(
-        s.otlp_endpoint, protocol=s.otlp_protocol, sampling_ratio=s.trace_sampling_ratio, service_name="cmn-gateway"
+        s.otlp_endpoint,
+        protocol=s.otlp_protocol,
+        sampling_ratio=s.trace_sampling_ratio,
+        service_name="cmn-gateway",
     )
     gw._stack.push_async_callback(handle.aclose)
     tracer: RequestTracer = handle.tracer
@@ -91,9 +94,9 @@ async def build_transports(gw: Gateway) -> list[Transport]:
     if s.amqp_url:
         from gateway.bus.rabbitmq import RabbitTransport
 
-        transports.append(RabbitTransport(
-                s.amqp_url, max_in_flight=s.max_in_flight, instance=gw.instance, queue=s.requests_queue
-            ))
+        transports.append(
+            RabbitTransport(s.amqp_url, max_in_flight=s.max_in_flight, instance=gw.instance, queue=s.requests_queue)
+        )
     if bootstrap:
         from gateway.bus.kafka import KafkaTransport
 

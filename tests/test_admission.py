@@ -34,9 +34,7 @@ def test_budget_counts_from_sent_at(clock: FakeClock, admission: Admission) -> N
 
 def test_broker_timestamp_used_when_no_sent_at(clock: FakeClock, admission: Admission) -> None:
     env = envelope(timeout_ms=1000)
-    admitted = admission.admit(
-        env, known=True, arrived_at=clock.monotonic(), broker_timestamp_ms=now_ms(clock) - 400
-    )
+    admitted = admission.admit(env, known=True, arrived_at=clock.monotonic(), broker_timestamp_ms=now_ms(clock) - 400)
     assert admitted.deadline.remaining(clock) == pytest.approx(0.6, abs=0.002)
 
 
@@ -65,7 +63,10 @@ def test_absolute_deadline_wins_when_earlier(clock: FakeClock, admission: Admiss
     assert admitted.deadline.remaining(clock) == pytest.approx(0.3, abs=0.002)
     with pytest.raises(DeadlineExceededError):
         admission.admit(
-            envelope(deadline=now_ms(clock) - 1), known=True, arrived_at=clock.monotonic(), broker_timestamp_ms=None
+            envelope(deadline=now_ms(clock) - 1),
+            known=True,
+            arrived_at=clock.monotonic(),
+            broker_timestamp_ms=None,
         )
 
 

@@ -52,9 +52,15 @@ def decode_request(raw: bytes, content_type: str, *, max_bytes: int) -> RequestE
         raise DecodeError(f"unsupported content type {content_type!r} (use {JSON} or {MSGPACK})", None)
     try:
         data = orjson.loads(raw) if codec == JSON else msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except (orjson.JSONDecodeError, ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+    except (
+        orjson.JSONDecodeError,
+        ValueError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+    ) as exc:
         raise DecodeError(f"body is not valid {codec.split('/')[1]}: {exc}", None) from exc
-    except Exception as exc:  # noqa: BLE001 - msgpack raises a zoo of errors on garbage
+    except Exception as exc:
         raise DecodeError(f"body is not valid {codec.split('/')[1]}: {exc}", None) from exc
     if not isinstance(data, dict):
         raise DecodeError("envelope must be a JSON object / msgpack map", None)
@@ -156,10 +162,8 @@ def encode_request(envelope: Mapping[str, Any], content_type: str = JSON) -> byt
 
 def decode_reply(raw: bytes, content_type: str) -> dict[str, Any]:
     """For requesters: reply bytes → the reply map (validated by ReplyEnvelope in the SDK)."""
-    if normalise_content_type(content_type) == MSGPACK:
-        data = msgpack.unpackb(raw, raw=False)
-    else:
-        data = orjson.loads(raw)
+    binary = normalise_content_type(content_type) == MSGPACK
+    data = msgpack.unpackb(raw, raw=False) if binary else orjson.loads(raw)
     if not isinstance(data, dict):
         raise DecodeError("reply is not a map", None)
     return data

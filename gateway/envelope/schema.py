@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode
 
 from gateway.envelope.models import CONTRACT_VERSION, ReplyEnvelope, RequestEnvelope, TelemetryEvent
 
@@ -17,12 +19,13 @@ DEAD_LETTERS = "cmn.requests.dlq"
 def json_schemas() -> dict[str, dict[str, Any]]:
     """File name → JSON Schema (draft 2020-12) for each envelope."""
     out: dict[str, dict[str, Any]] = {}
-    for name, model, mode in (
+    models: tuple[tuple[str, type[BaseModel], JsonSchemaMode], ...] = (
         ("request", RequestEnvelope, "validation"),
         ("reply", ReplyEnvelope, "serialization"),
         ("telemetry", TelemetryEvent, "serialization"),
-    ):
-        schema = model.model_json_schema(by_alias=True, mode=mode)  # type: ignore[attr-defined]  # pydantic classmethod
+    )
+    for name, model, mode in models:
+        schema = model.model_json_schema(by_alias=True, mode=mode)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
         out[f"{name}.schema.json"] = schema
     return out
@@ -44,7 +47,10 @@ _TRACE = {"traceparent": {"type": "string", "description": "W3C trace context, p
 
 def asyncapi() -> dict[str, Any]:
     """AsyncAPI 3.0: the three channels on both brokers, request/reply operations."""
-    amqp_req = {"is": "queue", "queue": {"name": REQUESTS, "durable": True, "exclusive": False, "autoDelete": False}}
+    amqp_req = {
+        "is": "queue",
+        "queue": {"name": REQUESTS, "durable": True, "exclusive": False, "autoDelete": False},
+    }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -78,7 +84,10 @@ def asyncapi() -> dict[str, Any]:
                 "description": "Topic exchange bound to a stream queue (RabbitMQ, routing key = event type); topic.",
                 "messages": {"event": {"$ref": "#/components/messages/telemetry"}},
                 "bindings": {
-                    "amqp": {"is": "routingKey", "exchange": {"name": TELEMETRY, "type": "topic", "durable": True}},
+                    "amqp": {
+                        "is": "routingKey",
+                        "exchange": {"name": TELEMETRY, "type": "topic", "durable": True},
+                    },
                     "kafka": {"topic": TELEMETRY},
                 },
             },
@@ -110,12 +119,17 @@ def asyncapi() -> dict[str, Any]:
                     {
                         "reply_to": {"type": "string"},
                         "correlation_id": {"type": "string"},
-                        "content-type": {"type": "string", "enum": ["application/json", "application/msgpack"]},
+                        "content-type": {
+                            "type": "string",
+                            "enum": ["application/json", "application/msgpack"],
+                        },
                         **_TRACE,
                     },
                 ),
                 "reply": _message(
-                    "reply", "reply.schema.json", "The reply envelope, in the request's codec.",
+                    "reply",
+                    "reply.schema.json",
+                    "The reply envelope, in the request's codec.",
                     {"correlation_id": {"type": "string"}, **_TRACE},
                 ),
                 "telemetry": _message("telemetry", "telemetry.schema.json", "One telemetry event.", _TRACE),
@@ -137,7 +151,10 @@ def render() -> dict[str, bytes]:
     """Every file of ``schemas/``, byte for byte."""
     files = {name: schema for name, schema in json_schemas().items()}
     files["asyncapi.json"] = asyncapi()
-    return {name: orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n" for name, doc in files.items()}
+    return {
+        name: orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        for name, doc in files.items()
+    }
 
 
 def write(directory: Path) -> list[Path]:

@@ -63,7 +63,11 @@ StackFactory = Callable[..., Awaitable[Stack]]
 
 async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None) -> StackFactory:
     async def make(
-        upstreams: dict[str, Any], *, codec: str = JSON, env: dict[str, Any] | None = None, max_in_flight: int = 256
+        upstreams: dict[str, Any],
+        *,
+        codec: str = JSON,
+        env: dict[str, Any] | None = None,
+        max_in_flight: int = 256,
     ) -> Stack:
         queue = f"t.requests.{uuid.uuid4().hex[:10]}"
         transport, requester = transport_and_requester(kind, queue, bootstrap, max_in_flight=max_in_flight)

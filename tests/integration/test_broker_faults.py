@@ -29,10 +29,13 @@ async def test_gateway_survives_rabbitmq_connection_drop(proxy: TcpProxy, echo_u
     queue = f"t.requests.{uuid.uuid4().hex[:10]}"
     via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
     transport = RabbitTransport(via_proxy, queue=queue, reconnect_interval=0.2)
-    config = load_config(load_settings(ENABLE_METRICS=False), {"upstreams": {"echo": {"endpoints": [echo_upstream.url]}}})
-    async with Gateway(config, transports=[transport]) as gateway, GatewayClient(
-        RabbitRequester(AMQP_URL, queue=queue)
-    ) as client:
+    config = load_config(
+        load_settings(ENABLE_METRICS=False), {"upstreams": {"echo": {"endpoints": [echo_upstream.url]}}}
+    )
+    async with (
+        Gateway(config, transports=[transport]) as gateway,
+        GatewayClient(RabbitRequester(AMQP_URL, queue=queue)) as client,
+    ):
         before = await asyncio.gather(*(client.request("echo", "GET", f"/before/{i}") for i in range(20)))
         assert all(r.status == 200 for r in before)
         proxy.cut(block=True)

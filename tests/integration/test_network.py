@@ -54,7 +54,9 @@ async def test_thousand_concurrent_requests_each_get_their_own_reply(
     make_stack: StackFactory, echo_upstream: Upstream
 ) -> None:
     stack = await make_stack(echo(echo_upstream, pool={"max_size": 64}))
-    replies = await asyncio.gather(*(stack.client.request("echo", "GET", f"/item/{i}", timeout=60) for i in range(1000)))
+    replies = await asyncio.gather(
+        *(stack.client.request("echo", "GET", f"/item/{i}", timeout=60) for i in range(1000))
+    )
     assert [r.json_["path"] for r in replies] == [f"/item/{i}" for i in range(1000)]
     assert all(r.error is None for r in replies)
 
@@ -111,12 +113,32 @@ BAD_INPUTS: list[tuple[str, Any, str, str]] = [
     ("not-msgpack", b"\xc1\xc1\xc1", MSGPACK, "invalid_request"),
     ("missing-id", {"upstream": "echo"}, JSON, "invalid_request"),
     ("unknown-upstream", {"id": "bad-unknown", "upstream": "nowhere"}, JSON, "unknown_upstream"),
-    ("scheme-path", {"id": "bad-scheme", "upstream": "echo", "path": "http://evil.example/x"}, JSON, "invalid_request"),
-    ("authority-path", {"id": "bad-authority", "upstream": "echo", "path": "//evil.example/x"}, JSON, "invalid_request"),
+    (
+        "scheme-path",
+        {"id": "bad-scheme", "upstream": "echo", "path": "http://evil.example/x"},
+        JSON,
+        "invalid_request",
+    ),
+    (
+        "authority-path",
+        {"id": "bad-authority", "upstream": "echo", "path": "//evil.example/x"},
+        JSON,
+        "invalid_request",
+    ),
     ("too-large", {"id": "bad-large", "upstream": "echo", "body": "x" * 70_000}, JSON, "payload_too_large"),
-    ("wrong-types", {"id": "bad-types", "upstream": "echo", "timeout_ms": "soon"}, MSGPACK, "invalid_request"),
+    (
+        "wrong-types",
+        {"id": "bad-types", "upstream": "echo", "timeout_ms": "soon"},
+        MSGPACK,
+        "invalid_request",
+    ),
     ("expired", {"id": "bad-expired", "upstream": "echo", "deadline": 1}, JSON, "deadline_exceeded"),
-    ("two-bodies", {"id": "bad-bodies", "upstream": "echo", "json": {}, "body": "x"}, JSON, "invalid_request"),
+    (
+        "two-bodies",
+        {"id": "bad-bodies", "upstream": "echo", "json": {}, "body": "x"},
+        JSON,
+        "invalid_request",
+    ),
 ]
 
 
