@@ -205,3 +205,19 @@ async def test_a_crashing_source_does_not_stop_the_others(clock: FakeClock, tmp_
     assert isinstance(renewed, CertificateRenewed)
     assert renewed.name == "fine"
     assert isinstance(failed_again, CertificateRenewalFailed)
+
+
+async def test_overlapping_polls_install_a_version_once(
+    fake_vault: FakeKeyVault, dev_ca: DevCertificateAuthority, clock: FakeClock
+) -> None:
+    fake_vault.put("partner", dev_ca.issue("partner", ["partner"], now=clock.time()))
+    observer = RecordingObserver()
+    async with KeyVault(fake_vault.settings()) as vault:
+        manager = _manager([ManagedCertificate("partner", KeyVaultSource(vault, "partner"))], clock, observer)
+        await manager.load_all()
+        fake_vault.put("partner", dev_ca.issue("partner", ["partner"], now=clock.time()))
+        results = await asyncio.gather(*(manager.refresh("partner") for _ in range(3)))
+        await manager.aclose()
+    assert sorted(results) == [False, False, True]
+    assert len(observer.of_type(CertificateRenewed)) == 1
+    assert fake_vault.count("/secrets/") == 2

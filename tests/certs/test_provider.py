@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import aiohttp
 import pytest
 
 from gateway.certs.devca import DevCertificateAuthority, DevSource
-from gateway.certs.errors import UnknownCertificateError
+from gateway.certs.errors import CertificateSourceError, UnknownCertificateError
 from gateway.certs.manager import CertificateManager, ManagedCertificate
 from gateway.certs.provider import TlsSettings, UpstreamTlsContexts
 from gateway.testing import FakeClock
@@ -102,3 +103,15 @@ def test_configuration_mistakes_are_caught_early(manager: CertificateManager) ->
     provider = UpstreamTlsContexts(manager, {"x": TlsSettings(client_certificate="partner")})
     with pytest.raises(UnknownCertificateError, match="not loaded; call prepare"):
         provider.context_for("x")
+
+
+async def test_a_context_that_cannot_be_rebuilt_fails_loudly_not_silently(
+    manager: CertificateManager, clock: FakeClock, ca_file: str
+) -> None:
+    provider = UpstreamTlsContexts(manager, {"partner-api": TlsSettings(ca_file=ca_file, client_certificate="partner")})
+    await provider.prepare()
+    await asyncio.to_thread(Path(ca_file).unlink)
+    clock.advance(80 * 86400)
+    assert await manager.refresh("partner")
+    with pytest.raises(CertificateSourceError, match="cannot load CA bundle"):
+        provider.context_for("partner-api")
