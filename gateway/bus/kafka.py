@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 from collections.abc import Collection, Mapping
 
@@ -92,7 +93,9 @@ class KafkaTransport:
         self._commit_task: asyncio.Task[None] | None = None
         self._paused = False
         self._consuming = False
+        self._joined = False
         self._closed = False
+        self._telemetry_partition: int | None = None
         self.peak_in_flight = 0  # the most handlers ever running at once (for tests and metrics)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -126,6 +129,7 @@ class KafkaTransport:
     async def drain(self) -> None:
         """Stop fetching, wait for every handler in flight, commit what they settled."""
         self._consuming = False
+        self._joined = False
         await _cancel(self._poll_task)
         self._poll_task = None
         self._pause()
@@ -159,7 +163,9 @@ class KafkaTransport:
 
     @property
     def ready(self) -> bool:
-        return self._consuming and self._consumer is not None and bool(self._consumer.assignment())
+        """Consuming and a member of the group (possibly with no partitions: more workers than
+        partitions is a healthy state); False while a rebalance is in progress."""
+        return self._consuming and self._joined
 
     @property
     def topic(self) -> str:
@@ -184,7 +190,16 @@ class KafkaTransport:
 
     async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
         all_headers = {**headers, "type": event_type, "content-type": "application/json"}
-        await self._producer.send(TELEMETRY, body, key=None, headers=all_headers)
+        partition = self._telemetry_partition
+        if partition is None:
+            partition = self._telemetry_partition = await self._pick_telemetry_partition()
+        await self._producer.send(TELEMETRY, body, key=None, headers=all_headers, partition=partition)
+
+    async def _pick_telemetry_partition(self) -> int:
+        # One partition per worker: its events stay in order and share batches (keyless records
+        # would be spread over every partition in many small batches, which Tansu handles badly).
+        partitions = sorted(await self._producer.partitions_for(TELEMETRY))
+        return partitions[random.randrange(len(partitions))]
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         headers = {**delivery.headers, ERROR_HEADER: reason}
@@ -240,6 +255,10 @@ class KafkaTransport:
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
         try:
             await handler(delivery)
+            if self._offsets.is_pending(*delivery.token):
+                # Left unsettled on purpose (e.g. its reply was not confirmed): it comes again after
+                # the next rebalance or restart, and this partition's commits wait until then.
+                log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
         except Exception as exc:
             # The pipeline answers every input itself; reaching here is a bug. Park the record in
             # the dead-letter topic so one bad record cannot hold its partition's commits forever.
@@ -271,7 +290,10 @@ class KafkaTransport:
     async def _commit_loop(self) -> None:
         while True:
             await self._clock.sleep(self._commit_interval)
-            await self._commit()
+            try:
+                await self._commit()
+            except Exception:  # a bug here must not stop committing for good
+                log.exception("kafka_commit_crashed")
 
     async def _commit(self, only: Collection[TopicPartition] | None = None) -> None:
         consumer = self._consumer
@@ -293,6 +315,7 @@ class KafkaTransport:
             self._offsets.mark_committed(due)
 
     async def _on_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        self._joined = False
         revoked = set(revoked)
         running = [task for task, tp in self._tasks.items() if tp in revoked]
         if running:
@@ -301,6 +324,7 @@ class KafkaTransport:
         self._offsets.forget(revoked)
 
     def _on_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        self._joined = True
         consumer = self._consumer
         if consumer is not None and self._paused and assigned:
             consumer.pause(*assigned)

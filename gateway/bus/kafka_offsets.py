@@ -65,6 +65,9 @@ class PartitionOffsets:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def is_pending(self, offset: int) -> bool:
+        return offset in self._pending
+
     @property
     def committed(self) -> int | None:
         return self._committed
@@ -120,6 +123,10 @@ class OffsetBook(Generic[K]):
 
     def get(self, partition: K) -> PartitionOffsets | None:
         return self._partitions.get(partition)
+
+    def is_pending(self, partition: K, offset: int) -> bool:
+        held = self._partitions.get(partition)
+        return held is not None and held.is_pending(offset)
 
     def in_flight(self, partition: K) -> int:
         held = self._partitions.get(partition)

@@ -36,17 +36,23 @@ class KafkaProducerLink:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
-                    raise KafkaPublishError(
-                        f"cannot reach Kafka at {self._options.bootstrap}: {exc}"
-                    ) from exc
+                    raise KafkaPublishError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
                 self._producer = producer
             return self._producer
 
-    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: Mapping[str, str]) -> None:
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | None,
+        headers: Mapping[str, str],
+        partition: int | None = None,
+    ) -> None:
         producer = self._producer or await self.start()
         try:
             # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
-            confirmed = await producer.send(topic, value, key=key, headers=encode_headers(headers))
+            confirmed = await producer.send(topic, value, key=key, headers=encode_headers(headers), partition=partition)
             await confirmed
         except KafkaError as exc:
             raise KafkaPublishError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
@@ -60,9 +66,7 @@ class KafkaProducerLink:
             confirmed = await producer.send(message.destination, message.body, key=key, headers=headers)
             await confirmed
         except KafkaError as exc:
-            raise KafkaPublishError(
-                f"Kafka did not confirm the record for {message.destination}: {exc}"
-            ) from exc
+            raise KafkaPublishError(f"Kafka did not confirm the record for {message.destination}: {exc}") from exc
 
     async def partitions_for(self, topic: str) -> set[int]:
         """Partitions of ``topic``; asking for its metadata makes an auto-creating broker create it."""
