@@ -15,9 +15,7 @@ class OpsPort:
 
     def __init__(self) -> None:
         self.ready = True
-        self.server = MetricsServer(
-            CollectorRegistry(), host="127.0.0.1", port=0, readiness=lambda: self.ready
-        )
+        self.server = MetricsServer(CollectorRegistry(), host="127.0.0.1", port=0, readiness=lambda: self.ready)
 
     @property
     def port(self) -> int:

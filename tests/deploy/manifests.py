@@ -14,9 +14,7 @@ from tests.deploy.tools import COMPOSE_FILE, REPO, explain, find, load_documents
 @cache
 def compose_config() -> Mapping[str, Any]:
     """docker-compose.yml resolved by the compose binary (anchors merged, paths absolute, defaults filled)."""
-    result = run(
-        "docker-compose", "--project-directory", REPO, "-f", COMPOSE_FILE, "config", "--format", "json"
-    )
+    result = run("docker-compose", "--project-directory", REPO, "-f", COMPOSE_FILE, "config", "--format", "json")
     assert result.returncode == 0, explain(result)
     loaded: Mapping[str, Any] = json.loads(result.stdout)
     return loaded

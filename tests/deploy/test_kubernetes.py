@@ -136,9 +136,7 @@ def test_network_policy_admits_only_the_metrics_port() -> None:
 
 
 async def test_probe_paths_are_served_by_the_gateway(ops_port: OpsPort) -> None:
-    probes = [
-        container()[name]["httpGet"]["path"] for name in ("startupProbe", "livenessProbe", "readinessProbe")
-    ]
+    probes = [container()[name]["httpGet"]["path"] for name in ("startupProbe", "livenessProbe", "readinessProbe")]
     async with aiohttp.ClientSession() as session:
         for path in probes:
             async with session.get(f"http://127.0.0.1:{ops_port.port}{path}") as response:
