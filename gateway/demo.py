@@ -29,11 +29,21 @@ async def run_demo(*, requests: int, concurrency: int, console: Console) -> None
                 KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_SESSION_TIMEOUT_MS=2000, ENABLE_METRICS=False
             )
             config = load_config(settings, {"upstreams": {"payments": {"endpoints": [url]}}})
-            async with Gateway(config), GatewayClient.kafka(broker.bootstrap) as client:
+            async with Gateway(config) as gateway, GatewayClient.kafka(broker.bootstrap) as client:
+                await _until_ready(gateway)
                 latencies, outcomes = await _send_batch(client, requests, concurrency, console)
     finally:
         await runner.cleanup()
     console.print(_results(latencies, outcomes))
+
+
+async def _until_ready(gateway: Gateway, timeout: float = 30.0) -> None:
+    """Wait for the consumer group join, so the first requests don't measure it."""
+    for _ in range(int(timeout / 0.05)):
+        if gateway.ready:
+            return
+        await gateway.clock.sleep(0.05)
+    raise GatewayError(f"the gateway did not become ready within {timeout:.0f} s")
 
 
 async def _send_batch(
