@@ -10,14 +10,13 @@ from hypothesis import strategies as st
 from gateway.testing import FakeClock
 from gateway.upstream.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from gateway.upstream.config import FailureKind
+from tests.upstream.helpers import parked
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 ALLOWED = {(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, OPEN), (HALF_OPEN, CLOSED)}
 
 
-def breaker(
-    clock: FakeClock, **overrides: object
-) -> tuple[CircuitBreaker, list[tuple[BreakerState, BreakerState]]]:
+def breaker(clock: FakeClock, **overrides: object) -> tuple[CircuitBreaker, list[tuple[BreakerState, BreakerState]]]:
     changes: list[tuple[BreakerState, BreakerState]] = []
     policy = BreakerPolicy(
         **{"window_size": 10, "minimum_calls": 4, "open_duration": 5.0, "half_open_calls": 2, **overrides}  # type: ignore[arg-type]  # test overrides
@@ -137,9 +136,10 @@ async def test_moves_to_half_open_by_itself_on_time() -> None:
     b, changes = breaker(clock)
     for _ in range(4):
         call(b, "5xx")
-    await asyncio.sleep(0)  # let the timer task park on the clock
+    await parked(clock)  # the half-open timer
     clock.advance(5.0)
-    await asyncio.sleep(0)
+    for _ in range(3):
+        await asyncio.sleep(0)
     assert changes == [(CLOSED, OPEN), (OPEN, HALF_OPEN)]  # without anyone asking for the state
     await b.aclose()
 

@@ -23,9 +23,7 @@ def test_minimal_form_normalises_bare_urls() -> None:
 
 
 def test_unset_settings_fall_back_to_environment_defaults() -> None:
-    config = UpstreamsFile.model_validate({"upstreams": {"pay": {"endpoints": ["http://a:1"]}}}).upstreams[
-        "pay"
-    ]
+    config = UpstreamsFile.model_validate({"upstreams": {"pay": {"endpoints": ["http://a:1"]}}}).upstreams["pay"]
     defaults = UpstreamDefaults(pool_size=7, connect_timeout=3.0, retry_attempts=5, request_timeout=9.0)
     assert pool_policy(config, defaults).max_size == 7
     route = route_policy(config, defaults)

@@ -34,9 +34,7 @@ def forwarder(observer: RecordingObserver | None = None, **configs: object) -> G
 
 async def test_forwards_method_path_headers_and_body(echo_upstream: Upstream) -> None:
     async with forwarder(svc={"endpoints": [echo_upstream.url]}) as fwd:
-        request = outbound(
-            "svc", "POST", "/things?x=1", body=b'{"a": 1}', headers={"content-type": "application/json"}
-        )
+        request = outbound("svc", "POST", "/things?x=1", body=b'{"a": 1}', headers={"content-type": "application/json"})
         request = type(request)(
             request.envelope,
             request.body,
