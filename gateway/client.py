@@ -35,12 +35,20 @@ class ReplyTimeoutError(UpstreamTimeoutError, TimeoutError):
 
 
 class GatewayClient:
-    def __init__(self, requester: Requester, *, clock: Clock | None = None, codec: str = JSON) -> None:
+    def __init__(
+        self,
+        requester: Requester,
+        *,
+        clock: Clock | None = None,
+        codec: str = JSON,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self._requester = requester
         self._clock = clock or SystemClock()
         self._codec = codec
         self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
-        self._tracer = trace.get_tracer("cmn.client")
+        # The global provider by default: a component that set up OpenTelemetry gets producer spans for free.
+        self._tracer = trace.get_tracer("cmn.client", tracer_provider=tracer_provider)
         self._started = False
         self.skipped_events = 0
 
@@ -145,7 +153,7 @@ class GatewayClient:
         try:
             with self._tracer.start_as_current_span(f"{REQUESTS} publish", kind=SpanKind.PRODUCER):
                 carrier = dict(headers or {})
-                propagate.inject(carrier)
+                propagate.inject(carrier)  # W3C traceparent of the producer span
                 await self._requester.send(
                     payload,
                     content_type=content_type or self._codec,
