@@ -95,6 +95,7 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self.telemetry: TelemetryService | None = None
         self.metrics: Any = None  # gateway.telemetry.metrics.Metrics when ENABLE_METRICS
+        self.metrics_registry: Any = None  # prometheus_client.CollectorRegistry when ENABLE_METRICS
         self.metrics_port: int | None = None
         self.embedded_bootstrap: str | None = None
 

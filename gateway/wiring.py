@@ -43,7 +43,7 @@ async def build_metrics(gw: Gateway) -> None:
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.server import MetricsServer
 
-    registry = CollectorRegistry()
+    registry = gw.metrics_registry = CollectorRegistry()
     gw.metrics = Metrics(registry)
     gw.observer.add(gw.metrics)
     server = MetricsServer(registry, port=gw.settings.metrics_port, readiness=lambda: gw.ready)

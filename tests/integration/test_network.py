@@ -190,3 +190,39 @@ async def test_unreachable_upstream_is_an_error_reply_not_a_dead_letter(
     reply = await stack.client.request("down", "GET", "/", timeout=5)
     assert reply.status is None and reply.error is not None
     assert reply.error.code == "upstream_unavailable"
+
+
+async def test_rate_limited_requests_are_answered_rate_limited(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    limits = {"rate_limit": {"upstream": {"rate": 1, "burst": 2}}}
+    stack = await make_stack(echo(echo_upstream, **limits))
+    replies = await asyncio.gather(*(stack.client.request("echo", "GET", f"/rl/{i}") for i in range(6)))
+    codes = sorted(r.error.code if r.error else str(r.status) for r in replies)
+    assert codes.count("200") == 2 and codes.count("rate_limited") == 4
+    assert echo_upstream.hits == 2
+
+
+async def test_pool_exhaustion_shows_in_reply_and_metric(make_stack: StackFactory, echo_upstream: Upstream) -> None:
+    """The spec's troubleshooting symptom, reproduced: one connection, held for a while, three callers."""
+    pool = {"pool": {"max_size": 1, "acquire_timeout": 0.2}, "retry": {"attempts": 1}}
+    stack = await make_stack(echo(echo_upstream, **pool), env={"ENABLE_METRICS": True, "METRICS_PORT": 0})
+    replies = await asyncio.gather(
+        *(stack.client.request("echo", "GET", "/hold?delay_ms=1000", timeout=5) for _ in range(3))
+    )
+    exhausted = [r for r in replies if r.error is not None and r.error.code == "pool_exhausted"]
+    assert len(exhausted) == 2 and sum(r.status == 200 for r in replies) == 1
+    assert exhausted[0].error is not None
+    assert exhausted[0].error.message.startswith("Connection pool exhausted: upstream echo")
+    registry = stack.gateway.metrics_registry
+    value = registry.get_sample_value(
+        "cmn_requests_total",
+        {
+            "upstream": "echo",
+            "method": "GET",
+            "status_class": "none",
+            "error_code": "pool_exhausted",
+            "transport": stack.kind,
+        },
+    )
+    assert value == 2
