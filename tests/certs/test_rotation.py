@@ -29,8 +29,8 @@ WORKERS = 8
 class Traffic:
     """``WORKERS`` loops of requests (every fourth one slow, so some are in flight across a swap)."""
 
-    def __init__(self, provider: UpstreamTlsContexts, upstream: TlsUpstream) -> None:
-        self.provider, self.upstream = provider, upstream
+    def __init__(self, provider: UpstreamTlsContexts, upstream: TlsUpstream, *, slow_every: int = 4) -> None:
+        self.provider, self.upstream, self.slow_every = provider, upstream, slow_every
         self.ok = 0
         self.failures: list[BaseException] = []
         self.stopping = False
@@ -39,7 +39,7 @@ class Traffic:
         i = 0
         while not self.stopping:
             i += 1
-            delay = 150 if (n + i) % 4 == 0 else 0
+            delay = 150 if self.slow_every and (n + i) % self.slow_every == 0 else 0
             try:
                 context = self.provider.context_for("partner-api")
                 assert context is not None
