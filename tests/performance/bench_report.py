@@ -1,0 +1,134 @@
+"""Tables and the JSON result for the network benchmark."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.performance.bench_load import Trial, median_trial, spread
+from tests.performance.bench_procs import REPO
+from tests.performance.bench_scale import ScaleResult
+from tests.performance.bench_targets import CMN, NAIVE, RAW_BROKER, RAW_HTTP, TARGETS
+
+RESULTS = REPO / "benchmark-results"
+LABELS = {
+    RAW_HTTP: "raw HTTP (aiohttp direct)",
+    RAW_BROKER: "raw broker (echo, no HTTP)",
+    NAIVE: "naive gateway",
+    CMN: "CMN gateway",
+}
+
+
+@dataclass
+class BrokerResults:
+    """Everything measured for one broker."""
+
+    broker: str
+    throughput: dict[str, list[Trial]] = field(default_factory=dict)
+    latency: list[Trial] = field(default_factory=list)
+
+    def median(self, target: str) -> Trial | None:
+        trials = self.throughput.get(target)
+        return median_trial(trials) if trials else None
+
+    def ratios(self) -> dict[str, float]:
+        cmn = self.median(CMN)
+        out: dict[str, float] = {}
+        for name, target in (("cmn/naive", NAIVE), ("cmn/raw_http", RAW_HTTP), ("cmn/raw_broker", RAW_BROKER)):
+            other = self.median(target)
+            if cmn is not None and other is not None and other.rps > 0:
+                out[name] = cmn.rps / other.rps
+        return out
+
+    def rate_trial(self, target: str, rate: float) -> Trial | None:
+        return next((t for t in self.latency if t.target == target and abs(t.load - rate) < 1e-6), None)
+
+    def added_p95_ms(self, rate: float) -> float | None:
+        cmn, raw = self.rate_trial(CMN, rate), self.rate_trial(RAW_HTTP, rate)
+        return None if cmn is None or raw is None else cmn.p95_ms - raw.p95_ms
+
+    def as_dict(self, low_rate: float) -> dict[str, Any]:
+        medians = {t: m.as_dict() for t in TARGETS if (m := self.median(t)) is not None}
+        return {
+            "broker": self.broker,
+            "throughput_runs": {t: [x.as_dict() for x in runs] for t, runs in self.throughput.items()},
+            "throughput_median": medians,
+            "ratios": self.ratios(),
+            "latency_fixed_rate": [t.as_dict() for t in self.latency],
+            "gateway_added_p95_ms_at_low_rate": self.added_p95_ms(low_rate),
+        }
+
+
+def throughput_table(results: BrokerResults) -> str:
+    lines = [
+        f"\n== {results.broker}: closed loop, median of {_runs(results)} runs ==",
+        f"{'target':<28} {'req/s':>8} {'min-max':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}",
+    ]
+    for target in TARGETS:
+        m = results.median(target)
+        if m is None:
+            continue
+        low, high = spread(results.throughput[target])
+        lines.append(
+            f"{LABELS[target]:<28} {m.rps:>8.0f} {f'{low:.0f}-{high:.0f}':>13} {m.p50_ms:>8.1f} {m.p95_ms:>8.1f} "
+            f"{m.p99_ms:>8.1f} {sum(t.errors for t in results.throughput[target]):>7}"
+        )
+    lines += [f"ratio {name:<22} {value:.2f}x" for name, value in results.ratios().items()]
+    return "\n".join(lines)
+
+
+def latency_table(results: BrokerResults, low_rate: float) -> str:
+    lines = [
+        f"\n== {results.broker}: fixed arrival rate (latency from scheduled send) ==",
+        f"{'target':<28} {'req/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}",
+    ]
+    for t in results.latency:
+        lines.append(
+            f"{LABELS[t.target]:<28} {t.load:>8.0f} {t.p50_ms:>8.1f} {t.p95_ms:>8.1f} {t.p99_ms:>8.1f} {t.errors:>7}"
+        )
+    added = results.added_p95_ms(low_rate)
+    if added is not None:
+        lines.append(f"gateway-added p95 at {low_rate:.0f} req/s: {added:.2f} ms (CMN p95 - raw HTTP p95)")
+    return "\n".join(lines)
+
+
+def scale_table(scale: list[ScaleResult]) -> str:
+    lines = [
+        "\n== 10,000 concurrent requests, upstream holds each 1 s (RabbitMQ) ==",
+        f"{'target':<34} {'ok':>6} {'errors':>7} {'wall s':>7} {'peak RSS MB':>12}",
+    ]
+    for r in scale:
+        rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
+        lines.append(f"{r.target:<34} {r.ok:>6} {r.errors:>7} {r.wall_s:>7.2f} {rss:>12}")
+    direct = next((r for r in scale if r.target.startswith("raw HTTP")), None)
+    for r in scale:
+        if direct is not None and r is not direct and direct.wall_s > 0:
+            lines.append(f"wall ratio {r.target} / direct: {r.wall_s / direct.wall_s:.2f}x")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_end": os.getloadavg(),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def write_json(name: str, document: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    path.write_bytes(orjson.dumps({**document, "machine": machine()}, option=orjson.OPT_INDENT_2))
+    return path
+
+
+def _runs(results: BrokerResults) -> int:
+    return max((len(v) for v in results.throughput.values()), default=0)

@@ -1,0 +1,189 @@
+"""Network benchmark (issue 2 "Benchmark", issue 3 "Scale"): CMN beside its limits and a naive gateway.
+
+    .venv/bin/pytest tests/performance/benchmark_network.py -m benchmark -s
+    .venv/bin/python -m tests.performance.benchmark_network [--broker rabbitmq] [--runs 3] [--no-scale]
+
+For each broker, in the same run: the raw HTTP limit (aiohttp straight to the upstream), the raw
+broker round trip (echo service, no HTTP), a naive hand-written gateway and the CMN gateway process,
+each loaded closed-loop by N concurrent requesters through the real SDK (median of several runs),
+then at fixed arrival rates for latency (200 req/s, and 80 % of each gateway's peak). Every service
+runs in its own process; the machine is shared and noisy, so only ratios inside one run mean much.
+Results: printed tables and ``benchmark-results/network.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, replace
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+from tests.performance.bench_load import closed_loop, fixed_rate
+from tests.performance.bench_procs import Child, raise_fd_limit, run_loop_main
+from tests.performance.bench_report import (
+    RESULTS,
+    BrokerResults,
+    latency_table,
+    scale_table,
+    throughput_table,
+    write_json,
+)
+from tests.performance.bench_scale import ScaleResult, run_direct, through_bus
+from tests.performance.bench_targets import BROKERS, CMN, NAIVE, TARGETS, Knobs, started
+
+JSON_NAME = "network.json"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    concurrency: int = 256
+    seconds: float = 5.0  # measured window of one closed-loop run
+    warmup: float = 1.0
+    runs: int = 3
+    rate_seconds: float = 5.0
+    low_rate: float = 200.0
+    peak_share: float = 0.8
+    scale_requests: int = 10_000
+
+
+@asynccontextmanager
+async def upstream() -> AsyncIterator[str]:
+    async with Child("upstream", ["-m", "tests.performance.bench_upstream"]) as child:
+        yield f"http://127.0.0.1:{child.ready_line.split()[1]}"
+
+
+async def measure_broker(broker: str, plan: Plan) -> BrokerResults:
+    results = BrokerResults(broker)
+    async with upstream() as url:
+        knobs = Knobs(url, concurrency=plan.concurrency, pool_size=plan.concurrency)
+        for run in range(plan.runs):
+            for target in TARGETS:  # interleaved, so a noisy minute hits every target alike
+                async with started(broker, target, knobs) as running:
+                    trial = await closed_loop(
+                        target, running.call, concurrency=plan.concurrency, seconds=plan.seconds, warmup=plan.warmup
+                    )
+                results.throughput.setdefault(target, []).append(trial)
+                print(
+                    f"[{broker} run {run + 1}/{plan.runs}] {target:<10} {trial.rps:8.0f} req/s "
+                    f"p50 {trial.p50_ms:6.1f} ms  p95 {trial.p95_ms:6.1f} ms  errors {trial.errors}",
+                    flush=True,
+                )
+        for target in TARGETS:
+            await measure_latency(broker, target, knobs, plan, results)
+    return results
+
+
+async def measure_latency(broker: str, target: str, knobs: Knobs, plan: Plan, results: BrokerResults) -> None:
+    """200 req/s for every target; 80 % of its own peak for the two gateways."""
+    rates = [plan.low_rate]
+    peak = results.median(target)
+    if target in (NAIVE, CMN) and peak is not None:
+        rates.append(round(plan.peak_share * peak.rps))
+    async with started(broker, target, knobs) as running:
+        for rate in rates:
+            trial = await fixed_rate(target, running.call, rate=rate, seconds=plan.rate_seconds, warmup=plan.warmup)
+            results.latency.append(trial)
+            print(
+                f"[{broker} latency] {target:<10} at {rate:6.0f} req/s: p50 {trial.p50_ms:6.1f} ms "
+                f"p95 {trial.p95_ms:6.1f} ms p99 {trial.p99_ms:6.1f} ms errors {trial.errors}",
+                flush=True,
+            )
+
+
+async def measure_scale(plan: Plan) -> list[ScaleResult]:
+    """Issue 3: 10,000 requests at once, each held 1 s by the upstream; a fresh upstream per way."""
+    count = plan.scale_requests
+    out: list[ScaleResult] = []
+    async with upstream() as url:
+        out.append(await run_direct(url, count))
+    for target, label in ((NAIVE, "naive aio-pika (prefetch 10,000)"), (CMN, "CMN gateway (MAX_IN_FLIGHT 10,000)")):
+        async with upstream() as url, started("rabbitmq", target, Knobs(url, count, count)) as running:
+            assert running.client is not None and running.process is not None
+            result = await through_bus(label, running.client, running.process, count)
+        out.append(result)
+        print(f"[scale] {label}: {result.ok}/{count} ok in {result.wall_s:.2f} s, peak RSS {result.peak_rss_mb} MB")
+    return out
+
+
+def update_json(section: str, value: Any) -> None:
+    """Merge one section into network.json, so per-broker pytest runs add up to one document."""
+    path = RESULTS / JSON_NAME
+    document: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
+    document.pop("machine", None)
+    document[section] = value
+    write_json(JSON_NAME, document)
+
+
+def report_broker(results: BrokerResults, plan: Plan) -> None:
+    print(throughput_table(results))
+    print(latency_table(results, plan.low_rate))
+    update_json("plan", asdict(plan))
+    update_json(results.broker, results.as_dict(plan.low_rate))
+
+
+def report_scale(scale: list[ScaleResult]) -> None:
+    print(scale_table(scale))
+    update_json("scale_10k", [r.as_dict() for r in scale])
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop in a loop of our own (not pytest-asyncio's), with the fd limit raised."""
+    raise_fd_limit()
+    return run_loop_main(coro)
+
+
+# -- pytest ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("broker", BROKERS)
+def test_network(broker: str) -> None:
+    plan = Plan()
+    results: BrokerResults = run(measure_broker(broker, plan))
+    report_broker(results, plan)
+    for target in TARGETS:
+        trials = results.throughput[target]
+        assert all(t.completed > 0 for t in trials), f"{target} on {broker} answered nothing"
+        assert sum(t.errors for t in trials) == 0, f"{target} on {broker} answered with errors: {trials}"
+    assert all(t.errors == 0 for t in results.latency), results.latency
+
+
+@pytest.mark.benchmark
+@pytest.mark.timeout(900)
+def test_scale_10k() -> None:
+    scale: list[ScaleResult] = run(measure_scale(Plan()))
+    report_scale(scale)
+    for result in scale:
+        assert result.ok == result.requests, f"{result.target}: {result.errors} of {result.requests} failed"
+
+
+# -- script ---------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    defaults = Plan()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", choices=BROKERS, action="append", help="Repeatable; default both.")
+    parser.add_argument("--runs", type=int, default=defaults.runs)
+    parser.add_argument("--seconds", type=float, default=defaults.seconds)
+    parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument("--no-scale", action="store_true", help="Skip the 10,000-concurrency trial.")
+    parser.add_argument("--scale-only", action="store_true")
+    args = parser.parse_args()
+    plan = replace(defaults, runs=args.runs, seconds=args.seconds, concurrency=args.concurrency)
+    if not args.scale_only:
+        for broker in args.broker or BROKERS:
+            report_broker(run(measure_broker(broker, plan)), plan)
+    if not args.no_scale:
+        report_scale(run(measure_scale(plan)))
+    print(f"\nwrote {RESULTS / JSON_NAME}")
+
+
+if __name__ == "__main__":
+    main()
