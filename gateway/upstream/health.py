@@ -53,10 +53,8 @@ class HealthChecker:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        """Check every ``interval`` in the background until ``aclose``."""
         if self._task is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit_per_host=1), cookie_jar=aiohttp.DummyCookieJar()
-            )
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -83,8 +81,14 @@ class HealthChecker:
         host.healthy = healthy
         self._observer.on_event(EndpointHealthChanged(self.upstream, host.url, healthy))
 
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit_per_host=1), cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
     async def _probe(self, host: Host) -> bool:
-        assert self._session is not None  # started before the first probe
         context = self._tls.context_for(self.upstream) if self._tls is not None else None
         probe = Exchange(
             method="GET",
@@ -97,7 +101,7 @@ class HealthChecker:
             ssl_context=context,
         )
         try:
-            result = await exchange(self._session, probe)
+            result = await exchange(self._client(), probe)
         except GatewayError:
             return False
         return result.status in self.policy.expected_statuses
@@ -113,7 +117,4 @@ class HealthChecker:
 
     def __repr__(self) -> str:
         unhealthy = [h.url for h in self._hosts if not h.healthy]
-        return (
-            f"<HealthChecker {self.upstream} {self.policy.path} every {self.policy.interval}s"
-            f" unhealthy={unhealthy}>"
-        )
+        return f"<HealthChecker {self.upstream} {self.policy.path} every {self.policy.interval}s unhealthy={unhealthy}>"
