@@ -73,9 +73,7 @@ StateListener = Callable[[BreakerState, BreakerState], None]
 
 
 class CircuitBreaker:
-    def __init__(
-        self, policy: BreakerPolicy, *, clock: Clock, on_change: StateListener | None = None
-    ) -> None:
+    def __init__(self, policy: BreakerPolicy, *, clock: Clock, on_change: StateListener | None = None) -> None:
         self.policy = policy
         self._clock = clock
         self._on_change = on_change

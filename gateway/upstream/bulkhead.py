@@ -40,8 +40,7 @@ class Bulkhead:
             return
         if self._slots.waiting >= self.policy.max_queued:
             raise BulkheadFullError(
-                f"Bulkhead full: upstream {self.upstream}, {self._slots.in_use} in flight,"
-                f" {self._slots.waiting} queued"
+                f"Bulkhead full: upstream {self.upstream}, {self._slots.in_use} in flight, {self._slots.waiting} queued"
             )
         if not await self._slots.wait(self._clock, max(deadline.remaining(self._clock), 0.0)):
             raise DeadlineExceededError(f"deadline passed while queued in the bulkhead of {self.upstream}")

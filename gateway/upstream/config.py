@@ -55,12 +55,8 @@ class EndpointConfig(_Model):
 
 class PoolConfig(_Model):
     max_size: int | None = Field(default=None, ge=1, description="Per endpoint; default POOL_SIZE.")
-    acquire_timeout: float = Field(
-        default=5.0, gt=0, description="Wait for a free slot, then pool_exhausted."
-    )
-    idle_timeout: float = Field(
-        default=30.0, gt=0, description="Idle keep-alive connections close after this."
-    )
+    acquire_timeout: float = Field(default=5.0, gt=0, description="Wait for a free slot, then pool_exhausted.")
+    idle_timeout: float = Field(default=30.0, gt=0, description="Idle keep-alive connections close after this.")
 
 
 class TimeoutsConfig(_Model):
@@ -82,9 +78,7 @@ class BreakerConfig(_Model):
 
 
 class RetryConfig(_Model):
-    attempts: int | None = Field(
-        default=None, ge=1, le=20, description="Total attempts; default RETRY_ATTEMPTS."
-    )
+    attempts: int | None = Field(default=None, ge=1, le=20, description="Total attempts; default RETRY_ATTEMPTS.")
     backoff_base: float = Field(default=0.025, gt=0)
     backoff_max: float = Field(default=1.0, gt=0)
     on_statuses: frozenset[int] = frozenset({502, 503, 504})
@@ -116,9 +110,7 @@ class HealthCheckConfig(_Model):
 
 class LimitsConfig(_Model):
     max_concurrent: int | None = Field(default=None, ge=1, description="Bulkhead; unset = no limit.")
-    max_queued: int = Field(
-        default=0, ge=0, description="Waiting beyond max_concurrent; overflow fails fast."
-    )
+    max_queued: int = Field(default=0, ge=0, description="Waiting beyond max_concurrent; overflow fails fast.")
     max_request_bytes: int | None = Field(default=None, ge=0)
     max_response_bytes: int | None = Field(default=None, ge=0)
 
@@ -131,9 +123,7 @@ class RateConfig(_Model):
 class RateLimitConfig(_Model):
     upstream: RateConfig | None = None
     per_tenant: RateConfig | None = None
-    wait: bool = Field(
-        default=False, description="Wait for a token (within the deadline) instead of failing."
-    )
+    wait: bool = Field(default=False, description="Wait for a token (within the deadline) instead of failing.")
     shared: bool = Field(default=False, description="Share the buckets across replicas through Redis.")
 
 

@@ -134,9 +134,7 @@ def build_forwarder(
         shared_buckets=redis or local,
     )
     routers = {name: _router(name, config, shared) for name, config in upstreams.upstreams.items()}
-    return GatewayForwarder(
-        routers, observer=observer, clock=clock, redis=redis, stats_interval=stats_interval
-    )
+    return GatewayForwarder(routers, observer=observer, clock=clock, redis=redis, stats_interval=stats_interval)
 
 
 def _redis_buckets(url: str, local: LocalBuckets, clock: Clock, observer: Observer) -> RedisBuckets:
@@ -181,9 +179,7 @@ def _cluster(name: str, config: UpstreamConfig, shared: _Shared) -> Cluster:
     )
     health_policy = policies.health_policy(config)
     health = (
-        HealthChecker(
-            name, hosts, health_policy, clock=shared.clock, observer=shared.observer, tls=shared.tls
-        )
+        HealthChecker(name, hosts, health_policy, clock=shared.clock, observer=shared.observer, tls=shared.tls)
         if health_policy is not None
         else None
     )

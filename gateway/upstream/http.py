@@ -60,9 +60,7 @@ async def exchange(session: aiohttp.ClientSession, ex: Exchange) -> HttpResult:
     except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
         raise ConnectFailedError(f"cannot connect to {_origin(ex.url)}: {exc}") from exc
     except TimeoutError as exc:
-        raise AttemptTimeoutError(
-            f"{_origin(ex.url)} did not answer within {ex.timeout:.3f} s", sent=True
-        ) from exc
+        raise AttemptTimeoutError(f"{_origin(ex.url)} did not answer within {ex.timeout:.3f} s", sent=True) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         raise ConnectionDroppedError(f"connection to {_origin(ex.url)} broke: {exc!r}") from exc
     except aiohttp.ClientError as exc:
@@ -73,9 +71,7 @@ async def _read_bounded(response: aiohttp.ClientResponse, limit: int, url: str) 
     declared = response.content_length
     if declared is not None and declared > limit:
         response.close()  # drop the connection rather than drain a body we refuse
-        raise PayloadTooLargeError(
-            f"response from {_origin(url)} is {declared} bytes, over the {limit}-byte limit"
-        )
+        raise PayloadTooLargeError(f"response from {_origin(url)} is {declared} bytes, over the {limit}-byte limit")
     if declared is not None:
         return await response.read()
     chunks: list[bytes] = []

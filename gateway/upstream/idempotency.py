@@ -82,9 +82,7 @@ class RedisIdempotencyStore:
         self._prefix = prefix
 
     @classmethod
-    def from_url(
-        cls, url: str, *, prefix: str = "cmn:idempotency:", timeout: float = 0.5
-    ) -> RedisIdempotencyStore:
+    def from_url(cls, url: str, *, prefix: str = "cmn:idempotency:", timeout: float = 0.5) -> RedisIdempotencyStore:
         client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         return cls(client, prefix=prefix)
 

@@ -49,6 +49,4 @@ def failure_kind(status: int | None, error: Exception | None) -> FailureKind | N
 
 def never_sent(error: Exception) -> bool:
     """True when the upstream cannot have seen the request, so any method may be retried."""
-    return isinstance(error, ConnectFailedError) or (
-        isinstance(error, AttemptTimeoutError) and not error.sent
-    )
+    return isinstance(error, ConnectFailedError) or (isinstance(error, AttemptTimeoutError) and not error.sent)

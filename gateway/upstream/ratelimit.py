@@ -145,11 +145,7 @@ class RateLimiter:
     def _reject(self, tenant: str | None, key: str) -> NoReturn:
         scope = "upstream" if key == self.upstream else "tenant"
         self._observer.on_event(RateLimited(self.upstream, tenant, scope))
-        who = (
-            f"tenant {tenant} on upstream {self.upstream}"
-            if scope == "tenant"
-            else f"upstream {self.upstream}"
-        )
+        who = f"tenant {tenant} on upstream {self.upstream}" if scope == "tenant" else f"upstream {self.upstream}"
         raise RateLimitedError(f"rate limit exceeded for {who}")
 
     def __repr__(self) -> str:

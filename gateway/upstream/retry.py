@@ -36,9 +36,7 @@ class RetryPolicy:
 
     def reason(self, *, replayable: bool, status: int | None, error: Exception | None) -> str | None:
         """Why this outcome may be retried ("connect_error", "timeout", "reset", "status_503"), or None."""
-        if isinstance(error, ConnectFailedError) or (
-            isinstance(error, AttemptTimeoutError) and never_sent(error)
-        ):
+        if isinstance(error, ConnectFailedError) or (isinstance(error, AttemptTimeoutError) and never_sent(error)):
             return "connect_error" if self.on_connect_error else None
         if not replayable:
             return None

@@ -87,8 +87,7 @@ class Router:
         size = len(request.body or b"")
         if size > self.policy.max_request_bytes:
             raise PayloadTooLargeError(
-                f"request body is {size} bytes, over the {self.policy.max_request_bytes}-byte limit"
-                f" of {self.name}"
+                f"request body is {size} bytes, over the {self.policy.max_request_bytes}-byte limit of {self.name}"
             )
         if request.deadline.expired(self._clock):
             raise DeadlineExceededError(f"deadline passed before the request to {self.name} was sent")
@@ -130,9 +129,7 @@ class Router:
         except UpstreamError as exc:
             return self._failed(host, exc, started, deadline)
         except BaseException:
-            self.cluster.release(
-                host
-            )  # cancelled, or an answer we refuse (too large): no verdict on the host
+            self.cluster.release(host)  # cancelled, or an answer we refuse (too large): no verdict on the host
             raise
         finally:
             host.active -= 1

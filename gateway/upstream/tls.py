@@ -41,8 +41,7 @@ class StaticTlsContexts:
 def build_context(upstream: str, tls: TlsConfig) -> ssl.SSLContext:
     if tls.client_certificate is not None:
         raise CertificateError(
-            f"upstream {upstream}: client_certificate {tls.client_certificate!r}"
-            " needs the certificate manager"
+            f"upstream {upstream}: client_certificate {tls.client_certificate!r} needs the certificate manager"
         )
     try:
         context = ssl.create_default_context(cafile=tls.ca_file)
