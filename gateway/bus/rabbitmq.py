@@ -18,7 +18,6 @@ import logging
 import ssl
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -26,7 +25,9 @@ from aiormq.abc import DeliveredMessage
 
 from gateway.bus.base import ERROR_HEADER, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
+from gateway.bus.rabbitmq_recovery import Resubscriber
 from gateway.bus.rabbitmq_topology import (
+    BROKER_ERRORS,
     DEFAULT_CONTENT_TYPE,
     TRANSPORT_NAME,
     Topology,
@@ -38,10 +39,9 @@ from gateway.bus.rabbitmq_topology import (
     timestamp_ms,
     underlay,
 )
+from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
-
-_SETTLE_ERRORS = (aiormq.exceptions.AMQPError, ConnectionError)
 
 
 class RabbitTransport:
@@ -59,8 +59,12 @@ class RabbitTransport:
         ssl_context: ssl.SSLContext | None = None,
         reconnect_interval: float = 1.0,
         telemetry: str = TELEMETRY,
+        publish_timeout: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self._url = url
+        self._publish_timeout = publish_timeout
+        self._clock = clock or SystemClock()
         self._max_in_flight = max_in_flight
         self._topology = Topology(requests=queue, telemetry=telemetry)
         self._instance = instance
@@ -72,8 +76,12 @@ class RabbitTransport:
         self._consume_channel: AbstractRobustChannel | None = None
         self._consuming_on: aiormq.Channel | None = None
         self._publisher: ConfirmedPublisher | None = None
+        self._resubscriber = Resubscriber(
+            self._subscribe, what=f"consumer on {queue}", interval=reconnect_interval, clock=self._clock
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
+        self.subscriptions = 0  # 1 after start, one more after every recovery
         self.received = 0
         self.settled = 0
         self.dropped_settles = 0
@@ -82,7 +90,8 @@ class RabbitTransport:
         state = "ready" if self.ready else ("draining" if self._handler and not self._accepting else "idle")
         return (
             f"<RabbitTransport {self._topology.requests} [{state}] in_flight={len(self._tasks)}"
-            f"/{self._max_in_flight} received={self.received} settled={self.settled}>"
+            f"/{self._max_in_flight} received={self.received} settled={self.settled}"
+            f" subscriptions={self.subscriptions}>"
         )
 
     @property
@@ -111,28 +120,24 @@ class RabbitTransport:
             name=f"{self._instance} gateway",
         )
         publish_channel = await self._connection.channel(publisher_confirms=True)
-        self._publisher = ConfirmedPublisher(publish_channel)
+        self._publisher = ConfirmedPublisher(publish_channel, give_up_after=self._publish_timeout, clock=self._clock)
         consume_channel = await self._connection.channel(publisher_confirms=False)
+        # Set through aio-pika so that it is set again on every reopened channel.
         await consume_channel.set_qos(prefetch_count=self._max_in_flight)
         self._consume_channel = consume_channel
-        await self._consume(await underlay(consume_channel))
-        consume_channel.reopen_callbacks.add(self._on_reopen)
+        await self._subscribe()  # at start-up a failure is the caller's to see
+        consume_channel.reopen_callbacks.add(self._resubscriber.trigger)
 
-    async def _on_reopen(self, channel: Any) -> None:
+    async def _subscribe(self) -> None:
         if not self._accepting or self._consume_channel is None:
             return
-        try:
-            await self._consume(await underlay(self._consume_channel))
-        except _SETTLE_ERRORS as exc:
-            # The channel died again while we were at it; the next reopen comes back here.
-            log.warning("re-consuming %s after reconnect failed: %r", self._topology.requests, exc)
-
-    async def _consume(self, channel: aiormq.Channel) -> None:
+        channel = await underlay(self._consume_channel)
+        if self._consumer_tag in channel.consumers:
+            return
         await declare_topology(channel.connection, self._topology)
-        await channel.basic_consume(
-            self._topology.requests, self._on_message, consumer_tag=self._consumer_tag
-        )
+        await channel.basic_consume(self._topology.requests, self._on_message, consumer_tag=self._consumer_tag)
         self._consuming_on = channel
+        self.subscriptions += 1
         log.info("consuming %s (prefetch %d)", self._topology.requests, self._max_in_flight)
 
     async def _on_message(self, message: DeliveredMessage) -> None:
@@ -193,7 +198,7 @@ class RabbitTransport:
         try:
             # wait=False: queue the ack frame without waiting for the socket to drain each time.
             await channel.basic_ack(tag, wait=False)
-        except _SETTLE_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             self._drop_settle(delivery, repr(exc))
             return
         self.settled += 1
@@ -218,11 +223,12 @@ class RabbitTransport:
             return
         try:
             await channel.basic_cancel(self._consumer_tag)
-        except _SETTLE_ERRORS as exc:
+        except BROKER_ERRORS as exc:
             log.info("cancelling the consumer failed (%r); the channel is going away anyway", exc)
 
     async def aclose(self) -> None:
         self._accepting = False
+        await self._resubscriber.aclose()
         for task in tuple(self._tasks):
             task.cancel()
         if self._tasks:
@@ -265,5 +271,5 @@ async def _requeue(message: DeliveredMessage) -> None:
         return
     try:
         await message.channel.basic_reject(tag, requeue=True, wait=False)
-    except _SETTLE_ERRORS as exc:
+    except BROKER_ERRORS as exc:
         log.debug("requeueing a late delivery failed: %r", exc)

@@ -14,7 +14,6 @@ import logging
 import ssl
 import uuid
 from collections.abc import Mapping
-from typing import Any
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -22,6 +21,7 @@ from aiormq.abc import DeliveredMessage
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
+from gateway.bus.rabbitmq_recovery import Resubscriber
 from gateway.bus.rabbitmq_stream import RabbitTelemetryStream
 from gateway.bus.rabbitmq_topology import (
     DEFAULT_CONTENT_TYPE,
@@ -34,6 +34,7 @@ from gateway.bus.rabbitmq_topology import (
     text_headers,
     underlay,
 )
+from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,12 @@ class RabbitRequester:
         queue: str = REQUESTS,
         reconnect_interval: float = 1.0,
         telemetry: str = TELEMETRY,
+        publish_timeout: float = 30.0,
+        clock: Clock | None = None,
     ) -> None:
         self._url = url
+        self._publish_timeout = publish_timeout
+        self._clock = clock or SystemClock()
         self._direct = use_direct_reply_to
         self._ssl_context = ssl_context
         self._topology = Topology(requests=queue, telemetry=telemetry)
@@ -63,6 +68,10 @@ class RabbitRequester:
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._publisher: ConfirmedPublisher | None = None
+        self._listening_on: aiormq.Channel | None = None
+        self._resubscriber = Resubscriber(
+            self._listen, what="reply consumer", interval=reconnect_interval, clock=self._clock
+        )
         self._streams: set[RabbitTelemetryStream] = set()
         self.reply_to: str | None = None
 
@@ -76,9 +85,15 @@ class RabbitRequester:
         self._on_reply = on_reply
         self._connection = await self._connect()
         self._channel = await self._connection.channel(publisher_confirms=True)
-        self._publisher = ConfirmedPublisher(self._channel)
-        await self._listen(await underlay(self._channel))
-        self._channel.reopen_callbacks.add(self._on_reopen)
+        self._publisher = ConfirmedPublisher(
+            self._channel,
+            give_up_after=self._publish_timeout,
+            # A request may only go out once replies to its reply_to can be received.
+            usable=lambda channel: channel is self._listening_on,
+            clock=self._clock,
+        )
+        await self._listen()
+        self._channel.reopen_callbacks.add(self._resubscriber.trigger)
 
     async def _connect(self) -> AbstractRobustConnection:
         return await connect(
@@ -88,15 +103,12 @@ class RabbitRequester:
             name="cmn client",
         )
 
-    async def _on_reopen(self, channel: Any) -> None:
+    async def _listen(self) -> None:
         if self._channel is None:
             return
-        try:
-            await self._listen(await underlay(self._channel))
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-            log.warning("re-listening for replies after reconnect failed: %r", exc)
-
-    async def _listen(self, channel: aiormq.Channel) -> None:
+        channel = await underlay(self._channel)
+        if self._consumer_tag in channel.consumers:
+            return
         await declare_requests(channel.connection, self._topology)
         if self._direct:
             queue = DIRECT_REPLY_TO
@@ -106,6 +118,7 @@ class RabbitRequester:
         # Replies are consumed without acks: each is handed to the callback at once, nothing to redo.
         await channel.basic_consume(queue, self._deliver, consumer_tag=self._consumer_tag, no_ack=True)
         self.reply_to = queue
+        self._listening_on = channel
 
     async def _deliver(self, message: DeliveredMessage) -> None:
         if self._on_reply is None:
@@ -120,9 +133,7 @@ class RabbitRequester:
             )
         )
 
-    async def send(
-        self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]
-    ) -> None:
+    async def send(self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]) -> None:
         if self._publisher is None or self.reply_to is None:
             raise RuntimeError(f"{self!r} is not started")
         props = properties(
@@ -132,7 +143,12 @@ class RabbitRequester:
 
     def telemetry(self, *, from_beginning: bool = False) -> RabbitTelemetryStream:
         stream = RabbitTelemetryStream(
-            self._connect, self._topology, from_beginning=from_beginning, on_close=self._streams.discard
+            self._connect,
+            self._topology,
+            from_beginning=from_beginning,
+            on_close=self._streams.discard,
+            reconnect_interval=self._reconnect_interval,
+            clock=self._clock,
         )
         self._streams.add(stream)
         return stream
@@ -141,6 +157,7 @@ class RabbitRequester:
         for stream in tuple(self._streams):
             await stream.aclose()
         self._on_reply = None
+        await self._resubscriber.aclose()
         connection, self._connection = self._connection, None
         self._channel = None
         self._publisher = None

@@ -12,13 +12,13 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from gateway.bus.rabbitmq_topology import Topology, declare_telemetry, underlay
+from gateway.bus.rabbitmq_recovery import Resubscriber
+from gateway.bus.rabbitmq_topology import BROKER_ERRORS, Topology, declare_telemetry, underlay
+from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class RabbitTelemetryStream:
         from_beginning: bool = False,
         prefetch: int = 256,
         on_close: Callable[[RabbitTelemetryStream], None] | None = None,
+        reconnect_interval: float = 1.0,
+        clock: Clock | None = None,
     ) -> None:
         self._connect = connect
         self._topology = topology
@@ -52,6 +54,12 @@ class RabbitTelemetryStream:
         self._channel: AbstractRobustChannel | None = None
         self._next_offset: int | None = None
         self._closed = False
+        self._resubscriber = Resubscriber(
+            self._subscribe,
+            what=f"telemetry consumer on {topology.telemetry}",
+            interval=reconnect_interval,
+            clock=clock or SystemClock(),
+        )
         self.delivered = 0
 
     def __repr__(self) -> str:
@@ -65,18 +73,15 @@ class RabbitTelemetryStream:
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self._prefetch)
         self._channel = channel
-        await self._subscribe(await underlay(channel))
-        channel.reopen_callbacks.add(self._on_reopen)
+        await self._subscribe()
+        channel.reopen_callbacks.add(self._resubscriber.trigger)
 
-    async def _on_reopen(self, channel: Any) -> None:
+    async def _subscribe(self) -> None:
         if self._channel is None or self._closed:
             return
-        try:
-            await self._subscribe(await underlay(self._channel))
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
-            log.warning("resubscribing to %s after reconnect failed: %r", self._topology.telemetry, exc)
-
-    async def _subscribe(self, channel: aiormq.Channel) -> None:
+        channel = await underlay(self._channel)
+        if self._consumer_tag in channel.consumers:
+            return
         await declare_telemetry(channel.connection, self._topology)
         offset: int | str = "first" if self._from_beginning else "next"
         if self._next_offset is not None:
@@ -115,6 +120,7 @@ class RabbitTelemetryStream:
             return
         self._closed = True
         self._buffer.put_nowait(None)
+        await self._resubscriber.aclose()
         connection, self._connection = self._connection, None
         self._channel = None
         if connection is not None:
@@ -134,5 +140,5 @@ async def _credit(message: DeliveredMessage) -> None:
         return
     try:
         await message.channel.basic_ack(tag, wait=False)
-    except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+    except BROKER_ERRORS as exc:
         log.debug("acking a stream event failed: %r", exc)

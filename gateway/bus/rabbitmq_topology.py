@@ -29,6 +29,14 @@ TRANSPORT_NAME = "rabbitmq"
 DEFAULT_CONTENT_TYPE = "application/json"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 PERSISTENT = 2
+# What broker calls raise when the connection or channel is lost, or the broker refuses a call
+# (ChannelInvalidStateError is a RuntimeError, not an AMQPError).
+BROKER_ERRORS: tuple[type[Exception], ...] = (
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+)
 # A stream is append-only and kept by retention, so operators and late clients can replay telemetry.
 STREAM_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "stream"}
 
@@ -108,7 +116,7 @@ async def _close_quietly(channel: aiormq.abc.AbstractChannel) -> None:
     if not channel.is_closed:
         try:
             await channel.close()
-        except (aiormq.exceptions.AMQPError, ConnectionError) as exc:
+        except BROKER_ERRORS as exc:
             log.debug("closing a declaration channel failed: %s", exc)
 
 

@@ -81,9 +81,7 @@ async def test_prefetch_bounds_the_deliveries_in_flight(
 
     await transport.start(handler)
     for number in range(10):
-        await amqp_channel.default_exchange.publish(
-            aio_pika.Message(b"%d" % number), routing_key=rabbit_queue
-        )
+        await amqp_channel.default_exchange.publish(aio_pika.Message(b"%d" % number), routing_key=rabbit_queue)
 
     await wait_until(lambda: transport.received == 3)
     # The broker holds the rest back: 7 still ready in the queue, not sitting in our buffers.
@@ -204,9 +202,7 @@ async def test_unsettled_messages_come_back_when_the_consumer_dies(
 
     await first.start(hold)
     for number in range(5):
-        await amqp_channel.default_exchange.publish(
-            aio_pika.Message(b"%d" % number), routing_key=rabbit_queue
-        )
+        await amqp_channel.default_exchange.publish(aio_pika.Message(b"%d" % number), routing_key=rabbit_queue)
     await wait_until(lambda: len(taken) == 5)
     await first.aclose()  # dies without settling anything
 
@@ -259,9 +255,7 @@ async def test_telemetry_is_confirmed_into_the_stream(
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=10)
-        stream = await channel.declare_queue(
-            rabbit_telemetry, durable=True, arguments={"x-queue-type": "stream"}
-        )
+        stream = await channel.declare_queue(rabbit_telemetry, durable=True, arguments={"x-queue-type": "stream"})
         events: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
         async def on_event(message: AbstractIncomingMessage) -> None:
