@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.certs",
     "tests.fixtures.otlp",
     "tests.fixtures.prometheus",
+    "tests.fixtures.stacks",
 ]
