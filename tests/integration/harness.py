@@ -68,12 +68,16 @@ async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None)
         codec: str = JSON,
         env: dict[str, Any] | None = None,
         max_in_flight: int = 256,
+        certificates: dict[str, Any] | None = None,
     ) -> Stack:
         queue = f"t.requests.{uuid.uuid4().hex[:10]}"
         transport, requester = transport_and_requester(kind, queue, bootstrap, max_in_flight=max_in_flight)
         settings = load_settings(**{"ENABLE_METRICS": False, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, **(env or {})})
         events = RecordingObserver()
-        gateway = Gateway(load_config(settings, {"upstreams": upstreams}), observers=[events], transports=[transport])
+        document: dict[str, Any] = {"upstreams": upstreams}
+        if certificates is not None:
+            document["certificates"] = certificates
+        gateway = Gateway(load_config(settings, document), observers=[events], transports=[transport])
         await stack.enter_async_context(gateway)
         client = await stack.enter_async_context(GatewayClient(requester, codec=codec))
         return Stack(kind, gateway, client, queue, events, bootstrap)
