@@ -86,6 +86,17 @@ def build_version() -> str:
         return "unknown"
 
 
+@dataclass(frozen=True, slots=True)
+class _RequestSeries:
+    """The children one answered request updates, for one label set."""
+
+    requests: Counter
+    duration: Histogram
+    upstream_duration: Histogram
+    in_flight: Gauge | None  # None for direct record_request calls, which never were in flight
+    replies: Counter | None
+
+
 class _Pulled:
     """Collector for values read at scrape time from callables bound after construction."""
 
@@ -136,15 +147,15 @@ class Metrics:
     ``on_event`` is synchronous, cheap (a few label lookups) and never raises.
     """
 
-    def __init__(
-        self, registry: CollectorRegistry, *, version: str | None = None, label_limit: int = 200
-    ) -> None:
+    def __init__(self, registry: CollectorRegistry, *, version: str | None = None, label_limit: int = 200) -> None:
         self._upstream = LabelCap(label_limit)
         self._endpoint = LabelCap(label_limit)
         self._certificate = LabelCap(label_limit)
         self._reason = LabelCap(32)
         self._pulled = _Pulled()
         self._events = 0
+        self._series: dict[tuple[str, str, str, str, str], _RequestSeries] = {}
+        self._received: dict[str, tuple[Gauge, Counter]] = {}
         self._define_request_metrics(registry)
         self._define_egress_metrics(registry)
         self._define_lifecycle_metrics(registry)
@@ -207,12 +218,8 @@ class Metrics:
             "cmn_breaker_transitions", "Breaker state changes, by new state.", [*where, "state"], registry=r
         )
         self.ejected = Gauge("cmn_endpoint_ejected", "1 while the endpoint is ejected.", where, registry=r)
-        self.ejections = Counter(
-            "cmn_endpoint_ejections", "Outlier ejections of an endpoint.", where, registry=r
-        )
-        self.retries = Counter(
-            "cmn_retries", "Retried upstream attempts.", ["upstream", "reason"], registry=r
-        )
+        self.ejections = Counter("cmn_endpoint_ejections", "Outlier ejections of an endpoint.", where, registry=r)
+        self.retries = Counter("cmn_retries", "Retried upstream attempts.", ["upstream", "reason"], registry=r)
         self.budget_exhausted = Counter(
             "cmn_retry_budget_exhausted", "Retries refused by the retry budget.", ["upstream"], registry=r
         )
@@ -257,8 +264,9 @@ class Metrics:
     def _dispatch(self, event: Event) -> None:
         match event:
             case RequestReceived(transport=transport):
-                self.in_flight.labels(transport).inc()
-                self.consumed.labels(transport).inc()
+                in_flight, consumed = self._received.get(transport) or self._new_received(transport)
+                in_flight.inc()
+                consumed.inc()
             case RequestCompleted():
                 self._completed(event)
             case BreakerStateChanged():
@@ -293,19 +301,36 @@ class Metrics:
 
     def _completed(self, event: RequestCompleted) -> None:
         transport = event.transport or NONE
-        upstream = (
-            UNROUTED if event.error_code in _UNROUTED_CODES else self._upstream(event.upstream or UNROUTED)
-        )
+        upstream = UNROUTED if event.error_code in _UNROUTED_CODES else self._upstream(event.upstream or UNROUTED)
         method = event.method if event.method in METHODS else OTHER
-        status = status_class(event.status_code)
-        self.requests.labels(upstream, method, status, _error_code(event.error_code), transport).inc()
-        self.duration.labels(upstream, transport).observe(event.duration)
+        key = (upstream, method, status_class(event.status_code), _error_code(event.error_code), transport)
+        series = self._series.get(key) or self._new_series(key)
+        series.requests.inc()
+        series.duration.observe(event.duration)
         if event.upstream_duration is not None:
-            self.upstream_duration.labels(upstream).observe(event.upstream_duration)
-        if event.transport is not None:
-            # Only bus requests had a RequestReceived; direct record_request calls never entered in-flight.
-            self.in_flight.labels(transport).dec()
-            self.replies.labels(transport).inc()
+            series.upstream_duration.observe(event.upstream_duration)
+        if series.in_flight is not None and series.replies is not None:
+            series.in_flight.dec()
+            series.replies.inc()
+
+    def _new_series(self, key: tuple[str, str, str, str, str]) -> _RequestSeries:
+        """Label lookups are most of a metric update's cost; each label set is looked up once."""
+        upstream, _, _, _, transport = key
+        from_bus = transport != NONE  # only bus requests had a RequestReceived
+        series = _RequestSeries(
+            requests=self.requests.labels(*key),
+            duration=self.duration.labels(upstream, transport),
+            upstream_duration=self.upstream_duration.labels(upstream),
+            in_flight=self.in_flight.labels(transport) if from_bus else None,
+            replies=self.replies.labels(transport) if from_bus else None,
+        )
+        self._series[key] = series
+        return series
+
+    def _new_received(self, transport: str) -> tuple[Gauge, Counter]:
+        children = (self.in_flight.labels(transport), self.consumed.labels(transport))
+        self._received[transport] = children
+        return children
 
     def _breaker(self, event: BreakerStateChanged) -> None:
         upstream, endpoint = self._where(event.upstream, event.endpoint)

@@ -27,17 +27,7 @@ SECRET_KEYS = frozenset(
         "ocp-apim-subscription-key",
     }
 )
-_SECRET_PARTS = (
-    "secret",
-    "password",
-    "passwd",
-    "token",
-    "credential",
-    "apikey",
-    "api_key",
-    "api-key",
-    "private_key",
-)
+_SECRET_PART = re.compile(r"secret|password|passwd|token|credential|api[-_]?key|private[-_]?key", re.IGNORECASE)
 _NEVER_SECRET = frozenset({"event", "level", "timestamp", "logger", "trace_id", "span_id", "request_id"})
 
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic|digest)\s+[A-Za-z0-9._~+/=:-]+")
@@ -45,6 +35,7 @@ _QUERY_SECRET = re.compile(
     r"(?i)([?&;][^=&;#\s]*(?:secret|password|passwd|token|credential|api_?key|apikey|signature|sig)[^=&;#\s]*=)"
     r"[^&;#\s]*"
 )
+_MAY_CARRY_CREDENTIAL = re.compile(r"[ ?&;@]")  # every pattern below needs one of these
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
 
 
@@ -52,13 +43,13 @@ def is_secret_key(key: str) -> bool:
     lowered = key.lower()
     if lowered in _NEVER_SECRET:
         return False
-    return lowered in SECRET_KEYS or any(part in lowered for part in _SECRET_PARTS)
+    return lowered in SECRET_KEYS or _SECRET_PART.search(lowered) is not None
 
 
 def redact_text(text: str) -> str:
     """Scrubs credentials embedded in free text (auth schemes, URL user-info, secret query values)."""
-    if not any(c in text for c in " ?&@;"):
-        return text  # nothing that could carry an embedded credential: the common, cheap case
+    if _MAY_CARRY_CREDENTIAL.search(text) is None:
+        return text  # the common, cheap case
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
     return _QUERY_SECRET.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
@@ -70,6 +61,8 @@ def redact_url(url: str) -> str:
 
 def redact(value: Any, depth: int = 0) -> Any:
     """A copy of ``value`` with secrets replaced; inputs are never mutated."""
+    if value is None or isinstance(value, int | float):
+        return value
     if isinstance(value, str):
         return redact_text(value)
     if depth >= MAX_DEPTH:
