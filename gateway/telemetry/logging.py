@@ -112,9 +112,7 @@ class RequestLog:
     """An ``Observer`` writing one info line per answered request and a warning per notable change."""
 
     def __init__(self, logger: FilteringBoundLogger | None = None) -> None:
-        self._log: FilteringBoundLogger = (
-            logger if logger is not None else structlog.get_logger("cmn.requests")
-        )
+        self._log: FilteringBoundLogger = logger if logger is not None else structlog.get_logger("cmn.requests")
 
     def on_event(self, event: Event) -> None:
         with contextlib.suppress(Exception):  # logging must never fail the request that emitted the event
@@ -140,9 +138,7 @@ class RequestLog:
             case CertificateRenewalFailed(name=name, source=source, reason=reason):
                 self._log.warning(event.type, certificate=name, source=source, reason=reason)
             case CertificateRenewed(name=name, source=source, version=version, not_after=not_after):
-                self._log.info(
-                    event.type, certificate=name, source=source, version=version, not_after=not_after
-                )
+                self._log.info(event.type, certificate=name, source=source, version=version, not_after=not_after)
             case _:
                 return  # hot-path events (received, retries, pool stats) are for metrics only
 

@@ -213,9 +213,7 @@ def _exporter(endpoint: str, protocol: OtlpProtocol) -> SpanExporter:
                 OTLPSpanExporter as GrpcSpanExporter,
             )
         except ImportError as exc:
-            raise ConfigError(
-                "OTLP over gRPC needs the opentelemetry-exporter-otlp-proto-grpc package"
-            ) from exc
+            raise ConfigError("OTLP over gRPC needs the opentelemetry-exporter-otlp-proto-grpc package") from exc
         return GrpcSpanExporter(endpoint=endpoint, insecure=urlsplit(endpoint).scheme != "https")
     raise ConfigError(f"unknown OTLP protocol {protocol!r} (expected 'http' or 'grpc')")
 

@@ -62,9 +62,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
     names = {str(rule["alert"]) for rule in alert_rules()}
     assert names >= REQUIRED_ALERTS
     tested = {
-        t["alertname"]
-        for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-        for t in case["alert_rule_test"]
+        t["alertname"] for case in yaml.safe_load(RULE_TESTS.read_text())["tests"] for t in case["alert_rule_test"]
     }
     assert tested == names
 

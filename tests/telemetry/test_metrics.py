@@ -149,9 +149,7 @@ def test_upstream_names_past_the_cap_become_other(registry: CollectorRegistry) -
     metrics = Metrics(registry, label_limit=2)
     for name in ("a", "b", "c", "d", "a"):
         metrics.on_event(completed(upstream=name))
-    upstreams = {
-        s.labels["upstream"] for m in registry.collect() if m.name == "cmn_requests" for s in m.samples
-    }
+    upstreams = {s.labels["upstream"] for m in registry.collect() if m.name == "cmn_requests" for s in m.samples}
     assert upstreams == {"a", "b", "other"}
 
 
@@ -179,9 +177,7 @@ def test_series_count_stays_bounded_whatever_arrives(requests: list[tuple[str, s
     assert {dict(s)["upstream"] for s in series} <= {u for u, _, _ in requests} | {"other"}
 
 
-def test_breaker_state_is_one_hot_and_transitions_are_counted(
-    metrics: Metrics, registry: CollectorRegistry
-) -> None:
+def test_breaker_state_is_one_hot_and_transitions_are_counted(metrics: Metrics, registry: CollectorRegistry) -> None:
     where = {"upstream": "payments", "endpoint": "10.0.0.1:443"}
     metrics.on_event(BreakerStateChanged(old="closed", new="open", **where))
     assert value(registry, "cmn_breaker_state", state="open", **where) == 1
@@ -205,9 +201,7 @@ def test_ejection_sets_the_gauge_and_counts_restoration_clears_it(
     assert value(registry, "cmn_endpoint_ejected", **where) == 0
 
 
-def test_pool_stats_give_connections_by_state_and_waiters(
-    metrics: Metrics, registry: CollectorRegistry
-) -> None:
+def test_pool_stats_give_connections_by_state_and_waiters(metrics: Metrics, registry: CollectorRegistry) -> None:
     where = {"upstream": "payments", "endpoint": "10.0.0.1:443"}
     metrics.on_event(PoolStats(in_use=7, idle=3, waiting=2, **where))
     assert value(registry, "cmn_pool_connections", state="in_use", **where) == 7
@@ -225,18 +219,13 @@ def test_retries_limits_and_dead_letters_are_counted(metrics: Metrics, registry:
     assert value(registry, "cmn_retry_budget_exhausted_total", upstream="payments") == 1
     assert value(registry, "cmn_rate_limited_total", upstream="payments", scope="tenant") == 1
     assert value(registry, "cmn_rate_limit_backend_fallbacks_total", reason="redis_unavailable") == 1
-    assert (
-        value(registry, "cmn_messages_dead_lettered_total", transport="kafka", error_code="invalid_request")
-        == 1
-    )
+    assert value(registry, "cmn_messages_dead_lettered_total", transport="kafka", error_code="invalid_request") == 1
 
 
 def test_certificate_expiry_comes_from_renewals_and_the_bound_source_wins(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
-    metrics.on_event(
-        CertificateRenewed(name="api", source="keyvault", version="v2", not_after=2_000_000_000.0)
-    )
+    metrics.on_event(CertificateRenewed(name="api", source="keyvault", version="v2", not_after=2_000_000_000.0))
     metrics.on_event(CertificateRenewalFailed(name="other", source="keyvault", reason="403"))
     assert value(registry, "cmn_certificate_expiry_timestamp_seconds", name="api") == 2_000_000_000.0
     assert value(registry, "cmn_certificate_renewals_total", name="api", outcome="success") == 1
@@ -254,9 +243,7 @@ def test_consumer_lag_is_read_at_scrape_time(metrics: Metrics, registry: Collect
     assert value(registry, "cmn_kafka_consumer_lag", partition="0") == 9
 
 
-def test_a_failing_pulled_source_does_not_break_the_scrape(
-    metrics: Metrics, registry: CollectorRegistry
-) -> None:
+def test_a_failing_pulled_source_does_not_break_the_scrape(metrics: Metrics, registry: CollectorRegistry) -> None:
     def broken() -> dict[str, int]:
         raise RuntimeError("consumer closed")
 

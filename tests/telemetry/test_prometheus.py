@@ -36,9 +36,7 @@ def answer(metrics: Metrics, n: int, *, status: int | None = 200, error_code: st
     for i in range(n):
         metrics.on_event(RequestReceived("rabbitmq"))
         metrics.on_event(
-            RequestCompleted(
-                f"r-{i}", "payments", "POST", status, 0.02, error_code=error_code, transport="rabbitmq"
-            )
+            RequestCompleted(f"r-{i}", "payments", "POST", status, 0.02, error_code=error_code, transport="rabbitmq")
         )
 
 

@@ -30,9 +30,7 @@ def test_secret_keys(key: str) -> None:
     assert is_secret_key(key)
 
 
-@pytest.mark.parametrize(
-    "key", ["event", "request_id", "trace_id", "upstream", "content-type", "idempotency_key"]
-)
+@pytest.mark.parametrize("key", ["event", "request_id", "trace_id", "upstream", "content-type", "idempotency_key"])
 def test_ordinary_keys(key: str) -> None:
     assert not is_secret_key(key)
 
@@ -65,11 +63,7 @@ def test_very_deep_structures_are_cut_off() -> None:
     assert "'t'" not in repr(redact(deep))
 
 
-@given(
-    st.recursive(
-        st.text(max_size=5), lambda inner: st.dictionaries(st.sampled_from(["a", "token", "b"]), inner)
-    )
-)
+@given(st.recursive(st.text(max_size=5), lambda inner: st.dictionaries(st.sampled_from(["a", "token", "b"]), inner)))
 def test_no_value_under_a_secret_key_survives(value: object) -> None:
     def secrets_shown(node: object) -> bool:
         if isinstance(node, dict):

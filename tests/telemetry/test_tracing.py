@@ -54,9 +54,7 @@ async def through_rabbitmq(headers: Mapping[str, str]) -> dict[str, str]:
     async with connection:
         channel = await connection.channel()
         queue = await channel.declare_queue(f"cmn.test.tracing-{uuid.uuid4().hex[:8]}", exclusive=True)
-        await channel.default_exchange.publish(
-            aio_pika.Message(b"{}", headers=dict(headers)), routing_key=queue.name
-        )
+        await channel.default_exchange.publish(aio_pika.Message(b"{}", headers=dict(headers)), routing_key=queue.name)
         message = await queue.get(timeout=5)
         await message.ack()
     return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in message.headers.items()}
@@ -120,9 +118,7 @@ async def test_a_message_without_context_starts_a_new_trace_and_header_case_does
     tracer = tracing.tracer
     with tracer.request_span({}, name="fresh", transport="kafka", attributes={}):
         pass
-    with tracer.request_span(
-        {"TraceParent": SAMPLED_PARENT}, name="continued", transport="kafka", attributes={}
-    ):
+    with tracer.request_span({"TraceParent": SAMPLED_PARENT}, name="continued", transport="kafka", attributes={}):
         pass
     await tracing.flush()
     spans = {s.name: s for s in await otlp_receiver.wait_for(2)}
@@ -161,9 +157,7 @@ async def test_sampling_drops_new_traces_but_follows_a_sampled_parent(otlp_recei
     try:
         with handle.tracer.producer_span(name="dropped", transport="kafka"):
             pass
-        with handle.tracer.request_span(
-            {"traceparent": SAMPLED_PARENT}, name="kept", transport="kafka", attributes={}
-        ):
+        with handle.tracer.request_span({"traceparent": SAMPLED_PARENT}, name="kept", transport="kafka", attributes={}):
             pass
         await handle.flush()
     finally:
@@ -185,9 +179,7 @@ async def test_no_endpoint_means_no_tracing_at_all(echo_upstream: Upstream) -> N
     handle = configure_tracing(None)
     assert isinstance(handle.tracer, NoopRequestTracer)
     carrier: dict[str, str] = {}
-    with handle.tracer.request_span(
-        {"traceparent": SAMPLED_PARENT}, name="x", transport="kafka", attributes={}
-    ):
+    with handle.tracer.request_span({"traceparent": SAMPLED_PARENT}, name="x", transport="kafka", attributes={}):
         handle.tracer.inject(carrier)
     assert carrier == {}
     async with aiohttp.ClientSession() as http, http.get(echo_upstream.url) as response:
@@ -197,9 +189,7 @@ async def test_no_endpoint_means_no_tracing_at_all(echo_upstream: Upstream) -> N
     assert repr(handle) == "<TracingHandle closed <NoopRequestTracer>>"
 
 
-async def test_closing_stops_instrumenting_new_sessions(
-    otlp_receiver: OtlpReceiver, echo_upstream: Upstream
-) -> None:
+async def test_closing_stops_instrumenting_new_sessions(otlp_receiver: OtlpReceiver, echo_upstream: Upstream) -> None:
     handle = configure_tracing(otlp_receiver.endpoint)
     assert isinstance(handle.tracer, OtelRequestTracer)
     await handle.aclose()
