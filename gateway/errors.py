@@ -46,9 +46,11 @@ class GatewayError(Exception):
     code: ClassVar[ErrorCode] = "internal"
     dead_letter: ClassVar[bool] = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, attempts: int = 0) -> None:
         super().__init__(message)
         self.message = message
+        # HTTP attempts made before giving up (the reply's ``attempts``); set by the egress router.
+        self.attempts = attempts
 
     def header_value(self) -> str:
         """The value of the ``x-cmn-error`` header on a dead-lettered message."""

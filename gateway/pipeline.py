@@ -72,7 +72,7 @@ class Pipeline:
         clock: Clock,
         dedupe: Deduplicator,
         max_request_bytes: int,
-        publish_attempts: int = 5,
+        publish_attempts: int = 12,
     ) -> None:
         self._transport = transport
         self._forwarder = forwarder
@@ -139,7 +139,13 @@ class Pipeline:
         return await self._dedupe.run(envelope, lambda: self._forwarder.forward(request))
 
     def _failed(self, envelope: RequestEnvelope, exc: GatewayError, arrived: float) -> Outcome:
-        reply = Reply(id=envelope.id, error=exc, duration_ms=self._ms_since(arrived), upstream=envelope.upstream)
+        reply = Reply(
+            id=envelope.id,
+            error=exc,
+            attempts=exc.attempts,
+            duration_ms=self._ms_since(arrived),
+            upstream=envelope.upstream,
+        )
         return Outcome(reply, envelope)
 
     # -- delivering -----------------------------------------------------------------------
@@ -190,7 +196,11 @@ class Pipeline:
         )
 
     async def _retrying(self, fn, /, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]  # pass-through
-        """Publishing is retried briefly (a reconnect is usually under way) before giving up unsettled."""
+        """Publishing is retried for about a minute (a reconnect is usually under way) before giving up.
+
+        Giving up leaves the request unsettled: RabbitMQ redelivers it when the channel closes, Kafka
+        when the partition moves; either way it is answered again, never lost.
+        """
         for attempt in range(self._publish_attempts):
             try:
                 await fn(*args, **kwargs)
@@ -198,7 +208,7 @@ class Pipeline:
             except Exception:
                 if attempt + 1 == self._publish_attempts:
                     raise
-                await self._clock.sleep(min(0.1 * 2**attempt, 2.0))
+                await self._clock.sleep(min(0.1 * 2**attempt, 5.0))
 
     def _ms_since(self, start: float) -> float:
         return (self._clock.monotonic() - start) * 1000
