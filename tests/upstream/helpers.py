@@ -27,8 +27,11 @@ def outbound(
     clock: Clock | None = None,
     idempotency_key: str | None = None,
     headers: dict[str, str] | None = None,
+    tenant: str | None = None,
 ) -> OutboundRequest:
-    envelope = RequestEnvelope(id="r1", upstream=upstream, method=method, path=path, idempotency_key=idempotency_key)
+    envelope = RequestEnvelope(
+        id="r1", upstream=upstream, method=method, path=path, idempotency_key=idempotency_key, tenant=tenant
+    )
     return OutboundRequest(
         envelope=envelope,
         body=body,
