@@ -26,7 +26,7 @@ from tests.upstream.helpers import events_of, outbound, upstreams
 
 def forwarder(observer: RecordingObserver, **config: object) -> GatewayForwarder:
     return build_forwarder(
-        upstreams(svc=config),  # type: ignore[arg-type]  # test configs are plain dicts
+        upstreams(svc=config),
         UpstreamDefaults(retry_attempts=3, request_timeout=5.0),
         clock=SystemClock(),
         observer=observer,
