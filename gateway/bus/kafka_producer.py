@@ -9,7 +9,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.bus.base import OutboundMessage
-from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError, encode_headers, message_headers
+from gateway.bus.kafka_records import (
+    KafkaHeaders,
+    KafkaOptions,
+    KafkaPublishError,
+    encode_headers,
+    message_headers,
+)
 
 
 class KafkaProducerLink:
@@ -20,6 +26,7 @@ class KafkaProducerLink:
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._tracked: set[str] = set()
 
     async def start(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -49,31 +56,43 @@ class KafkaProducerLink:
         headers: Mapping[str, str],
         partition: int | None = None,
     ) -> None:
+        await self._produce(topic, value, key, encode_headers(headers), partition)
+
+    async def send_message(self, message: OutboundMessage) -> None:
+        correlation = message.correlation_id
+        key = message.key if message.key is not None else (correlation.encode() if correlation else None)
+        headers = message_headers(message.content_type, correlation, message.headers)
+        await self._produce(message.destination, message.body, key, headers, None)
+
+    async def _produce(
+        self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders, partition: int | None
+    ) -> None:
         producer = self._producer or await self.start()
         try:
+            if topic not in self._tracked:
+                await self._track(producer, topic)
             # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
-            confirmed = await producer.send(topic, value, key=key, headers=encode_headers(headers), partition=partition)
+            confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
             await confirmed
         except KafkaError as exc:
             raise KafkaPublishError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
 
-    async def send_message(self, message: OutboundMessage) -> None:
-        producer = self._producer or await self.start()
-        correlation = message.correlation_id
-        key = message.key if message.key is not None else (correlation.encode() if correlation else None)
-        headers = message_headers(message.content_type, correlation, message.headers)
-        try:
-            confirmed = await producer.send(message.destination, message.body, key=key, headers=headers)
-            await confirmed
-        except KafkaError as exc:
-            raise KafkaPublishError(f"Kafka did not confirm the record for {message.destination}: {exc}") from exc
+    async def _track(self, producer: AIOKafkaProducer, topic: str) -> None:
+        # aiokafka refreshes metadata only for topics it tracks. A topic it merely saw in the first
+        # (all-topics, on Tansu) metadata is dropped by the next refresh, stranding its batches
+        # until the request timeout; so register every topic we write before the first send.
+        self._tracked.add(topic)
+        await producer.client.add_topic(topic)
 
     async def partitions_for(self, topic: str) -> set[int]:
         """Partitions of ``topic``; asking for its metadata makes an auto-creating broker create it."""
         producer = self._producer or await self.start()
+        if topic not in self._tracked:
+            await self._track(producer, topic)
         return set(await producer.partitions_for(topic))
 
     async def aclose(self) -> None:
+        self._tracked.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()

@@ -417,3 +417,23 @@ async def test_consumption_survives_the_broker_connection_dropping(
         return sum(o or 0 for o in offsets.values()) == 20
 
     await wait_until(all_committed, 15)
+
+
+async def test_publishing_to_a_topic_that_existed_before_the_producer_started(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    # A requester's reply topic (and cmn.requests) usually exist before a worker starts. Tansu lists
+    # every topic in the producer's first metadata; a later refresh for another topic must not
+    # drop the reply topic from under a batch waiting to be sent.
+    transport = kafka_transport()
+    old, new = unique("t.old-replies"), unique("t.new-topic")
+    await produce(kafka_bootstrap, old, [b"earlier"])
+    await produce(kafka_bootstrap, transport.topic, [b"a request"])
+    handler = Recorder(transport, 1)
+    await transport.start(handler)
+    await handler.wait()
+    to_old = OutboundMessage(old, b"reply", "application/json", "c1")
+    to_new = OutboundMessage(new, b"other", "application/json", "c2")
+    await asyncio.wait_for(asyncio.gather(transport.publish(to_old), transport.publish(to_new)), 10)
+    records = await read_topic(kafka_bootstrap, old, until=lambda rs: len(rs) >= 2)
+    assert sorted(r.value for r in records) == [b"earlier", b"reply"]
