@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Literal, Protocol
@@ -25,15 +25,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yarl
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
+from opentelemetry.trace import Link, SpanKind, Tracer, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 
 from gateway.errors import ConfigError
 from gateway.telemetry.redaction import redact_url
@@ -122,6 +124,34 @@ class NoopRequestTracer:
         return "<NoopRequestTracer>"
 
 
+class NoRootClientSpans(Sampler):
+    """Drops HTTP client spans that would start a trace of their own; defers everything else.
+
+    Every aiohttp session is instrumented, so health probes and certificate fetches made outside
+    any request would each become a one-span trace, drowning the request traces at sampling 1.0.
+    """
+
+    def __init__(self, delegate: Sampler) -> None:
+        self._delegate = delegate
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT:
+            return SamplingResult(Decision.DROP)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"NoRootClientSpans{{{self._delegate.get_description()}}}"
+
+
 class TracingHandle:
     """Owns the provider and the aiohttp-client instrumentation; ``aclose`` flushes pending spans."""
 
@@ -191,7 +221,7 @@ def configure_tracing(
         raise ConfigError(f"trace sampling ratio must be within [0, 1], got {sampling_ratio}")
     provider = TracerProvider(
         resource=Resource.create({SERVICE_NAME: service_name}),
-        sampler=ParentBased(TraceIdRatioBased(sampling_ratio)),
+        sampler=ParentBased(NoRootClientSpans(TraceIdRatioBased(sampling_ratio))),
     )
     provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint, protocol)))
     instrumentor = AioHttpClientInstrumentor()

@@ -126,8 +126,7 @@ async def test_telemetry_overhead_side_by_side(echo_upstream: Upstream, otlp_rec
         f"\n{summary('telemetry off', off, off)}"
         f"\n{summary('metrics + logs + /metrics scrapes', observed, off)}"
         f"\n{summary('... + tracing (OTLP export)', traced, off)}"
-        f"\n{scrapes} scrapes, {len(otlp_receiver.spans)} spans exported (the scrapes' own client spans included)"
+        f"\n{scrapes} scrapes, {len(otlp_receiver.spans)} spans exported"
     )
-    request_spans = [s for s in otlp_receiver.spans if s.trace_id == HEADERS["traceparent"][3:35]]
-    assert len(request_spans) == TRIALS * REQUESTS * 2  # a consumer and a client span per request
+    assert len(otlp_receiver.spans) == TRIALS * REQUESTS * 2  # a consumer and a client span per request
     assert scrapes > 0

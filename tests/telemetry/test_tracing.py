@@ -144,12 +144,27 @@ async def test_secret_query_parameters_stay_out_of_client_spans(
     tracing: TracingHandle, otlp_receiver: OtlpReceiver, echo_upstream: Upstream
 ) -> None:
     async with aiohttp.ClientSession() as http:
-        assert await attempt(http, echo_upstream, "/search?q=shoes&api_key=sk-live-123") == 200
+        with tracing.tracer.request_span({}, name="request", transport="kafka", attributes={}):
+            assert await attempt(http, echo_upstream, "/search?q=shoes&api_key=sk-live-123") == 200
     await tracing.flush()
-    (span,) = await otlp_receiver.wait_for(1)
-    urls = [v for v in span.attributes.values() if isinstance(v, str) and "/search" in v]
+    spans = await otlp_receiver.wait_for(2)
+    (client,) = [s for s in spans if s.kind == "client"]
+    urls = [v for v in client.attributes.values() if isinstance(v, str) and "/search" in v]
     assert urls
     assert all("sk-live-123" not in url and "q=shoes" in url for url in urls)
+
+
+async def test_http_calls_outside_any_request_start_no_trace(
+    tracing: TracingHandle, otlp_receiver: OtlpReceiver, echo_upstream: Upstream
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        assert await attempt(http, echo_upstream, "/healthz") == 200  # a health probe, say
+        with tracing.tracer.request_span({}, name="request", transport="kafka", attributes={}):
+            assert await attempt(http, echo_upstream, "/pay") == 200
+    await tracing.flush()
+    spans = await otlp_receiver.wait_for(2)
+    assert sorted(s.kind for s in spans) == ["client", "consumer"]
+    assert len({s.trace_id for s in spans}) == 1
 
 
 async def test_sampling_drops_new_traces_but_follows_a_sampled_parent(otlp_receiver: OtlpReceiver) -> None:
