@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import yaml
 from prometheus_client import CollectorRegistry
 
 from gateway.events import (
@@ -26,6 +28,7 @@ from gateway.events import (
 from gateway.telemetry.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+RULES = DEPLOY / "prometheus" / "alerts.yml"
 METRIC = re.compile(r"\bcmn_[a-z0-9_]+")
 
 ONE_OF_EACH: tuple[Event, ...] = (
@@ -54,6 +57,11 @@ def exposed_sample_names() -> frozenset[str]:
     metrics.bind_consumer_lag(lambda: {0: 1})
     metrics.bind_certificate_expiries(lambda: {"api": 2e9})
     return frozenset(s.name for family in registry.collect() for s in family.samples)
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
 def metric_names(promql: str) -> set[str]:

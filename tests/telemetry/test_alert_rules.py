@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.telemetry.promql import DEPLOY, exposed_sample_names, metric_names
+from tests.telemetry.promql import DEPLOY, RULES, alert_rules, exposed_sample_names, metric_names
 
-RULES = DEPLOY / "prometheus" / "alerts.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
 REQUIRED_ALERTS = {
     "CMNLatencyP95AboveObjective",
@@ -29,11 +28,6 @@ def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     if binary is None:
         pytest.fail("promtool is not installed: apt-get install -y prometheus")
     return subprocess.run([binary, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
-
-
-def alert_rules() -> list[dict[str, object]]:
-    doc = yaml.safe_load(RULES.read_text())
-    return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
 def test_promtool_accepts_the_rules() -> None:

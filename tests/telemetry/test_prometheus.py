@@ -11,7 +11,7 @@ from gateway.events import BreakerStateChanged, RequestCompleted, RequestReceive
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.server import MetricsServer
 from tests.fixtures.prometheus import PrometheusServer, StartPrometheus
-from tests.telemetry.test_alert_rules import RULES, alert_rules
+from tests.telemetry.promql import RULES, alert_rules
 
 JOB = '{job="cmn-gateway"}'
 
