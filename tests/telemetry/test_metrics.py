@@ -102,47 +102,18 @@ def test_a_direct_record_request_without_transport_leaves_in_flight_alone(
     assert value(registry, "cmn_requests_total", transport="none", **labels) == 1
 
 
+def requests_total(registry: CollectorRegistry, upstream: str, method: str, status: str, code: str) -> float | None:
+    labels = {"upstream": upstream, "method": method, "status_class": status, "error_code": code}
+    return value(registry, "cmn_requests_total", transport="rabbitmq", **labels)
+
+
 def test_untrusted_label_values_are_folded(metrics: Metrics, registry: CollectorRegistry) -> None:
     metrics.on_event(completed(upstream="../etc/passwd", status_code=None, error_code="unknown_upstream"))
     metrics.on_event(completed(method="BREW", error_code="made_up", status_code=None))
     metrics.on_event(completed(status_code=42))
-    base = {"transport": "rabbitmq"}
-    assert (
-        value(
-            registry,
-            "cmn_requests_total",
-            upstream="unknown",
-            method="GET",
-            status_class="none",
-            error_code="unknown_upstream",
-            **base,
-        )
-        == 1
-    )
-    assert (
-        value(
-            registry,
-            "cmn_requests_total",
-            upstream="payments",
-            method="other",
-            status_class="none",
-            error_code="other",
-            **base,
-        )
-        == 1
-    )
-    assert (
-        value(
-            registry,
-            "cmn_requests_total",
-            upstream="payments",
-            method="GET",
-            status_class="none",
-            error_code="none",
-            **base,
-        )
-        == 1
-    )
+    assert requests_total(registry, "unknown", "GET", "none", "unknown_upstream") == 1
+    assert requests_total(registry, "payments", "other", "none", "other") == 1
+    assert requests_total(registry, "payments", "GET", "none", "none") == 1
 
 
 def test_upstream_names_past_the_cap_become_other(registry: CollectorRegistry) -> None:
