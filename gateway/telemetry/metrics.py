@@ -151,7 +151,9 @@ class Metrics:
         self._upstream = LabelCap(label_limit)
         self._endpoint = LabelCap(label_limit)
         self._certificate = LabelCap(label_limit)
-        self._reason = LabelCap(32)
+        self._retry_reason = LabelCap(32)
+        self._scope = LabelCap(8)
+        self._fallback_reason = LabelCap(32)
         self._pulled = _Pulled()
         self._events = 0
         self._series: dict[tuple[str, str, str, str, str], _RequestSeries] = {}
@@ -284,13 +286,13 @@ class Metrics:
     def _dispatch_rare(self, event: Event) -> None:
         match event:
             case RetryAttempted(upstream=upstream, reason=reason):
-                self.retries.labels(self._upstream(upstream), self._reason(reason)).inc()
+                self.retries.labels(self._upstream(upstream), self._retry_reason(reason)).inc()
             case RetryBudgetExhausted(upstream=upstream):
                 self.budget_exhausted.labels(self._upstream(upstream)).inc()
             case RateLimited(upstream=upstream, scope=scope):
-                self.rate_limited.labels(self._upstream(upstream), self._reason(scope)).inc()
+                self.rate_limited.labels(self._upstream(upstream), self._scope(scope)).inc()
             case RateLimitBackendFallback(reason=reason):
-                self.rate_limit_fallbacks.labels(self._reason(reason)).inc()
+                self.rate_limit_fallbacks.labels(self._fallback_reason(reason)).inc()
             case MessageDeadLettered(transport=transport, error_code=code):
                 self.dead_lettered.labels(transport, _error_code(code)).inc()
             case CertificateRenewed(name=name, not_after=not_after):
@@ -329,6 +331,9 @@ class Metrics:
 
     def _new_received(self, transport: str) -> tuple[Gauge, Counter]:
         children = (self.in_flight.labels(transport), self.consumed.labels(transport))
+        for code in ERROR_CODES:
+            # Series that exist at 0 before the first dead letter let increase() see that first one.
+            self.dead_lettered.labels(transport, code)
         self._received[transport] = children
         return children
 

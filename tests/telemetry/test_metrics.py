@@ -193,6 +193,14 @@ def test_retries_limits_and_dead_letters_are_counted(metrics: Metrics, registry:
     assert value(registry, "cmn_messages_dead_lettered_total", transport="kafka", error_code="invalid_request") == 1
 
 
+def test_dead_letter_series_start_at_zero_once_a_transport_is_seen(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    assert value(registry, "cmn_messages_dead_lettered_total", transport="kafka", error_code="internal") is None
+    metrics.on_event(RequestReceived("kafka"))
+    assert value(registry, "cmn_messages_dead_lettered_total", transport="kafka", error_code="internal") == 0
+
+
 def test_certificate_expiry_comes_from_renewals_and_the_bound_source_wins(
     metrics: Metrics, registry: CollectorRegistry
 ) -> None:
