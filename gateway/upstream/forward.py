@@ -7,6 +7,7 @@ pool, breaker timer, health checker and Redis client it was built with; ``aclose
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from gateway.upstream.ratelimit_redis import RedisBuckets
 from gateway.upstream.retry import RetryBudget
 from gateway.upstream.router import Router
 from gateway.upstream.tls import StaticTlsContexts, TlsContextProvider
+
+log = logging.getLogger(__name__)
 
 
 class GatewayForwarder:
@@ -203,6 +206,8 @@ def _limiter(name: str, config: UpstreamConfig, shared: _Shared) -> RateLimiter 
     upstream_rate, tenant_rate = policies.rates(config)
     if upstream_rate is None and tenant_rate is None:
         return None
+    if config.rate_limit.shared and shared.shared_buckets is shared.local_buckets:
+        log.warning("upstream %s asks for shared rate limits but no Redis URL is set: limits are per replica", name)
     return RateLimiter(
         name,
         upstream_rate=upstream_rate,
