@@ -15,7 +15,7 @@ from gateway.events import Event, Observer, RequestCompleted
 
 
 @functools.cache
-def _field_names(kind: type[Event]) -> tuple[str, ...]:
+def _field_names(kind: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(kind))
 
 
