@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -14,14 +13,9 @@ from gateway.clock import Clock
 from gateway.events import Event, Observer, RequestCompleted
 
 
-@functools.cache
-def _field_names(kind: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(kind))
-
-
 def _fields(event: Event) -> dict[str, Any]:
     """A flat event as a dict; cheaper than dataclasses.asdict, which deep-copies recursively."""
-    return {name: getattr(event, name) for name in _field_names(type(event))}
+    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
 
 
 class TelemetryPublisher(Protocol):
