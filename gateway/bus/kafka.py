@@ -74,6 +74,7 @@ class KafkaTransport:
         self._options = KafkaOptions(bootstrap, security_protocol, ssl_context)
         self._group_id = group_id
         self._max_in_flight = max_in_flight
+        self._resume_at = max_in_flight - max(1, max_in_flight // 4)
         self._topic = topic
         self._session_timeout_ms = session_timeout_ms
         self._heartbeat_interval_ms = heartbeat_interval_ms
@@ -228,15 +229,16 @@ class KafkaTransport:
                 backoff = min(backoff * 2, 2.0)
 
     async def _poll_once(self, consumer: AIOKafkaConsumer) -> None:
-        free = self._max_in_flight - len(self._tasks)
-        if free <= 0:
+        if len(self._tasks) >= self._max_in_flight:
             # Pausing stops new fetches but keeps what is buffered, as long as getmany is not
-            # called while paused; so wait for a free slot here instead of polling.
+            # called while paused; so wait here instead of polling. Resume only once a quarter
+            # of the slots are free: resuming per freed slot would fetch one record at a time.
             self._pause()
-            self._slot_free.clear()
-            await self._slot_free.wait()
-            return
+            while len(self._tasks) > self._resume_at:
+                self._slot_free.clear()
+                await self._slot_free.wait()
         self._resume()
+        free = self._max_in_flight - len(self._tasks)
         batch = await consumer.getmany(timeout_ms=250, max_records=free)
         for records in batch.values():
             for record in records:
