@@ -33,7 +33,7 @@ from gateway.events import (
     RateLimitBackendFallback,
     RequestCompleted,
 )
-from gateway.telemetry.redaction import redact_mapping
+from gateway.telemetry.redaction import Redactor
 
 LogFormat = Literal["json", "console", "auto"]
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR}
@@ -48,8 +48,14 @@ def add_trace_context(logger: WrappedLogger, method_name: str, event_dict: Event
     return event_dict
 
 
-def redact_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    return redact_mapping(event_dict)
+class RedactSecrets:
+    """The structlog processor that keeps secrets out of every line (see ``gateway.telemetry.redaction``)."""
+
+    def __init__(self) -> None:
+        self._redactor = Redactor()
+
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+        return self._redactor.mapping(event_dict)
 
 
 def _json_dumps(obj: Any, **_: Any) -> str:
@@ -67,8 +73,8 @@ def _processors(console: bool) -> tuple[list[Processor], Processor]:
     if console:
         # Locals stay out of tracebacks: they are where secrets live.
         formatter = structlog.dev.RichTracebackFormatter(show_locals=False)
-        return [*chain, redact_secrets], structlog.dev.ConsoleRenderer(exception_formatter=formatter)
-    chain += [structlog.processors.format_exc_info, redact_secrets]
+        return [*chain, RedactSecrets()], structlog.dev.ConsoleRenderer(exception_formatter=formatter)
+    chain += [structlog.processors.format_exc_info, RedactSecrets()]
     return chain, structlog.processors.JSONRenderer(serializer=_json_dumps)
 
 

@@ -59,25 +59,53 @@ def redact_url(url: str) -> str:
     return redact_text(url)
 
 
-def redact(value: Any, depth: int = 0) -> Any:
-    """A copy of ``value`` with secrets replaced; inputs are never mutated."""
-    if value is None or isinstance(value, int | float):
+class Redactor:
+    """Walks values replacing secrets; remembers which keys are secret.
+
+    Keys in log calls come from code, a small fixed set, so the answer per key is kept (up to
+    ``remember`` keys, against a caller logging dicts keyed by user input).
+    """
+
+    __slots__ = ("_known", "_remember")
+
+    def __init__(self, remember: int = 4096) -> None:
+        self._known: dict[str, bool] = {}
+        self._remember = remember
+
+    def is_secret(self, key: str) -> bool:
+        known = self._known.get(key)
+        if known is None:
+            known = is_secret_key(key)
+            if len(self._known) < self._remember:
+                self._known[key] = known
+        return known
+
+    def mapping(self, mapping: Mapping[Any, Any], depth: int = 0) -> dict[Any, Any]:
+        """A copy of ``mapping`` with secrets replaced; inputs are never mutated."""
+        return {
+            key: REDACTED if isinstance(key, str) and self.is_secret(key) else self.value(item, depth + 1)
+            for key, item in mapping.items()
+        }
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return redact_text(value)
+        if value is None or isinstance(value, int | float):
+            return value
+        if depth >= MAX_DEPTH:
+            return REDACTED if isinstance(value, Mapping | list | tuple) else value
+        if isinstance(value, Mapping):
+            return self.mapping(value, depth)
+        if isinstance(value, list | tuple):
+            if len(value) == 2 and isinstance(value[0], str) and self.is_secret(value[0]):
+                return (value[0], REDACTED)
+            return [self.value(item, depth + 1) for item in value]
         return value
-    if isinstance(value, str):
-        return redact_text(value)
-    if depth >= MAX_DEPTH:
-        return REDACTED if isinstance(value, Mapping | list | tuple) else value
-    if isinstance(value, Mapping):
-        return redact_mapping(value, depth)
-    if isinstance(value, list | tuple):
-        if len(value) == 2 and isinstance(value[0], str) and is_secret_key(value[0]):
-            return (value[0], REDACTED)
-        return [redact(item, depth + 1) for item in value]
-    return value
+
+    def __repr__(self) -> str:
+        return f"<Redactor [{len(self._known)} keys known]>"
 
 
-def redact_mapping(mapping: Mapping[Any, Any], depth: int = 0) -> dict[Any, Any]:
-    return {
-        key: REDACTED if isinstance(key, str) and is_secret_key(key) else redact(item, depth + 1)
-        for key, item in mapping.items()
-    }
+def redact(value: Any) -> Any:
+    """A copy of ``value`` with secrets replaced; inputs are never mutated."""
+    return Redactor().value(value)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.telemetry.redaction import REDACTED, is_secret_key, redact, redact_text
+from gateway.telemetry.redaction import REDACTED, Redactor, is_secret_key, redact, redact_text
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,14 @@ def test_no_value_under_a_secret_key_survives(value: object) -> None:
         return False
 
     assert not secrets_shown(redact(value))
+
+
+def test_the_redactor_remembers_a_bounded_number_of_keys() -> None:
+    redactor = Redactor(remember=2)
+    assert redactor.mapping({"a": 1, "password": "p", "c": 3, "token": "t"}) == {
+        "a": 1,
+        "password": REDACTED,
+        "c": 3,
+        "token": REDACTED,
+    }
+    assert repr(redactor) == "<Redactor [2 keys known]>"
