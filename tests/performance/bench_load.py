@@ -8,11 +8,13 @@ the same for the echo service, the naive gateway and CMN, so only the service un
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +26,7 @@ from gateway.client import GatewayClient, ReplyTimeoutError
 from tests.performance.bench_procs import AMQP_URL
 
 Call = Callable[[int], Awaitable[bool]]
+CpuProbe = Callable[[], float]
 UPSTREAM = "bench"
 PAYLOAD: dict[str, Any] = {"amount": 1999, "currency": "EUR", "customer": "cus_0123456789", "note": "benchmark"}
 CALL_TIMEOUT = 15.0
@@ -43,6 +46,10 @@ class Trial:
     completed: int
     errors: int
     seconds: float
+    # CPU time the serving process spent per completed request (µs): a cost figure that the other
+    # tenants of a shared machine disturb far less than throughput. None when not measured.
+    cpu_us_per_req: float | None = None
+    loadavg_1m: float | None = None  # the machine's load at the end of the run, for context
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,13 +68,16 @@ def summarise(target: str, mode: str, load: float, latencies: list[float], error
     return Trial(target, mode, load, len(ordered) / seconds, p50, p95, p99, len(ordered), errors, seconds)
 
 
-async def closed_loop(target: str, call: Call, *, concurrency: int, seconds: float, warmup: float = 1.0) -> Trial:
+async def closed_loop(
+    target: str, call: Call, *, concurrency: int, seconds: float, warmup: float = 1.0, cpu: CpuProbe | None = None
+) -> Trial:
     """``concurrency`` requesters send back to back; counts what completes inside the measured window."""
     counter = iter(range(1 << 62))
     latencies: list[float] = []
     errors = 0
     start = time.perf_counter() + warmup
     end = start + seconds
+    cpu_window = asyncio.create_task(_cpu_between(cpu, start, end))
 
     async def requester() -> None:
         nonlocal errors
@@ -81,7 +91,34 @@ async def closed_loop(target: str, call: Call, *, concurrency: int, seconds: flo
                     errors += 1
 
     await asyncio.gather(*(requester() for _ in range(concurrency)))
-    return summarise(target, "closed", concurrency, latencies, errors, seconds)
+    trial = summarise(target, "closed", concurrency, latencies, errors, seconds)
+    return with_cpu(trial, await cpu_window)
+
+
+async def _cpu_between(cpu: CpuProbe | None, start: float, end: float) -> float | None:
+    if cpu is None:
+        return None
+    await asyncio.sleep(max(0.0, start - time.perf_counter()))
+    before = cpu()
+    await asyncio.sleep(max(0.0, end - time.perf_counter()))
+    return cpu() - before
+
+
+def with_cpu(trial: Trial, cpu_seconds: float | None) -> Trial:
+    per_request = None if cpu_seconds is None or not trial.completed else cpu_seconds / trial.completed * 1e6
+    return replace(trial, cpu_us_per_req=per_request, loadavg_1m=os.getloadavg()[0])
+
+
+def cpu_probe(pid: int) -> CpuProbe:
+    """User + system CPU seconds of process ``pid`` so far (from /proc/<pid>/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stat = Path(f"/proc/{pid}/stat")
+
+    def read() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    return read
 
 
 async def fixed_rate(target: str, call: Call, *, rate: float, seconds: float, warmup: float = 1.0) -> Trial:
@@ -111,7 +148,7 @@ async def fixed_rate(target: str, call: Call, *, rate: float, seconds: float, wa
             k += 1
         await asyncio.sleep(max(0.0, origin + k / rate - time.perf_counter()))
     await asyncio.gather(*tasks)
-    return summarise(target, "rate", rate, latencies, errors, seconds)
+    return with_cpu(summarise(target, "rate", rate, latencies, errors, seconds), None)
 
 
 # -- calls -------------------------------------------------------------------------------------

@@ -44,7 +44,14 @@ class BrokerResults:
             other = self.median(target)
             if cmn is not None and other is not None and other.rps > 0:
                 out[name] = cmn.rps / other.rps
+        cmn_cpu, naive_cpu = self.cpu_us_per_req(CMN), self.cpu_us_per_req(NAIVE)
+        if cmn_cpu and naive_cpu:
+            out["cpu_per_req cmn/naive"] = cmn_cpu / naive_cpu
         return out
+
+    def cpu_us_per_req(self, target: str) -> float | None:
+        costs = sorted(t.cpu_us_per_req for t in self.throughput.get(target, []) if t.cpu_us_per_req is not None)
+        return costs[len(costs) // 2] if costs else None
 
     def rate_trial(self, target: str, rate: float) -> Trial | None:
         return next((t for t in self.latency if t.target == target and abs(t.load - rate) < 1e-6), None)
@@ -60,6 +67,7 @@ class BrokerResults:
             "throughput_runs": {t: [x.as_dict() for x in runs] for t, runs in self.throughput.items()},
             "throughput_median": medians,
             "ratios": self.ratios(),
+            "cpu_us_per_req_median": {t: self.cpu_us_per_req(t) for t in TARGETS},
             "latency_fixed_rate": [t.as_dict() for t in self.latency],
             "gateway_added_p95_ms_at_low_rate": self.added_p95_ms(low_rate),
         }
@@ -67,19 +75,23 @@ class BrokerResults:
 
 def throughput_table(results: BrokerResults) -> str:
     lines = [
-        f"\n== {results.broker}: closed loop, median of {_runs(results)} runs ==",
-        f"{'target':<28} {'req/s':>8} {'min-max':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}",
+        f"\n== {results.broker}: closed loop, {_concurrency(results)} concurrent requesters, "
+        f"median of {_runs(results)} runs ==",
+        f"{'target':<28} {'req/s':>8} {'min-max':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'CPU us/req':>11}",
     ]
     for target in TARGETS:
         m = results.median(target)
         if m is None:
             continue
         low, high = spread(results.throughput[target])
+        errors = sum(t.errors for t in results.throughput[target])
         lines.append(
             f"{LABELS[target]:<28} {m.rps:>8.0f} {f'{low:.0f}-{high:.0f}':>13} {m.p50_ms:>8.1f} {m.p95_ms:>8.1f} "
-            f"{m.p99_ms:>8.1f} {sum(t.errors for t in results.throughput[target]):>7}"
+            f"{m.p99_ms:>8.1f} {errors:>7} {_cpu(results, target):>11}"
         )
     lines += [f"ratio {name:<22} {value:.2f}x" for name, value in results.ratios().items()]
+    lines.append("(CPU us/req: the serving process only - the upstream for raw HTTP; median over runs)")
     return "\n".join(lines)
 
 
@@ -101,11 +113,13 @@ def latency_table(results: BrokerResults, low_rate: float) -> str:
 def scale_table(scale: list[ScaleResult]) -> str:
     lines = [
         "\n== 10,000 concurrent requests, upstream holds each 1 s (RabbitMQ) ==",
-        f"{'target':<34} {'ok':>6} {'errors':>7} {'wall s':>7} {'peak RSS MB':>12}",
+        f"{'target':<34} {'ok':>6} {'errors':>7} {'wall s':>7} {'peak RSS MB':>12} {'CPU s':>6}",
     ]
     for r in scale:
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
-        lines.append(f"{r.target:<34} {r.ok:>6} {r.errors:>7} {r.wall_s:>7.2f} {rss:>12}")
+        cpu = f"{r.cpu_s:.1f}" if r.cpu_s is not None else "-"
+        codes = f"  {r.error_codes}" if r.error_codes else ""
+        lines.append(f"{r.target:<34} {r.ok:>6} {r.errors:>7} {r.wall_s:>7.2f} {rss:>12} {cpu:>6}{codes}")
     direct = next((r for r in scale if r.target.startswith("raw HTTP")), None)
     for r in scale:
         if direct is not None and r is not direct and direct.wall_s > 0:
@@ -128,6 +142,16 @@ def write_json(name: str, document: dict[str, Any]) -> Path:
     path = RESULTS / name
     path.write_bytes(orjson.dumps({**document, "machine": machine()}, option=orjson.OPT_INDENT_2))
     return path
+
+
+def _cpu(results: BrokerResults, target: str) -> str:
+    cost = results.cpu_us_per_req(target)
+    return "-" if cost is None else f"{cost:.0f}"
+
+
+def _concurrency(results: BrokerResults) -> str:
+    trials = next(iter(results.throughput.values()), [])
+    return f"{trials[0].load:.0f}" if trials else "?"
 
 
 def _runs(results: BrokerResults) -> int:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
 from gateway.client import GatewayClient, ReplyTimeoutError
+from tests.performance.bench_load import cpu_probe
 from tests.performance.bench_procs import Child, peak_rss_mb, raise_fd_limit, run_loop_main
 
 HOLD_PATH = "/hold?ms=1000"
@@ -35,6 +38,8 @@ class ScaleResult:
     errors: int
     wall_s: float
     peak_rss_mb: float | None
+    error_codes: dict[str, int] = field(default_factory=dict)  # reply error code (or "no_reply") → count
+    cpu_s: float | None = None  # CPU seconds the serving process spent on the trial
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,17 +61,13 @@ async def direct(url: str, count: int) -> ScaleResult:
             except (aiohttp.ClientError, TimeoutError):
                 return False
 
-        started = time.perf_counter()
+        cpu = cpu_probe(os.getpid())
+        cpu_before, started = cpu(), time.perf_counter()
         results = await asyncio.gather(*(one() for _ in range(count)))
         wall = time.perf_counter() - started
     ok = sum(results)
-    return ScaleResult("raw HTTP (aiohttp direct)", count, ok, count - ok, wall, peak_rss_mb_self())
-
-
-def peak_rss_mb_self() -> float | None:
-    import os
-
-    return peak_rss_mb(os.getpid())
+    rss = peak_rss_mb(os.getpid())
+    return ScaleResult("raw HTTP (aiohttp direct)", count, ok, count - ok, wall, rss, {}, cpu() - cpu_before)
 
 
 async def run_direct(url: str, count: int) -> ScaleResult:
@@ -87,6 +88,7 @@ async def run_direct(url: str, count: int) -> ScaleResult:
 async def through_bus(target: str, client: GatewayClient, server: Child, count: int) -> ScaleResult:
     """Publish ``count`` requests at once through ``client`` and wait for every reply."""
     prefix = uuid.uuid4().hex[:12]
+    codes: collections.Counter[str] = collections.Counter()
 
     async def one(i: int) -> bool:
         rid = f"{prefix}-{i}"
@@ -101,15 +103,23 @@ async def through_bus(target: str, client: GatewayClient, server: Child, count: 
         try:
             reply = await client.send_raw(orjson.dumps(envelope), correlation_id=rid, timeout=SCALE_TIMEOUT)
         except ReplyTimeoutError:
+            codes["no_reply"] += 1
             return False
         decoded = orjson.loads(reply.body)
-        return decoded.get("error") is None and decoded.get("status") == 200
+        if decoded.get("error") is not None:
+            codes[decoded["error"].get("code", "?")] += 1
+            return False
+        if decoded.get("status") != 200:
+            codes[f"http_{decoded.get('status')}"] += 1
+            return False
+        return True
 
-    started = time.perf_counter()
+    cpu = cpu_probe(server.pid)
+    cpu_before, started = cpu(), time.perf_counter()
     results = await asyncio.gather(*(one(i) for i in range(count)))
     wall = time.perf_counter() - started
     ok = sum(results)
-    return ScaleResult(target, count, ok, count - ok, wall, server.peak_rss_mb())
+    return ScaleResult(target, count, ok, count - ok, wall, server.peak_rss_mb(), dict(codes), cpu() - cpu_before)
 
 
 def main() -> None:

@@ -48,9 +48,11 @@ class Knobs:
     """What every service under test is given, so they are compared on the same footing."""
 
     upstream_url: str
+    upstream_pid: int | None = None  # raw HTTP's serving process, for its CPU cost
     concurrency: int = 256  # naive prefetch / naive Kafka concurrency / CMN MAX_IN_FLIGHT
     pool_size: int = 256  # CMN POOL_SIZE (the naive gateways' aiohttp connector is unlimited)
     kafka_fetch_max_wait_ms: int = 1
+    cmn_variants: tuple[str, ...] = ()  # what-if experiments (bench_variant); () is CMN as it ships
 
 
 @dataclass
@@ -61,22 +63,38 @@ class Running:
     process: Child | None
     client: GatewayClient | None = None
 
+    @property
+    def serving_pid(self) -> int | None:
+        """The process whose CPU cost is charged to this target."""
+        return self.process.pid if self.process is not None else None
+
+
+@dataclass
+class RawHttp(Running):
+    pid: int | None = None
+
+    @property
+    def serving_pid(self) -> int | None:
+        return self.pid
+
 
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     return {**env, **extra}
 
 
-def gateway_child(env: dict[str, str], upstream_url: str, workdir: Path) -> Child:
+def gateway_child(env: dict[str, str], knobs: Knobs, workdir: Path) -> Child:
     upstreams = workdir / "upstreams.yaml"
-    upstreams.write_text(yaml.safe_dump({"upstreams": {UPSTREAM: {"endpoints": [upstream_url]}}}))
+    upstreams.write_text(yaml.safe_dump({"upstreams": {UPSTREAM: {"endpoints": [knobs.upstream_url]}}}))
     base = {
         "CMN_UPSTREAMS_FILE": str(upstreams),
         "ENABLE_METRICS": "false",
         "LOG_LEVEL": "WARNING",
         "LOG_FORMAT": "json",
     }
-    return Child("cmn serve", ["-m", "gateway.cli", "serve"], env=child_env({**base, **env}), ready="cmn serving")
+    args = ["-m", "tests.performance.bench_variant", *knobs.cmn_variants] if knobs.cmn_variants else []
+    args = args or ["-m", "gateway.cli", "serve"]
+    return Child("cmn serve", args, env=child_env({**base, **env}), ready="cmn serving")
 
 
 def rabbit_env(queue: str, knobs: Knobs) -> dict[str, str]:
@@ -104,9 +122,9 @@ def service_child(broker: str, target: str, where: str, knobs: Knobs, workdir: P
     """The serving process of a bus target; ``where`` is the queue (RabbitMQ) or bootstrap|topic (Kafka)."""
     if target == CMN:
         if broker == "rabbitmq":
-            return gateway_child(rabbit_env(where, knobs), knobs.upstream_url, workdir)
+            return gateway_child(rabbit_env(where, knobs), knobs, workdir)
         bootstrap, topic = where.split("|")
-        return gateway_child(kafka_env(bootstrap, topic, knobs), knobs.upstream_url, workdir)
+        return gateway_child(kafka_env(bootstrap, topic, knobs), knobs, workdir)
     module = "tests.performance.bench_echo" if target == RAW_BROKER else "tests.performance.bench_naive"
     if broker == "rabbitmq":
         args = [broker, "--queue", where, "--prefetch", str(knobs.concurrency)]
@@ -135,7 +153,7 @@ async def started(broker: str, target: str, knobs: Knobs) -> AsyncIterator[Runni
         async with http_session(knobs.concurrency) as session:
             call = http_call(session, knobs.upstream_url + "/echo")
             await first_reply(call)
-            yield Running(call, None)
+            yield RawHttp(call, None, pid=knobs.upstream_pid)
         return
     async with AsyncExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cmn-bench-")))

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
-from tests.performance.bench_load import closed_loop, fixed_rate
+from tests.performance.bench_load import Trial, closed_loop, cpu_probe, fixed_rate, median_trial, spread
 from tests.performance.bench_procs import Child, raise_fd_limit, run_loop_main
 from tests.performance.bench_report import (
     RESULTS,
@@ -52,20 +52,27 @@ class Plan:
 
 
 @asynccontextmanager
-async def upstream() -> AsyncIterator[str]:
+async def upstream() -> AsyncIterator[Knobs]:
+    """A fresh upstream process; yields the knobs that point every target at it."""
     async with Child("upstream", ["-m", "tests.performance.bench_upstream"]) as child:
-        yield f"http://127.0.0.1:{child.ready_line.split()[1]}"
+        yield Knobs(f"http://127.0.0.1:{child.ready_line.split()[1]}", upstream_pid=child.pid)
 
 
 async def measure_broker(broker: str, plan: Plan) -> BrokerResults:
     results = BrokerResults(broker)
-    async with upstream() as url:
-        knobs = Knobs(url, concurrency=plan.concurrency, pool_size=plan.concurrency)
+    async with upstream() as base:
+        knobs = replace(base, concurrency=plan.concurrency, pool_size=plan.concurrency)
         for run in range(plan.runs):
             for target in TARGETS:  # interleaved, so a noisy minute hits every target alike
                 async with started(broker, target, knobs) as running:
+                    pid = running.serving_pid
                     trial = await closed_loop(
-                        target, running.call, concurrency=plan.concurrency, seconds=plan.seconds, warmup=plan.warmup
+                        target,
+                        running.call,
+                        concurrency=plan.concurrency,
+                        seconds=plan.seconds,
+                        warmup=plan.warmup,
+                        cpu=cpu_probe(pid) if pid else None,
                     )
                 results.throughput.setdefault(target, []).append(trial)
                 print(
@@ -99,15 +106,61 @@ async def measure_scale(plan: Plan) -> list[ScaleResult]:
     """Issue 3: 10,000 requests at once, each held 1 s by the upstream; a fresh upstream per way."""
     count = plan.scale_requests
     out: list[ScaleResult] = []
-    async with upstream() as url:
-        out.append(await run_direct(url, count))
+    async with upstream() as base:
+        out.append(await run_direct(base.upstream_url, count))
     for target, label in ((NAIVE, "naive aio-pika (prefetch 10,000)"), (CMN, "CMN gateway (MAX_IN_FLIGHT 10,000)")):
-        async with upstream() as url, started("rabbitmq", target, Knobs(url, count, count)) as running:
-            assert running.client is not None and running.process is not None
-            result = await through_bus(label, running.client, running.process, count)
+        async with upstream() as base:
+            knobs = replace(base, concurrency=count, pool_size=count)
+            async with started("rabbitmq", target, knobs) as running:
+                assert running.client is not None
+                assert running.process is not None
+                result = await through_bus(label, running.client, running.process, count)
         out.append(result)
         print(f"[scale] {label}: {result.ok}/{count} ok in {result.wall_s:.2f} s, peak RSS {result.peak_rss_mb} MB")
     return out
+
+
+async def measure_what_if(broker: str, plan: Plan, variants: list[str]) -> dict[str, list[Trial]]:
+    """CMN as it ships beside CMN with experimental changes (bench_variant), interleaved runs."""
+    labels = {"cmn": ()} | {f"cmn+{v}": tuple(v.split("+")) for v in variants}
+    out: dict[str, list[Trial]] = {label: [] for label in labels}
+    async with upstream() as base:
+        for run in range(plan.runs):
+            for label, chosen in labels.items():
+                knobs = replace(base, concurrency=plan.concurrency, pool_size=plan.concurrency, cmn_variants=chosen)
+                async with started(broker, CMN, knobs) as running:
+                    pid = running.serving_pid
+                    trial = await closed_loop(
+                        label,
+                        running.call,
+                        concurrency=plan.concurrency,
+                        seconds=plan.seconds,
+                        warmup=plan.warmup,
+                        cpu=cpu_probe(pid) if pid else None,
+                    )
+                out[label].append(trial)
+                print(
+                    f"[{broker} what-if run {run + 1}/{plan.runs}] {label:<24} {trial.rps:8.0f} req/s "
+                    f"CPU {trial.cpu_us_per_req or 0:6.0f} us/req",
+                    flush=True,
+                )
+    return out
+
+
+def what_if_table(broker: str, results: dict[str, list[Trial]]) -> str:
+    lines = [
+        f"\n== {broker}: what-if (experimental changes to CMN, not how it ships) ==",
+        f"{'variant':<28} {'req/s':>8} {'min-max':>13} {'p95 ms':>8} {'CPU us/req':>11}",
+    ]
+    base = median_trial(results["cmn"]).rps if results.get("cmn") else 0.0
+    for label, trials in results.items():
+        m = median_trial(trials)
+        low, high = spread(trials)
+        costs = sorted(t.cpu_us_per_req for t in trials if t.cpu_us_per_req is not None)
+        cpu = f"{costs[len(costs) // 2]:.0f}" if costs else "-"
+        ratio = f"  ({m.rps / base:.2f}x)" if base else ""
+        lines.append(f"{label:<28} {m.rps:>8.0f} {f'{low:.0f}-{high:.0f}':>13} {m.p95_ms:>8.1f} {cpu:>11}{ratio}")
+    return "\n".join(lines)
 
 
 def update_json(section: str, value: Any) -> None:
@@ -175,8 +228,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument("--no-scale", action="store_true", help="Skip the 10,000-concurrency trial.")
     parser.add_argument("--scale-only", action="store_true")
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        metavar="VARIANT",
+        help="Instead of the benchmark: CMN beside CMN+VARIANT (see bench_variant; join several with '+').",
+    )
     args = parser.parse_args()
     plan = replace(defaults, runs=args.runs, seconds=args.seconds, concurrency=args.concurrency)
+    if args.what_if:
+        for broker in args.broker or BROKERS:
+            found = run(measure_what_if(broker, plan, args.what_if))
+            print(what_if_table(broker, found))
+            update_json(f"what_if_{broker}", {k: [t.as_dict() for t in v] for k, v in found.items()})
+        return
     if not args.scale_only:
         for broker in args.broker or BROKERS:
             report_broker(run(measure_broker(broker, plan)), plan)

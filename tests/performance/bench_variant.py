@@ -1,0 +1,83 @@
+"""``cmn serve`` with one experimental change, to measure what a suspected hot spot costs.
+
+    python -m tests.performance.bench_variant VARIANT [VARIANT ...]
+
+Nothing here is how CMN runs: these are what-if measurements for the profile report, each named
+for what it changes. The gateway code itself is untouched; the change is applied in this process
+before ``gateway.cli`` starts.
+
+    gc-stats        unchanged, but reports the time spent in the garbage collector on exit
+    gc-tuned        gc.freeze() of everything imported at start-up and a 50,000-allocation young generation
+    no-telemetry    request telemetry events are observed but never published (nor confirmed)
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+VARIANTS = ("gc-stats", "gc-tuned", "no-telemetry")
+
+
+def gc_stats() -> None:
+    """Sum the collector's pauses; printed at exit (and every 10 s) as ``GC <seconds> in <n> collections``."""
+    import atexit
+
+    spent = {"total": 0.0, "count": 0.0, "started": 0.0, "reported": time.perf_counter()}
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if phase == "start":
+            spent["started"] = now
+            return
+        spent["total"] += now - spent["started"]
+        spent["count"] += 1
+        if now - spent["reported"] > 10:
+            spent["reported"] = now
+            report()
+
+    def report() -> None:
+        print(f"GC {spent['total']:.3f} s in {spent['count']:.0f} collections", flush=True)
+
+    gc.callbacks.append(callback)
+    atexit.register(report)
+
+
+def gc_tuned() -> None:
+    import gateway.app
+    import gateway.cli  # noqa: F401
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
+def no_telemetry() -> None:
+    from gateway.telemetry.service import TelemetryService
+
+    async def skip(self: TelemetryService, publisher: Any, event_type: str, body: bytes, headers: Any) -> None:
+        return None
+
+    TelemetryService._publish_confirmed = skip  # type: ignore[method-assign]  # the experiment itself
+
+
+APPLY: dict[str, Callable[[], None]] = {"gc-stats": gc_stats, "gc-tuned": gc_tuned, "no-telemetry": no_telemetry}
+
+
+def main() -> None:
+    names = sys.argv[1:]
+    unknown = [n for n in names if n not in APPLY]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    for name in names:
+        APPLY[name]()
+    from gateway.cli import main as cmn
+
+    sys.argv = ["cmn", "serve"]
+    cmn()
+
+
+if __name__ == "__main__":
+    main()
