@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
@@ -21,12 +22,16 @@ from gateway.bus.kafka_records import (
 class KafkaProducerLink:
     """One confirmed (acks=all) producer. ``send`` returns once the broker has the record."""
 
-    def __init__(self, options: KafkaOptions, *, linger_ms: int = 2) -> None:
+    def __init__(self, options: KafkaOptions, *, linger_ms: int = 2, max_tracked_topics: int = 512) -> None:
         self._options = options
         self._linger_ms = linger_ms
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        self._tracked: set[str] = set()
+        # Topics whose metadata aiokafka keeps fresh, least recently written first. Bounded: a
+        # worker writes to one reply topic per client it ever served, and every metadata
+        # request carries the whole list.
+        self._tracked: OrderedDict[str, None] = OrderedDict()
+        self._max_tracked = max_tracked_topics
 
     async def start(self) -> AIOKafkaProducer:
         async with self._lock:
@@ -69,7 +74,9 @@ class KafkaProducerLink:
     ) -> None:
         producer = self._producer or await self.start()
         try:
-            if topic not in self._tracked:
+            if topic in self._tracked:
+                self._tracked.move_to_end(topic)
+            else:
                 await self._track(producer, topic)
             # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
             confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
@@ -81,8 +88,16 @@ class KafkaProducerLink:
         # aiokafka refreshes metadata only for topics it tracks. A topic it merely saw in the first
         # (all-topics, on Tansu) metadata is dropped by the next refresh, stranding its batches
         # until the request timeout; so register every topic we write before the first send.
-        self._tracked.add(topic)
-        await producer.client.add_topic(topic)
+        self._tracked[topic] = None
+        if len(self._tracked) > self._max_tracked:
+            self._tracked.popitem(last=False)
+            await producer.client.set_topics(list(self._tracked))
+        else:
+            await producer.client.add_topic(topic)
+
+    @property
+    def tracked_topics(self) -> list[str]:
+        return list(self._tracked)
 
     async def partitions_for(self, topic: str) -> set[int]:
         """Partitions of ``topic``; asking for its metadata makes an auto-creating broker create it."""

@@ -14,6 +14,8 @@ from aiokafka import TopicPartition
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessage
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka_producer import KafkaProducerLink
+from gateway.bus.kafka_records import KafkaOptions
 from tests.fixtures.kafka import (
     KafkaTransportFactory,
     TcpProxy,
@@ -326,6 +328,8 @@ async def test_revocation_commits_finished_work_before_another_member_takes_over
 CHILD = """
 import asyncio, sys
 from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka_producer import KafkaProducerLink
+from gateway.bus.kafka_records import KafkaOptions
 
 async def main(bootstrap, topic, group):
     transport = KafkaTransport(bootstrap, topic=topic, group_id=group, session_timeout_ms=1000,
@@ -437,3 +441,20 @@ async def test_publishing_to_a_topic_that_existed_before_the_producer_started(
     await asyncio.wait_for(asyncio.gather(transport.publish(to_old), transport.publish(to_new)), 10)
     records = await read_topic(kafka_bootstrap, old, until=lambda rs: len(rs) >= 2)
     assert sorted(r.value for r in records) == [b"earlier", b"reply"]
+
+
+async def test_the_producer_tracks_a_bounded_set_of_topics_and_still_writes_evicted_ones(
+    kafka_bootstrap: str,
+) -> None:
+    link = KafkaProducerLink(KafkaOptions(kafka_bootstrap), max_tracked_topics=2)
+    topics = [unique("t.lru") for _ in range(3)]
+    try:
+        for topic in topics:
+            await link.send(topic, b"one", key=None, headers={})
+        assert link.tracked_topics == topics[1:]
+        await link.send(topics[0], b"two", key=None, headers={})  # evicted: tracked again
+        assert link.tracked_topics == [topics[2], topics[0]]
+    finally:
+        await link.aclose()
+    records = await read_topic(kafka_bootstrap, topics[0], until=lambda rs: len(rs) >= 2)
+    assert sorted(r.value for r in records) == [b"one", b"two"]
