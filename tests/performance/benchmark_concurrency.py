@@ -4,7 +4,7 @@ An upstream process holds every request 1 s (``tests.performance.bench_upstream`
 Each trial is a fresh process, so its peak RSS is its own: ``direct`` is one aiohttp session with
 a connector limit of N (the limit of what this machine does), ``forwarder`` is CMN's
 ``build_forwarder`` with the pool sized to N. Both on uvloop, as ``cmn serve`` runs. Trials
-alternate (direct, forwarder, direct, forwarder) because the machine is shared and noisy.
+alternate (direct, forwarder, direct, ...; TRIALS of each) because the machine is shared and noisy.
 
     .venv/bin/pytest tests/performance/benchmark_concurrency.py -m benchmark -s
     python -m tests.performance.benchmark_concurrency --mode forwarder --url http://127.0.0.1:PORT
@@ -27,6 +27,7 @@ from tests.performance.bench_procs import REPO, Child, raise_fd_limit, run_loop_
 
 N = 10_000
 HOLD_MS = 1000
+TRIALS = 3
 
 
 async def direct(url: str, n: int) -> tuple[int, int]:
@@ -116,7 +117,7 @@ async def test_forwarder_holds_10000_concurrent_requests() -> None:
     raise_fd_limit()
     async with Child("upstream", ["-m", "tests.performance.bench_upstream"]) as upstream:
         url = f"http://127.0.0.1:{upstream.ready_line.split()[-1]}"
-        results = [await run_child(mode, url, N) for _ in range(2) for mode in ("direct", "forwarder")]
+        results = [await run_child(mode, url, N) for _ in range(TRIALS) for mode in ("direct", "forwarder")]
     report(results)
     for result in results:
         assert (result["ok"], result["errors"]) == (N, 0), result
