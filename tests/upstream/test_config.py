@@ -3,10 +3,74 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from gateway.upstream.config import EndpointConfig, UpstreamDefaults, UpstreamsFile
-from gateway.upstream.policies import pool_policy, route_policy
+from gateway.upstream.policies import breaker_policy, bulkhead_policy, pool_policy, rates, route_policy
+
+EVERY_SETTING = """
+upstreams:
+  payments:
+    endpoints:
+      - https://pay-a.internal:8443
+      - {url: https://pay-b.internal:8443, weight: 2}
+    load_balancer: least_request        # round_robin | weighted | random
+    pool: {max_size: 50, acquire_timeout: 5.0, idle_timeout: 30.0}   # max_size defaults to POOL_SIZE
+    timeouts: {connect: 2.0, attempt: 5.0}                           # defaults: CONNECTION_TIMEOUT, request timeout
+    retry:
+      attempts: 3                       # total, first included; default RETRY_ATTEMPTS
+      backoff_base: 0.025
+      backoff_max: 1.0
+      on_statuses: [502, 503, 504]
+      respect_retry_after: true
+      max_retry_after: 5.0
+      budget_ratio: 0.2                 # retries ≤ 20 % of requests over the window ...
+      budget_min_per_second: 10         # ... plus this floor
+      budget_window: 10
+    breaker:
+      window_type: count                # or time (window_size is then seconds)
+      window_size: 50
+      minimum_calls: 10
+      failure_rate_threshold: 50
+      slow_call_rate_threshold: 100
+      slow_call_duration: 10
+      open_duration: 10
+      half_open_calls: 3
+      failure_on: [connect_error, timeout, reset, 5xx]
+    outlier_detection:
+      consecutive_failures: 5
+      base_ejection_time: 5
+      max_ejection_time: 300
+      max_ejection_percent: 50
+    health_check: {path: /healthz, interval: 5, timeout: 2, healthy_threshold: 2, unhealthy_threshold: 3}
+    limits: {max_concurrent: 500, max_queued: 100, max_request_bytes: 1048576, max_response_bytes: 10485760}
+    rate_limit:
+      upstream: {rate: 200, burst: 400}
+      per_tenant: {rate: 20}
+      wait: false
+      shared: true                      # through Redis when REDIS_URL is set
+    tls: {ca_file: /etc/cmn/ca.pem, client_certificate: payments-client, min_version: "1.3", verify_hostname: true}
+  echo:
+    endpoints: [http://127.0.0.1:8080]
+"""
+
+
+def test_every_setting_of_the_documented_example_is_accepted_and_resolved() -> None:
+    config = UpstreamsFile.model_validate(yaml.safe_load(EVERY_SETTING)).upstreams["payments"]
+    defaults = UpstreamDefaults()
+    assert [e.weight for e in config.endpoints] == [1, 2]
+    assert pool_policy(config, defaults).max_size == 50
+    route = route_policy(config, defaults)
+    assert (route.connect_timeout, route.attempt_timeout, route.max_request_bytes) == (2.0, 5.0, 1048576)
+    assert route.retry.on_statuses == frozenset({502, 503, 504})
+    breaker = breaker_policy(config)
+    assert breaker is not None and breaker.failure_on == frozenset({"connect_error", "timeout", "reset", "5xx"})
+    assert bulkhead_policy(config) is not None
+    upstream_rate, tenant_rate = rates(config)
+    assert upstream_rate is not None and (upstream_rate.rate, upstream_rate.burst) == (200, 400)
+    assert tenant_rate is not None and tenant_rate.burst == 20  # burst defaults to the rate
+    assert config.tls is not None and config.tls.client_certificate == "payments-client"
 
 
 def test_minimal_form_normalises_bare_urls() -> None:
