@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessage
 from gateway.bus.embedded import EmbeddedBroker
@@ -458,3 +459,33 @@ async def test_the_producer_tracks_a_bounded_set_of_topics_and_still_writes_evic
         await link.aclose()
     records = await read_topic(kafka_bootstrap, topics[0], until=lambda rs: len(rs) >= 2)
     assert sorted(r.value for r in records) == [b"one", b"two"]
+
+
+async def test_a_member_without_partitions_is_still_ready(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    # More workers than partitions is a healthy deployment: the idle one must not fail /readyz.
+    topic = unique("t.one-partition")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+    finally:
+        await admin.close()
+    first = kafka_transport(topic=topic)
+    second = kafka_transport(topic=topic, group_id=first.group_id)
+    handlers = [Recorder(first, 1), Recorder(second, 1)]
+    await first.start(handlers[0])
+    await second.start(handlers[1])
+
+    async def both_ready() -> bool:
+        return first.ready and second.ready
+
+    await wait_until(both_ready, 15)
+    await produce(kafka_bootstrap, topic, [b"only one member gets this"])
+    await asyncio.wait_for(
+        asyncio.wait([asyncio.create_task(h.wait()) for h in handlers], return_when="FIRST_COMPLETED"), 15
+    )
+    assert sorted(len(h.deliveries) for h in handlers) == [0, 1]
+    assert first.ready
+    assert second.ready
