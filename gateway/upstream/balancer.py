@@ -1,4 +1,4 @@
-"""Load balancers: pick one host among the available ones, in O(1) per pick (weighted: O(log n)).
+"""Load balancers: pick one host among the available ones, in O(1) per pick (weighted: O(hosts)).
 
 ``least_request`` is Envoy's default: sample two hosts at random and take the one with fewer
 requests in flight relative to its weight, which avoids herding onto one "least loaded" host
@@ -54,8 +54,23 @@ class RoundRobin:
         return "<RoundRobin>"
 
 
+class UniformRandom:
+    """Random, ignoring weights (Envoy's RANDOM)."""
+
+    __slots__ = ("_rng",)
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def pick(self, hosts: Sequence[Host]) -> Host:
+        return hosts[self._rng.randrange(len(hosts))]
+
+    def __repr__(self) -> str:
+        return "<UniformRandom>"
+
+
 class WeightedRandom:
-    """Random, proportional to weight; with equal weights this is plain random."""
+    """Random, proportional to weight (O(hosts) per pick; upstreams have a handful)."""
 
     __slots__ = ("_rng",)
 
@@ -77,4 +92,6 @@ def make_balancer(kind: LoadBalancer, rng: random.Random) -> Balancer:
         return LeastRequest(rng)
     if kind == "round_robin":
         return RoundRobin()
+    if kind == "random":
+        return UniformRandom(rng)
     return WeightedRandom(rng)

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.errors import CircuitOpenError
 from gateway.testing import FakeClock
-from gateway.upstream.balancer import LeastRequest, RoundRobin, WeightedRandom
+from gateway.upstream.balancer import LeastRequest, RoundRobin, WeightedRandom, make_balancer
 from gateway.upstream.breaker import BreakerPolicy, CircuitBreaker
 from gateway.upstream.cluster import Cluster
 from gateway.upstream.host import Host
@@ -43,6 +43,13 @@ def test_round_robin_cycles() -> None:
     hosts = [Host("a"), Host("b"), Host("c")]
     rr = RoundRobin()
     assert [rr.pick(hosts).url for _ in range(6)] == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_random_ignores_weights() -> None:
+    hosts = [Host("a", weight=1), Host("b", weight=4)]
+    lb = make_balancer("random", random.Random(5))
+    counts = Counter(lb.pick(hosts).url for _ in range(5000))
+    assert 0.45 <= counts["b"] / 5000 <= 0.55
 
 
 def test_weighted_random_follows_weights() -> None:

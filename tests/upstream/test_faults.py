@@ -178,3 +178,48 @@ async def test_reset_mid_response_is_retried_elsewhere_only_when_replayable(star
     assert get.status == 200 and get.attempts == 2 and get.endpoint == healthy.url
     assert json.loads(get.body)["method"] == "GET"
     assert resetting.requests == 2  # one GET attempt, one POST attempt: the POST was not replayed
+
+
+class KeepAliveFailing:
+    """Answers every request 500 on a keep-alive connection; counts connections opened and closed by the client."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.opened += 1
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed += 1
+        finally:
+            writer.close()
+
+
+async def test_ejection_closes_the_endpoints_idle_connections(start_upstream: StartUpstream) -> None:
+    failing = KeepAliveFailing()
+    server = await asyncio.start_server(failing.handle, "127.0.0.1", 0)
+    bad = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    good = await start_upstream()
+    observer = RecordingObserver()
+    config = {
+        "endpoints": [bad, good.url],
+        "load_balancer": "round_robin",
+        "retry": {"attempts": 1},
+        "outlier_detection": {"consecutive_failures": 2, "base_ejection_time": 30},
+    }
+    async with server, forwarder(observer, **config) as fwd:
+        statuses = [(await fwd.forward(outbound())).status for _ in range(4)]
+        assert failing.opened >= 1
+        for _ in range(100):  # the close happens in a task: give it a moment
+            if failing.closed == failing.opened:
+                break
+            await asyncio.sleep(0.01)
+        closed_while_running = failing.closed
+    assert statuses == [500, 200, 500, 200]
+    assert [e.endpoint for e in events_of(observer, EndpointEjected)] == [bad]
+    assert closed_while_running == failing.opened  # not left idle for the 30 s keep-alive
