@@ -32,9 +32,12 @@ class KafkaProducerLink:
         # request carries the whole list.
         self._tracked: OrderedDict[str, None] = OrderedDict()
         self._max_tracked = max_tracked_topics
+        self._closed = False
 
     async def start(self) -> AIOKafkaProducer:
         async with self._lock:
+            if self._closed:
+                raise KafkaPublishError("the Kafka producer is closed")
             if self._producer is None:
                 # No enable_idempotence: Tansu rejects InitProducerId. linger batches replies, which
                 # Tansu's memory store needs (it stalls under many one-record batches).
@@ -107,11 +110,12 @@ class KafkaProducerLink:
         return set(await producer.partitions_for(topic))
 
     async def aclose(self) -> None:
+        self._closed = True
         self._tracked.clear()
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
 
     def __repr__(self) -> str:
-        state = "started" if self._producer is not None else "idle"
-        return f"<KafkaProducerLink {self._options.bootstrap} acks=all {state}>"
+        state = "closed" if self._closed else ("started" if self._producer is not None else "idle")
+        return f"<KafkaProducerLink {self._options.bootstrap} acks=all {state}, {len(self._tracked)} topics>"

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
 from gateway.bus.kafka_producer import KafkaProducerLink
@@ -107,9 +107,7 @@ class KafkaRequester:
         )
         self._reader = asyncio.create_task(self._read(self._consumer, on_reply), name="kafka-replies")
 
-    async def send(
-        self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]
-    ) -> None:
+    async def send(self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]) -> None:
         all_headers = {**headers, REPLY_TO: self._reply_topic, CORRELATION_ID: correlation_id}
         all_headers[CONTENT_TYPE] = content_type
         await self._producer.send(self._topic, body, key=correlation_id.encode(), headers=all_headers)
@@ -133,6 +131,11 @@ class KafkaRequester:
                 backoff = 0.05
             except KafkaError as exc:
                 log.warning("kafka_reply_read_failed", error=repr(exc), retry_in=backoff)
+                await self._clock.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except Exception:  # the reader must outlive a bug; replies would stop for good
+                log.exception("kafka_reply_reader_crashed", retry_in=backoff)
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
@@ -218,9 +221,13 @@ class KafkaTelemetryStream:
         if self._closed:
             raise StopAsyncIteration
         await self.start()
-        assert self._consumer is not None
+        consumer = self._consumer
+        assert consumer is not None
         while not self._buffer:
-            batch = await self._consumer.getmany(timeout_ms=1000)
+            try:
+                batch = await consumer.getmany(timeout_ms=1000)
+            except ConsumerStoppedError:
+                raise StopAsyncIteration from None  # closed from another task while waiting
             for records in batch.values():
                 self._buffer.extend(record.value or b"" for record in records)
         return self._buffer.popleft()

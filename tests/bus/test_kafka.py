@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -16,7 +17,7 @@ from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessa
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions
+from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError
 from tests.fixtures.kafka import (
     KafkaTransportFactory,
     TcpProxy,
@@ -330,7 +331,7 @@ CHILD = """
 import asyncio, sys
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions
+from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError
 
 async def main(bootstrap, topic, group):
     transport = KafkaTransport(bootstrap, topic=topic, group_id=group, session_timeout_ms=1000,
@@ -489,3 +490,12 @@ async def test_a_member_without_partitions_is_still_ready(
     assert sorted(len(h.deliveries) for h in handlers) == [0, 1]
     assert first.ready
     assert second.ready
+
+
+async def test_publishing_after_close_fails_instead_of_reconnecting(kafka_transport: KafkaTransportFactory) -> None:
+    transport = kafka_transport()
+    await transport.publish(OutboundMessage(unique("t.x"), b"1", "application/json", None))
+    await transport.aclose()
+    with pytest.raises(KafkaPublishError, match="closed"):
+        await transport.publish(OutboundMessage(unique("t.x"), b"2", "application/json", None))
+    assert "closed" in repr(transport)

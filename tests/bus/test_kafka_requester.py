@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from gateway.bus.base import Delivery, Handler, OutboundMessage, ReplyMessage
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
@@ -119,3 +120,15 @@ async def test_telemetry_stream_yields_events_published_by_the_transport(
             break
     await replay.aclose()
     assert sorted(seen) == sorted(events)
+
+
+async def test_closing_a_telemetry_stream_ends_an_iteration_waiting_on_it(
+    kafka_requester: RequesterFactory,
+) -> None:
+    stream = kafka_requester().telemetry()
+    await stream.start()
+    waiting = asyncio.create_task(stream.__anext__())
+    await asyncio.sleep(0.2)  # parked in a fetch: nothing is published
+    await stream.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 5)
