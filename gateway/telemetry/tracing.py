@@ -208,12 +208,14 @@ def configure_tracing(
     protocol: OtlpProtocol = "http",
     sampling_ratio: float = 1.0,
     service_name: str = "cmn-gateway",
+    export_interval: float = 5.0,
 ) -> TracingHandle:
     """Builds tracing for ``OTLP_ENDPOINT``; ``None`` turns it off entirely.
 
     Call it before any ``aiohttp.ClientSession`` is created: the instrumentation hooks sessions
     as they are constructed. Sampling is parent-based: a request whose publisher sampled its
-    trace is always traced; new traces are kept with probability ``sampling_ratio``.
+    trace is always traced; new traces are kept with probability ``sampling_ratio``. Finished
+    spans leave in batches every ``export_interval`` seconds (or sooner, when a batch fills).
     """
     if not endpoint:
         return TracingHandle(NoopRequestTracer())
@@ -223,7 +225,8 @@ def configure_tracing(
         resource=Resource.create({SERVICE_NAME: service_name}),
         sampler=ParentBased(NoRootClientSpans(TraceIdRatioBased(sampling_ratio))),
     )
-    provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint, protocol)))
+    exporter = _exporter(endpoint, protocol)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=export_interval * 1000))
     instrumentor = AioHttpClientInstrumentor()
     owns_instrumentation = not instrumentor.is_instrumented_by_opentelemetry
     if owns_instrumentation:

@@ -213,6 +213,15 @@ async def test_closing_stops_instrumenting_new_sessions(otlp_receiver: OtlpRecei
     assert "traceparent" not in {k.lower() for k in seen}
 
 
+async def test_spans_leave_on_their_own_after_the_export_interval(otlp_receiver: OtlpReceiver) -> None:
+    handle = configure_tracing(otlp_receiver.endpoint, export_interval=0.05)
+    async with handle:
+        with handle.tracer.producer_span(name="unflushed", transport="kafka"):
+            pass
+        (span,) = await otlp_receiver.wait_for(1, within=5)  # no flush(): the batch timer sent it
+    assert span.name == "unflushed"
+
+
 def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         configure_tracing("http://127.0.0.1:4318", sampling_ratio=1.5)
