@@ -50,6 +50,7 @@ class Trial:
     # tenants of a shared machine disturb far less than throughput. None when not measured.
     cpu_us_per_req: float | None = None
     loadavg_1m: float | None = None  # the machine's load at the end of the run, for context
+    loadgen_cpu_share: float | None = None  # the load generator's CPU over the window, in cores (1.0 = saturated)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +79,7 @@ async def closed_loop(
     start = time.perf_counter() + warmup
     end = start + seconds
     cpu_window = asyncio.create_task(_cpu_between(cpu, start, end))
+    own_window = asyncio.create_task(_cpu_between(time.process_time, start, end))
 
     async def requester() -> None:
         nonlocal errors
@@ -92,7 +94,8 @@ async def closed_loop(
 
     await asyncio.gather(*(requester() for _ in range(concurrency)))
     trial = summarise(target, "closed", concurrency, latencies, errors, seconds)
-    return with_cpu(trial, await cpu_window)
+    own = await own_window
+    return replace(with_cpu(trial, await cpu_window), loadgen_cpu_share=None if own is None else own / seconds)
 
 
 async def _cpu_between(cpu: CpuProbe | None, start: float, end: float) -> float | None:

@@ -78,7 +78,7 @@ def throughput_table(results: BrokerResults) -> str:
         f"\n== {results.broker}: closed loop, {_concurrency(results)} concurrent requesters, "
         f"median of {_runs(results)} runs ==",
         f"{'target':<28} {'req/s':>8} {'min-max':>13} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-        f"{'errors':>7} {'CPU us/req':>11}",
+        f"{'errors':>7} {'CPU us/req':>11} {'loadgen':>8}",
     ]
     for target in TARGETS:
         m = results.median(target)
@@ -88,10 +88,13 @@ def throughput_table(results: BrokerResults) -> str:
         errors = sum(t.errors for t in results.throughput[target])
         lines.append(
             f"{LABELS[target]:<28} {m.rps:>8.0f} {f'{low:.0f}-{high:.0f}':>13} {m.p50_ms:>8.1f} {m.p95_ms:>8.1f} "
-            f"{m.p99_ms:>8.1f} {errors:>7} {_cpu(results, target):>11}"
+            f"{m.p99_ms:>8.1f} {errors:>7} {_cpu(results, target):>11} {_share(m):>8}"
         )
     lines += [f"ratio {name:<22} {value:.2f}x" for name, value in results.ratios().items()]
-    lines.append("(CPU us/req: the serving process only - the upstream for raw HTTP; median over runs)")
+    lines.append(
+        "(CPU us/req: the serving process only - the upstream for raw HTTP - median over runs; "
+        "loadgen: the load generator's CPU in cores during the median run)"
+    )
     return "\n".join(lines)
 
 
@@ -147,6 +150,10 @@ def write_json(name: str, document: dict[str, Any]) -> Path:
 def _cpu(results: BrokerResults, target: str) -> str:
     cost = results.cpu_us_per_req(target)
     return "-" if cost is None else f"{cost:.0f}"
+
+
+def _share(trial: Trial) -> str:
+    return "-" if trial.loadgen_cpu_share is None else f"{trial.loadgen_cpu_share:.2f}"
 
 
 def _concurrency(results: BrokerResults) -> str:
