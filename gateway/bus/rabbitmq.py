@@ -24,6 +24,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from gateway.bus.base import ERROR_HEADER, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
+from gateway.bus.rabbitmq_coalesce import CoalesceStats
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq_recovery import Resubscriber
 from gateway.bus.rabbitmq_topology import (
@@ -81,6 +82,7 @@ class RabbitTransport:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = False
+        self.write_stats = CoalesceStats()
         self.subscriptions = 0  # 1 after start, one more after every recovery
         self.received = 0
         self.settled = 0
@@ -118,6 +120,7 @@ class RabbitTransport:
             ssl_context=self._ssl_context,
             reconnect_interval=self._reconnect_interval,
             name=f"{self._instance} gateway",
+            write_stats=self.write_stats,
         )
         publish_channel = await self._connection.channel(publisher_confirms=True)
         self._publisher = ConfirmedPublisher(publish_channel, give_up_after=self._publish_timeout, clock=self._clock)

@@ -22,6 +22,7 @@ from aiormq.abc import AbstractConnection
 from pamqp.commands import Basic
 
 from gateway.bus.base import REQUESTS, TELEMETRY
+from gateway.bus.rabbitmq_coalesce import CoalesceStats, coalesce_writes
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,14 @@ class Topology:
 
 
 async def connect(
-    url: str, *, ssl_context: ssl.SSLContext | None, reconnect_interval: float, name: str
+    url: str,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    reconnect_interval: float,
+    name: str,
+    write_stats: CoalesceStats | None = None,
 ) -> AbstractRobustConnection:
-    """A robust connection: reconnects on loss and reopens the channels made from it."""
+    """A robust connection (reconnects on loss, reopens its channels) writing frames coalesced."""
     options: dict[str, Any] = {"reconnect_interval": reconnect_interval}
     if ssl_context is not None:
         options["ssl_context"] = ssl_context
@@ -65,6 +71,14 @@ async def connect(
     connection: AbstractRobustConnection = await aio_pika.connect_robust(
         url, client_properties={"connection_name": name}, **options
     )
+
+    def coalesce(*_: object) -> None:
+        # Every reconnect brings a new aiormq connection with a write queue of its own.
+        if connection.transport is not None:
+            coalesce_writes(connection.transport.connection, write_stats)
+
+    coalesce()
+    connection.reconnect_callbacks.add(coalesce)
     return connection
 
 
