@@ -1,7 +1,7 @@
 """The Kafka transport: requests from a consumer group, replies/telemetry/dead letters via one producer.
 
 Each record runs its handler as a task, at most ``max_in_flight`` at once: when full, the
-assigned partitions are paused, and resumed once a handler finishes. Offsets are committed per
+assigned partitions are paused, and resumed once a quarter of the slots are free again. Offsets are committed per
 partition only up to the oldest unfinished record (``OffsetBook``), every ``commit_interval_ms``,
 on partition revocation and on drain, so out-of-order completion never skips a request.
 """
@@ -30,7 +30,7 @@ from gateway.bus.base import (
 )
 from gateway.bus.kafka_offsets import OffsetBook
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError, to_delivery
+from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError, to_delivery
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
@@ -121,7 +121,7 @@ class KafkaTransport:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
-            raise KafkaPublishError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
+            raise KafkaUnavailableError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
         self._consumer = consumer
         self._consuming = True
         self._poll_task = asyncio.create_task(self._poll_loop(consumer), name="kafka-poll")
@@ -267,7 +267,7 @@ class KafkaTransport:
             log.exception("kafka_handler_crashed", token=repr(delivery.token))
             try:
                 await self.dead_letter(delivery, f"internal: handler crashed: {type(exc).__name__}")
-            except KafkaPublishError:
+            except KafkaUnavailableError:
                 log.exception("kafka_dead_letter_failed", token=repr(delivery.token))
                 return  # stays unsettled: comes again after a restart or rebalance
             await self.settle(delivery)

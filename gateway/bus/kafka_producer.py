@@ -13,7 +13,7 @@ from gateway.bus.base import OutboundMessage
 from gateway.bus.kafka_records import (
     KafkaHeaders,
     KafkaOptions,
-    KafkaPublishError,
+    KafkaUnavailableError,
     encode_headers,
     message_headers,
 )
@@ -37,7 +37,7 @@ class KafkaProducerLink:
     async def start(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._closed:
-                raise KafkaPublishError("the Kafka producer is closed")
+                raise KafkaUnavailableError("the Kafka producer is closed")
             if self._producer is None:
                 # No enable_idempotence: Tansu rejects InitProducerId. linger batches replies, which
                 # Tansu's memory store needs (it stalls under many one-record batches).
@@ -51,7 +51,7 @@ class KafkaProducerLink:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
-                    raise KafkaPublishError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
+                    raise KafkaUnavailableError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
                 self._producer = producer
             return self._producer
 
@@ -85,7 +85,7 @@ class KafkaProducerLink:
             confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
             await confirmed
         except KafkaError as exc:
-            raise KafkaPublishError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
+            raise KafkaUnavailableError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
 
     async def _track(self, producer: AIOKafkaProducer, topic: str) -> None:
         # aiokafka refreshes metadata only for topics it tracks. A topic it merely saw in the first

@@ -21,8 +21,9 @@ REPLY_TO = "reply_to"
 KafkaHeaders = list[tuple[str, bytes]]
 
 
-class KafkaPublishError(GatewayError):
-    """Kafka did not confirm a produce (acks=all). The request stays unsettled and comes again."""
+class KafkaUnavailableError(GatewayError):
+    """Kafka could not be reached, or did not confirm a produce (acks=all) in time, reconnects
+    included. A request whose reply hits this stays unsettled and comes again."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessa
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError
+from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError
 from tests.fixtures.kafka import (
     KafkaTransportFactory,
     TcpProxy,
@@ -331,7 +331,7 @@ CHILD = """
 import asyncio, sys
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaPublishError
+from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError
 
 async def main(bootstrap, topic, group):
     transport = KafkaTransport(bootstrap, topic=topic, group_id=group, session_timeout_ms=1000,
@@ -496,6 +496,6 @@ async def test_publishing_after_close_fails_instead_of_reconnecting(kafka_transp
     transport = kafka_transport()
     await transport.publish(OutboundMessage(unique("t.x"), b"1", "application/json", None))
     await transport.aclose()
-    with pytest.raises(KafkaPublishError, match="closed"):
+    with pytest.raises(KafkaUnavailableError, match="closed"):
         await transport.publish(OutboundMessage(unique("t.x"), b"2", "application/json", None))
     assert "closed" in repr(transport)
