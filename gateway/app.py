@@ -95,6 +95,7 @@ class Gateway:
         self.forwarder: Forwarder | None = None
         self.telemetry: TelemetryService | None = None
         self.metrics: Any = None  # gateway.telemetry.metrics.Metrics when ENABLE_METRICS
+        self.tracing: Any = None  # gateway.telemetry.tracing.TracingHandle
         self.metrics_registry: Any = None  # prometheus_client.CollectorRegistry when ENABLE_METRICS
         self.metrics_port: int | None = None
         self.embedded_bootstrap: str | None = None
@@ -159,6 +160,11 @@ class Gateway:
             dedupe=Deduplicator(store, settings.idempotency_ttl),
             max_request_bytes=settings.max_request_bytes,
         )
+
+    async def flush_traces(self) -> None:
+        """Export finished spans now (tests and shutdown; normally they leave in batches)."""
+        if self.tracing is not None:
+            await self.tracing.flush()
 
     @property
     def ready(self) -> bool:

@@ -27,6 +27,7 @@ async def build_tracer(gw: Gateway) -> RequestTracer:
         service_name="cmn-gateway",
     )
     gw._stack.push_async_callback(handle.aclose)
+    gw.tracing = handle
     tracer: RequestTracer = handle.tracer
     return tracer
 

@@ -15,6 +15,7 @@ from gateway.clock import Clock, Deadline
 from gateway.errors import (
     CircuitOpenError,
     DeadlineExceededError,
+    GatewayError,
     PayloadTooLargeError,
     PoolExhaustedError,
     UpstreamError,
@@ -45,6 +46,11 @@ class _Attempt:
     result: HttpResult | None
     error: UpstreamError | None
     elapsed: float
+
+
+@dataclass(slots=True)
+class _Progress:
+    number: int = 0
 
 
 class Router:
@@ -93,7 +99,15 @@ class Router:
             raise DeadlineExceededError(f"deadline passed before the request to {self.name} was sent")
 
     async def _attempts(self, request: OutboundRequest) -> UpstreamResponse:
-        spent, number = 0.0, 0
+        progress = _Progress()
+        try:
+            return await self._attempt_loop(request, progress)
+        except GatewayError as exc:
+            exc.attempts = exc.attempts or progress.number  # the reply reports what was tried
+            raise
+
+    async def _attempt_loop(self, request: OutboundRequest, progress: _Progress) -> UpstreamResponse:
+        spent = 0.0
         previous: _Attempt | None = None
         while True:
             try:
@@ -101,13 +115,13 @@ class Router:
             except CircuitOpenError:
                 if previous is None:
                     raise
-                return self._finish(previous, number, spent)  # breakers opened meanwhile: last answer stands
-            number += 1
+                return self._finish(previous, progress.number, spent)  # breakers opened meanwhile: last answer stands
+            progress.number += 1
             attempt = await self._attempt(host, request)
             spent += attempt.elapsed
-            delay = self._retry_delay(request, number, attempt)
+            delay = self._retry_delay(request, progress.number, attempt)
             if delay is None:
-                return self._finish(attempt, number, spent)
+                return self._finish(attempt, progress.number, spent)
             await self._clock.sleep(delay)
             previous = attempt
 

@@ -30,9 +30,12 @@ class StaticTlsContexts:
 
     def __init__(self, tls_by_upstream: Mapping[str, TlsConfig]) -> None:
         self._contexts = {name: build_context(name, tls) for name, tls in tls_by_upstream.items()}
+        # Upstreams without a tls block still get TLS 1.3 minimum and hostname checks, not the
+        # platform default (which allows TLS 1.2): the same default the certificate manager applies.
+        self._default = build_context("default", TlsConfig())
 
     def context_for(self, upstream: str) -> ssl.SSLContext | None:
-        return self._contexts.get(upstream)
+        return self._contexts.get(upstream, self._default)
 
     def __repr__(self) -> str:
         return f"<StaticTlsContexts {sorted(self._contexts)}>"

@@ -190,6 +190,7 @@ async def test_unreachable_upstream_is_an_error_reply_not_a_dead_letter(
     reply = await stack.client.request("down", "GET", "/", timeout=5)
     assert reply.status is None and reply.error is not None
     assert reply.error.code == "upstream_unavailable"
+    assert reply.attempts == 1  # error replies report the attempts made too
 
 
 async def test_rate_limited_requests_are_answered_rate_limited(

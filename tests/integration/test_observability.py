@@ -9,7 +9,7 @@ from aiohttp import web
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from gateway.client import GatewayClient
 from tests.fixtures.otlp import OtlpReceiver
@@ -58,11 +58,14 @@ async def test_one_trace_links_producer_consumer_attempts_and_reply(
         env={"OTLP_ENDPOINT": otlp_receiver.endpoint},
     )
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "component"}))
-    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(f"{otlp_receiver.endpoint}/v1/traces")))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{otlp_receiver.endpoint}/v1/traces")))
     _, requester = transport_and_requester(stack.kind, stack.queue, stack.bootstrap)
     async with GatewayClient(requester, tracer_provider=provider) as client:
         reply = await client.request("flaky", "GET", "/traced")
     assert reply.status == 200 and reply.attempts == 2
+    # The exporter does blocking I/O and the receiver shares this loop: flush from a thread.
+    await asyncio.to_thread(provider.force_flush)
+    await stack.gateway.flush_traces()
     spans = await otlp_receiver.wait_for(4, within=20)
 
     producer = next(s for s in spans if s.kind == "producer" and s.service_name == "component")

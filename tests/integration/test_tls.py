@@ -45,3 +45,14 @@ async def test_mtls_upstream_through_the_bus(
     too_old = await stack.client.request("legacy", "GET", "/")
     assert too_old.error is not None and too_old.error.code == "upstream_unavailable"
     assert old_tls.versions == []  # the TLS 1.2 handshake never completed
+
+
+async def test_upstream_without_tls_settings_still_requires_tls13(
+    make_stack: StackFactory, start_tls_upstream: StartTlsUpstream
+) -> None:
+    """No tls block and no certificate manager: the default is TLS 1.3 minimum with verification."""
+    legacy = await start_tls_upstream(max_version="1.2")
+    stack = await make_stack({"legacy": {"endpoints": [legacy.url], "retry": {"attempts": 1}}})
+    reply = await stack.client.request("legacy", "GET", "/")
+    assert reply.error is not None and reply.error.code == "upstream_unavailable"
+    assert legacy.versions == []
