@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
+from pamqp.commands import Basic
 
 from gateway.bus.base import ERROR_HEADER, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
 from gateway.bus.rabbitmq_coalesce import CoalesceStats
@@ -138,10 +139,17 @@ class RabbitTransport:
         if self._consumer_tag in channel.consumers:
             return
         await declare_topology(channel.connection, self._topology)
+        channel.on_consumer_cancel_callbacks.add(self._on_cancelled)
         await channel.basic_consume(self._topology.requests, self._on_message, consumer_tag=self._consumer_tag)
         self._consuming_on = channel
         self.subscriptions += 1
         log.info("consuming %s (prefetch %d)", self._topology.requests, self._max_in_flight)
+
+    def _on_cancelled(self, frame: Basic.Cancel) -> None:
+        # The broker dropped our consumer (the queue was deleted, say): declare and consume again.
+        if frame.consumer_tag == self._consumer_tag and self._accepting:
+            log.warning("broker cancelled the consumer on %s; subscribing again", self._topology.requests)
+            self._resubscriber.trigger()
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         if not self._accepting or self._handler is None:

@@ -272,3 +272,21 @@ async def test_telemetry_is_confirmed_into_the_stream(
     )
     assert (second.routing_key, second.body) == ("breaker.state_changed", b'{"n": 2}')
     assert first.content_type == "application/json"
+
+
+async def test_a_deleted_request_queue_is_declared_again_and_consumed(
+    rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
+) -> None:
+    transport = rabbit_transport()
+    got: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.body)
+        await transport.settle(delivery)
+
+    await transport.start(handler)
+    await amqp_channel.queue_delete(rabbit_queue)  # an operator's mistake; the broker cancels us
+
+    await wait_until(lambda: transport.subscriptions == 2 and transport.ready)
+    await amqp_channel.default_exchange.publish(aio_pika.Message(b"still served"), routing_key=rabbit_queue)
+    await wait_until(lambda: got == [b"still served"])
