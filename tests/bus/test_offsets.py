@@ -74,9 +74,7 @@ def test_book_keeps_partitions_apart_and_forgets_revoked_ones() -> None:
     gaps=st.lists(st.integers(min_value=1, max_value=3), min_size=1, max_size=60),
     data=st.data(),
 )
-def test_every_completion_order_ends_committing_one_past_the_last(
-    gaps: list[int], data: st.DataObject
-) -> None:
+def test_every_completion_order_ends_committing_one_past_the_last(gaps: list[int], data: st.DataObject) -> None:
     offsets = PartitionOffsets()
     begun = [sum(gaps[: i + 1]) for i in range(len(gaps))]
     for offset in begun:
