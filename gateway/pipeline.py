@@ -32,7 +32,7 @@ from gateway.envelope.codec import (
 )
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import GatewayError, InternalError
-from gateway.events import Observer, RequestReceived
+from gateway.events import MessageDeadLettered, Observer, RequestReceived
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
 
@@ -172,6 +172,8 @@ class Pipeline:
         if dead_letter and error is not None:
             jobs.append(self._retrying(self._transport.dead_letter, delivery, error.header_value()))
         await asyncio.gather(*jobs)
+        if dead_letter and error is not None:
+            self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
 
     async def _record(
         self, delivery: Delivery, outcome: Outcome, arrived: float, headers: Mapping[str, str], dead: bool

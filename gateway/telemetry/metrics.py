@@ -27,6 +27,7 @@ from gateway.events import (
     CertificateRenewalFailed,
     CertificateRenewed,
     EndpointEjected,
+    EndpointHealthChanged,
     EndpointRestored,
     Event,
     MessageDeadLettered,
@@ -221,6 +222,9 @@ class Metrics:
         )
         self.ejected = Gauge("cmn_endpoint_ejected", "1 while the endpoint is ejected.", where, registry=r)
         self.ejections = Counter("cmn_endpoint_ejections", "Outlier ejections of an endpoint.", where, registry=r)
+        self.healthy = Gauge(
+            "cmn_endpoint_healthy", "Active health check verdict: 1 healthy, 0 unhealthy.", where, registry=r
+        )
         self.retries = Counter("cmn_retries", "Retried upstream attempts.", ["upstream", "reason"], registry=r)
         self.budget_exhausted = Counter(
             "cmn_retry_budget_exhausted", "Retries refused by the retry budget.", ["upstream"], registry=r
@@ -300,6 +304,8 @@ class Metrics:
                 self._pulled.renewed[self._certificate(name)] = not_after
             case CertificateRenewalFailed(name=name):
                 self.renewals.labels(self._certificate(name), "failure").inc()
+            case EndpointHealthChanged(upstream=upstream, endpoint=endpoint, healthy=healthy):
+                self.healthy.labels(*self._where(upstream, endpoint)).set(1 if healthy else 0)
 
     def _completed(self, event: RequestCompleted) -> None:
         transport = event.transport or NONE

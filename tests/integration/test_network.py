@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from gateway.envelope.codec import JSON, MSGPACK, encode_request
-from gateway.events import RequestCompleted
+from gateway.events import MessageDeadLettered, RequestCompleted
 from tests.fixtures.upstreams import Upstream
 from tests.integration.harness import Stack, StackFactory, collect
 
@@ -161,6 +161,8 @@ async def test_bad_input_matrix_answered_dead_lettered_and_worker_carries_on(
     assert len(ours) == len(BAD_INPUTS)
     for body, headers in ours:
         assert headers["x-cmn-error"].startswith(sent[body] + ": ")
+    dead = [e for e in stack.events.events if isinstance(e, MessageDeadLettered)]
+    assert sorted(e.error_code for e in dead) == sorted(code for *_, code in BAD_INPUTS)
     good = await stack.client.request("echo", "GET", "/still-serving")
     assert good.status == 200 and echo_upstream.hits == 1
 

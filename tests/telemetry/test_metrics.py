@@ -249,3 +249,18 @@ def test_build_info_carries_the_version(metrics: Metrics, registry: CollectorReg
 def test_repr_tells_what_it_has_seen(metrics: Metrics) -> None:
     metrics.on_event(completed())
     assert repr(metrics) == "<Metrics [1 events | 1 upstreams, 0 endpoints]>"
+
+
+def test_active_health_verdict_is_a_gauge() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.events import EndpointHealthChanged
+    from gateway.telemetry.metrics import Metrics
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.on_event(EndpointHealthChanged("payments", "http://10.0.0.5:8080", healthy=False))
+    labels = {"upstream": "payments", "endpoint": "http://10.0.0.5:8080"}
+    assert registry.get_sample_value("cmn_endpoint_healthy", labels) == 0
+    metrics.on_event(EndpointHealthChanged("payments", "http://10.0.0.5:8080", healthy=True))
+    assert registry.get_sample_value("cmn_endpoint_healthy", labels) == 1
