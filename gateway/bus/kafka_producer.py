@@ -105,9 +105,12 @@ class KafkaProducerLink:
     async def partitions_for(self, topic: str) -> set[int]:
         """Partitions of ``topic``; asking for its metadata makes an auto-creating broker create it."""
         producer = self._producer or await self.start()
-        if topic not in self._tracked:
-            await self._track(producer, topic)
-        return set(await producer.partitions_for(topic))
+        try:
+            if topic not in self._tracked:
+                await self._track(producer, topic)
+            return set(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            raise KafkaUnavailableError(f"no partitions for topic {topic} (does it exist?): {exc!r}") from exc
 
     async def aclose(self) -> None:
         self._closed = True

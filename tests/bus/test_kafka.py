@@ -14,8 +14,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessage
-from gateway.bus.embedded import EmbeddedBroker
-from gateway.bus.kafka import KafkaTransport
+from gateway.bus.embedded import EmbeddedBroker, free_port
+from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError
 from tests.fixtures.kafka import (
@@ -329,7 +329,7 @@ async def test_revocation_commits_finished_work_before_another_member_takes_over
 
 CHILD = """
 import asyncio, sys
-from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError
 
@@ -499,3 +499,15 @@ async def test_publishing_after_close_fails_instead_of_reconnecting(kafka_transp
     with pytest.raises(KafkaUnavailableError, match="closed"):
         await transport.publish(OutboundMessage(unique("t.x"), b"2", "application/json", None))
     assert "closed" in repr(transport)
+
+
+async def test_an_unreachable_broker_is_one_clear_error_at_start() -> None:
+    nobody = f"127.0.0.1:{free_port('127.0.0.1')}"
+    transport = KafkaTransport(nobody)
+    with pytest.raises(KafkaUnavailableError, match=nobody):
+        await transport.start(lambda delivery: asyncio.sleep(0))
+    await transport.aclose()
+    requester = KafkaRequester(nobody)
+    with pytest.raises(KafkaUnavailableError, match=nobody):
+        await requester.start(lambda reply: None)
+    await requester.aclose()
