@@ -29,8 +29,8 @@ from gateway.bus.base import (
     OutboundMessage,
 )
 from gateway.bus.kafka_offsets import OffsetBook
-from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError, to_delivery
+from gateway.bus.kafka_producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
+from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
@@ -66,6 +66,7 @@ class KafkaTransport:
         security_protocol: str = "PLAINTEXT",
         commit_interval_ms: int = 75,
         linger_ms: int = 2,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         revoke_wait_ms: int | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -83,7 +84,7 @@ class KafkaTransport:
         # Waiting on revocation holds up the whole group's rebalance, so keep it well inside a session.
         self._revoke_wait = (revoke_wait_ms if revoke_wait_ms is not None else session_timeout_ms // 2) / 1000
         self._clock = clock or SystemClock()
-        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms)
+        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms, max_request_size=max_request_size)
         self._consumer: AIOKafkaConsumer | None = None
         self._handler: Handler | None = None
         self._offsets: OffsetBook[TopicPartition] = OffsetBook()
@@ -267,7 +268,7 @@ class KafkaTransport:
             log.exception("kafka_handler_crashed", token=repr(delivery.token))
             try:
                 await self.dead_letter(delivery, f"internal: handler crashed: {type(exc).__name__}")
-            except KafkaUnavailableError:
+            except (KafkaUnavailableError, KafkaRecordRejectedError):
                 log.exception("kafka_dead_letter_failed", token=repr(delivery.token))
                 return  # stays unsettled: comes again after a restart or rebalance
             await self.settle(delivery)
@@ -368,4 +369,11 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
 # Re-exported: the client side lives in its own module but is found where users look first.
 from gateway.bus.kafka_requester import KafkaRequester, KafkaTelemetryStream  # noqa: E402
 
-__all__ = ["KafkaProducerLink", "KafkaRequester", "KafkaTelemetryStream", "KafkaTransport"]
+__all__ = [
+    "KafkaProducerLink",
+    "KafkaRecordRejectedError",
+    "KafkaRequester",
+    "KafkaTelemetryStream",
+    "KafkaTransport",
+    "KafkaUnavailableError",
+]

@@ -44,6 +44,11 @@ class PartitionOffsets:
         self._pending.discard(offset)
         if self._highest_settled is None or offset > self._highest_settled:
             self._highest_settled = offset
+        if len(self._heap) > 2 * len(self._pending) + 256:
+            # Settled offsets leave the heap only from its top; behind one stuck record they
+            # would pile up for as long as it stays unsettled. Rebuild: O(n), amortised O(1).
+            self._heap = list(self._pending)
+            heapq.heapify(self._heap)
         return True
 
     def committable(self) -> int | None:
@@ -67,6 +72,11 @@ class PartitionOffsets:
 
     def is_pending(self, offset: int) -> bool:
         return offset in self._pending
+
+    @property
+    def remembered(self) -> int:
+        """Offsets held in memory (in flight, plus settled ones not yet cleaned up)."""
+        return len(self._heap)
 
     @property
     def committed(self) -> int | None:

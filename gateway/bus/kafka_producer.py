@@ -7,24 +7,53 @@ from collections import OrderedDict
 from collections.abc import Mapping
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
 
 from gateway.bus.base import OutboundMessage
 from gateway.bus.kafka_records import (
     KafkaHeaders,
     KafkaOptions,
+    KafkaRecordRejectedError,
     KafkaUnavailableError,
     encode_headers,
     message_headers,
+)
+
+# Replies carry upstream bodies up to MAX_RESPONSE_BYTES (10 MiB by default), base64-encoded when
+# binary (4/3 larger), plus the envelope; aiokafka's own default (1 MiB) would refuse them.
+DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
+
+# Errors that no retry of the same record can fix.
+PERMANENT = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+    TopicAuthorizationFailedError,
 )
 
 
 class KafkaProducerLink:
     """One confirmed (acks=all) producer. ``send`` returns once the broker has the record."""
 
-    def __init__(self, options: KafkaOptions, *, linger_ms: int = 2, max_tracked_topics: int = 512) -> None:
+    def __init__(
+        self,
+        options: KafkaOptions,
+        *,
+        linger_ms: int = 2,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        max_tracked_topics: int = 512,
+    ) -> None:
         self._options = options
         self._linger_ms = linger_ms
+        self._max_request_size = max_request_size
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         # Topics whose metadata aiokafka keeps fresh, least recently written first. Bounded: a
@@ -44,6 +73,7 @@ class KafkaProducerLink:
                 producer = AIOKafkaProducer(
                     acks="all",
                     linger_ms=self._linger_ms,
+                    max_request_size=self._max_request_size,
                     enable_idempotence=False,
                     **self._options.client_kwargs(),
                 )
@@ -84,6 +114,8 @@ class KafkaProducerLink:
             # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
             confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
             await confirmed
+        except PERMANENT as exc:
+            raise KafkaRecordRejectedError(f"Kafka refused a {len(value)}-byte record for {topic}: {exc}") from exc
         except KafkaError as exc:
             raise KafkaUnavailableError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
 

@@ -26,6 +26,11 @@ class KafkaUnavailableError(GatewayError):
     included. A request whose reply hits this stays unsettled and comes again."""
 
 
+class KafkaRecordRejectedError(GatewayError):
+    """Kafka refused this record for good (too large for the producer or broker, an invalid or
+    forbidden topic): sending the same record again cannot succeed."""
+
+
 @dataclass(frozen=True, slots=True)
 class KafkaOptions:
     """Connection options every Kafka client of ours shares."""

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
-from gateway.bus.kafka_producer import KafkaProducerLink
+from gateway.bus.kafka_producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
 from gateway.bus.kafka_records import (
     CONTENT_TYPE,
     CORRELATION_ID,
@@ -77,6 +77,7 @@ class KafkaRequester:
         topic: str = REQUESTS,
         fetch_max_wait_ms: int = 5,
         linger_ms: int = 1,
+        max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         ssl_context: ssl.SSLContext | None = None,
         security_protocol: str = "PLAINTEXT",
         clock: Clock | None = None,
@@ -86,7 +87,7 @@ class KafkaRequester:
         self._topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._clock = clock or SystemClock()
-        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms)
+        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms, max_request_size=max_request_size)
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._streams: set[KafkaTelemetryStream] = set()

@@ -17,7 +17,7 @@ from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessa
 from gateway.bus.embedded import EmbeddedBroker, free_port
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError
+from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
 from tests.fixtures.kafka import (
     KafkaTransportFactory,
     TcpProxy,
@@ -331,7 +331,7 @@ CHILD = """
 import asyncio, sys
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaUnavailableError
+from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
 
 async def main(bootstrap, topic, group):
     transport = KafkaTransport(bootstrap, topic=topic, group_id=group, session_timeout_ms=1000,
@@ -511,3 +511,18 @@ async def test_an_unreachable_broker_is_one_clear_error_at_start() -> None:
     with pytest.raises(KafkaUnavailableError, match=nobody):
         await requester.start(lambda reply: None)
     await requester.aclose()
+
+
+async def test_large_replies_fit_and_a_record_kafka_refuses_is_a_permanent_error(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    topic = unique("t.big")
+    big = OutboundMessage(topic, b"x" * 3_000_000, "application/octet-stream", "big")  # over aiokafka's 1 MiB
+    await kafka_transport().publish(big)
+    records = await read_topic(kafka_bootstrap, topic, until=lambda rs: len(rs) >= 1)
+    assert len(records[0].value) == 3_000_000
+
+    small_limit = kafka_transport(max_request_size=1000)
+    with pytest.raises(KafkaRecordRejectedError, match="2000-byte record"):
+        await small_limit.publish(OutboundMessage(topic, b"y" * 2000, "application/json", "too-big"))
+    await small_limit.publish(OutboundMessage(topic, b"fits", "application/json", "small"))  # still usable

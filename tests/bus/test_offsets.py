@@ -151,3 +151,15 @@ class OffsetsMachine(RuleBasedStateMachine):
 
 OffsetsMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
 TestOffsetsMachine = OffsetsMachine.TestCase
+
+
+def test_memory_stays_bounded_behind_a_stuck_record() -> None:
+    offsets = PartitionOffsets()
+    offsets.begin(0)  # never settles
+    for offset in range(1, 20_001):
+        offsets.begin(offset)
+        offsets.settle(offset)
+    assert offsets.remembered < 300
+    assert offsets.committable() == 0
+    offsets.settle(0)
+    assert offsets.committable() == 20_001
