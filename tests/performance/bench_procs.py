@@ -50,7 +50,7 @@ class Child:
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._ready = ready
         self._process: asyncio.subprocess.Process | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=60)
+        self._tail: collections.deque[str] = collections.deque(maxlen=400)
         self._reader: asyncio.Task[None] | None = None
         self.ready_line = ""
 

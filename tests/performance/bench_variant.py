@@ -9,6 +9,7 @@ before ``gateway.cli`` starts.
     gc-stats        unchanged, but reports the time spent in the garbage collector on exit
     gc-tuned        gc.freeze() of everything imported at start-up and a 50,000-allocation young generation
     no-telemetry    request telemetry events are observed but never published (nor confirmed)
+    tracemalloc     unchanged, but prints the top allocation sites whenever traced memory reaches a new peak
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("gc-stats", "gc-tuned", "no-telemetry")
+VARIANTS = ("gc-stats", "gc-tuned", "no-telemetry", "tracemalloc")
 
 
 def gc_stats() -> None:
@@ -63,7 +64,35 @@ def no_telemetry() -> None:
     TelemetryService._publish_confirmed = skip  # type: ignore[method-assign]  # the experiment itself
 
 
-APPLY: dict[str, Callable[[], None]] = {"gc-stats": gc_stats, "gc-tuned": gc_tuned, "no-telemetry": no_telemetry}
+def trace_allocations(every: float = 3.0, top: int = 15) -> None:
+    """A thread that, every few seconds, prints the biggest allocation sites if memory hit a new peak."""
+    import threading
+    import tracemalloc
+
+    tracemalloc.start(1)
+
+    def watch() -> None:
+        peak_seen = 0
+        while True:
+            time.sleep(every)
+            current, _ = tracemalloc.get_traced_memory()
+            if current < peak_seen * 1.1:
+                continue
+            peak_seen = current
+            stats = tracemalloc.take_snapshot().statistics("lineno")[:top]
+            lines = [f"ALLOC {current / 2**20:.1f} MiB traced; top sites:"]
+            lines += [f"ALLOC {s.size / 2**20:8.1f} MiB {s.count:>8} blocks  {s.traceback[0]}" for s in stats]
+            print("\n".join(lines), flush=True)
+
+    threading.Thread(target=watch, name="tracemalloc-watch", daemon=True).start()
+
+
+APPLY: dict[str, Callable[[], None]] = {
+    "gc-stats": gc_stats,
+    "gc-tuned": gc_tuned,
+    "no-telemetry": no_telemetry,
+    "tracemalloc": trace_allocations,
+}
 
 
 def main() -> None:
