@@ -15,19 +15,12 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
-from gateway.bus.rabbitmq_topology import BROKER_ERRORS, underlay
+from gateway.bus.rabbitmq_topology import BROKER_ERRORS, BusUnavailableError, underlay
 from gateway.clock import Clock, SystemClock
-from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
 RECOVERY_POLL = 0.05
-
-
-class BusUnavailableError(GatewayError):
-    """The broker did not confirm a publish in time, reconnects included (the request stays unsettled)."""
-
-    code = "internal"
 
 
 def _always(channel: aiormq.Channel) -> bool:

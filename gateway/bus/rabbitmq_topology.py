@@ -20,9 +20,11 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import AbstractConnection
 from pamqp.commands import Basic
+from yarl import URL
 
 from gateway.bus.base import REQUESTS, TELEMETRY
 from gateway.bus.rabbitmq_coalesce import CoalesceStats, coalesce_writes
+from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,13 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
 )
 # A stream is append-only and kept by retention, so operators and late clients can replay telemetry.
 STREAM_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "stream"}
+
+
+class BusUnavailableError(GatewayError):
+    """RabbitMQ could not be reached at start-up, or did not confirm a publish in time (reconnects
+    included); a request whose reply was not confirmed stays unsettled and comes again."""
+
+    code = "internal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +77,12 @@ async def connect(
     if ssl_context is not None:
         options["ssl_context"] = ssl_context
         options["ssl"] = True
-    connection: AbstractRobustConnection = await aio_pika.connect_robust(
-        url, client_properties={"connection_name": name}, **options
-    )
+    try:
+        connection: AbstractRobustConnection = await aio_pika.connect_robust(
+            url, client_properties={"connection_name": name}, **options
+        )
+    except BROKER_ERRORS as exc:
+        raise BusUnavailableError(f"cannot connect to RabbitMQ at {_safe(url)}: {exc}") from exc
 
     def coalesce(*_: object) -> None:
         # Every reconnect brings a new aiormq connection with a write queue of its own.
@@ -88,6 +100,12 @@ async def underlay(channel: AbstractRobustChannel) -> aiormq.Channel:
     if not isinstance(current, aiormq.Channel):
         raise TypeError(f"unexpected underlying channel {current!r}")
     return current
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    parsed = URL(url)
+    return str(parsed.with_password("***")) if parsed.password else str(parsed)
 
 
 async def declare_topology(connection: AbstractConnection, topology: Topology) -> None:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
@@ -29,20 +30,38 @@ def free_port() -> int:
         return port
 
 
-class RabbitNode:
-    """``start()``, ``restart()``, ``close_connections()``, ``stop()``; ``url`` for clients."""
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """PEM files for the node's TLS listener: the CA that signed it, its certificate and key."""
 
-    def __init__(self, base_dir: Path) -> None:
+    ca: Path
+    certificate: Path
+    key: Path
+
+
+class RabbitNode:
+    """``start()``, ``restart()``, ``close_connections()``, ``stop()``; ``url`` (and ``tls_url`` when
+    given ``tls`` files) for clients."""
+
+    def __init__(self, base_dir: Path, *, tls: TlsFiles | None = None) -> None:
         self.base_dir = base_dir
         self.name = f"cmntest{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._env = self._prepare()
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def tls_url(self) -> str:
+        if self.tls_port is None:
+            raise RuntimeError(f"{self!r} has no TLS listener")
+        return f"amqps://guest:guest@127.0.0.1:{self.tls_port}/"
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -57,7 +76,7 @@ class RabbitNode:
         for directory in (home, data, logs):
             directory.mkdir(parents=True, exist_ok=True)
         config = self.base_dir / "rabbitmq.conf"
-        config.write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n")
+        config.write_text(self._config())
         plugins = self.base_dir / "enabled_plugins"
         plugins.write_text("[].\n")
         env_file = self.base_dir / "rabbitmq-env.conf"
@@ -77,6 +96,19 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(plugins),
             "RABBITMQ_PID_FILE": str(self.base_dir / "node.pid"),
         }
+
+    def _config(self) -> str:
+        lines = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users = none"]
+        if self.tls is not None:
+            lines += [
+                f"listeners.ssl.default = 127.0.0.1:{self.tls_port}",
+                f"ssl_options.cacertfile = {self.tls.ca}",
+                f"ssl_options.certfile = {self.tls.certificate}",
+                f"ssl_options.keyfile = {self.tls.key}",
+                "ssl_options.verify = verify_none",
+                "ssl_options.fail_if_no_peer_cert = false",
+            ]
+        return "\n".join(lines) + "\n"
 
     def start(self) -> None:
         if self.running:

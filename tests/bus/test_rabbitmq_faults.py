@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ import pytest
 from gateway.bus.base import Delivery, OutboundMessage, ReplyMessage
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq_topology import BusUnavailableError
 from tests.bus.rabbit_node import RabbitNode
 from tests.fixtures.rabbit import wait_until
 
@@ -97,3 +99,31 @@ async def test_broker_restart_the_transport_carries_on(
     await wait_until(lambda: gateway.transport.subscriptions == 2 and gateway.transport.ready, within=RECOVERY)
     await round_trip(requester, replies, "after-restart")
     assert gateway.served[-2:] == [b"during-restart", b"after-restart"]
+
+
+async def test_tls_connections_carry_requests_replies_and_telemetry(rabbit_node: RabbitNode) -> None:
+    context = ssl.create_default_context(cafile=str(rabbit_node.tls.ca if rabbit_node.tls else ""))
+    queue = f"cmn.requests.tls-{uuid.uuid4().hex[:10]}"
+    transport = RabbitTransport(rabbit_node.tls_url, queue=queue, ssl_context=context)
+    gateway = EchoGateway(transport)
+    requester = RabbitRequester(rabbit_node.tls_url, queue=queue, ssl_context=context)
+    replies: dict[str, ReplyMessage] = {}
+    async with transport, requester:
+        await transport.start(gateway.handle)
+        await requester.start(lambda reply: replies.__setitem__(reply.correlation_id or "", reply))
+        stream = requester.telemetry()
+        await stream.start()
+        await round_trip(requester, replies, "over-tls")
+        assert await asyncio.wait_for(anext(stream), RECOVERY) == b"over-tls"
+
+
+async def test_tls_refuses_a_broker_it_does_not_trust(rabbit_node: RabbitNode) -> None:
+    transport = RabbitTransport(rabbit_node.tls_url, ssl_context=ssl.create_default_context())
+
+    async def unused(delivery: Delivery) -> None:
+        raise AssertionError("never connected")
+
+    with pytest.raises(BusUnavailableError, match="CERTIFICATE_VERIFY_FAILED") as caught:
+        await transport.start(unused)
+    assert "guest:guest" not in str(caught.value)  # no password in the message
+    await transport.aclose()
