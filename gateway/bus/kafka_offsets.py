@@ -109,7 +109,10 @@ class OffsetBook(Generic[K]):
         self._partitions: dict[K, PartitionOffsets] = {}
 
     def begin(self, partition: K, offset: int) -> None:
-        self._partitions.setdefault(partition, PartitionOffsets()).begin(offset)
+        held = self._partitions.get(partition)
+        if held is None:
+            held = self._partitions[partition] = PartitionOffsets()
+        held.begin(offset)
 
     def settle(self, partition: K, offset: int) -> bool:
         offsets = self._partitions.get(partition)
