@@ -11,7 +11,7 @@ from pamqp import commands
 
 from gateway.bus import rabbitmq_topology
 from gateway.bus.base import Delivery, OutboundMessage
-from gateway.bus.rabbitmq_coalesce import CoalesceStats, coalesce_writes
+from gateway.bus.rabbitmq_coalesce import QUEUE_BOUND, CoalesceStats, coalesce_writes
 from tests.fixtures.rabbit import TransportFactory, wait_until
 
 
@@ -20,10 +20,10 @@ def frame(payload: bytes, *, drain: asyncio.Future[None] | None = None) -> Chann
 
 
 class FakeConnection:
-    """Only what coalesce_writes touches: the writer's queue (a real asyncio.Queue)."""
+    """Only what coalesce_writes touches: the writer's queue (a real asyncio.Queue, bounded as aiormq's)."""
 
     def __init__(self) -> None:
-        self.write_queue: asyncio.Queue[ChannelFrame] = asyncio.Queue()
+        self.write_queue: asyncio.Queue[ChannelFrame] = asyncio.Queue(maxsize=10)
 
 
 async def test_frames_queued_together_come_out_as_one_in_order() -> None:
@@ -31,6 +31,7 @@ async def test_frames_queued_together_come_out_as_one_in_order() -> None:
     stats = CoalesceStats()
     assert coalesce_writes(connection, stats)
     assert coalesce_writes(connection, stats)  # applying twice changes nothing
+    assert connection.write_queue.maxsize == QUEUE_BOUND  # not aiormq's 10: publishers would block
     loop = asyncio.get_running_loop()
     drains: list[asyncio.Future[None]] = [loop.create_future(), loop.create_future()]
     for number in range(5):
