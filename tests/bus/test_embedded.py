@@ -135,3 +135,18 @@ async def _kill_parent_and_check_broker_exits(parent: asyncio.subprocess.Process
     if not gone:
         os.kill(broker_pid, signal.SIGKILL)
     assert gone
+
+
+async def test_restarts_on_the_same_port_right_after_stopping() -> None:
+    # `cmn serve` restarted at once: the old broker's connections linger in TIME_WAIT on the port.
+    async with EmbeddedBroker(port=0) as broker:
+        port = broker.port
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
+        await producer.start()
+        await (await producer.send("embedded.restart", b"1"))
+    # The broker closed first, so its side of the connection waits in TIME_WAIT on the port.
+    async with EmbeddedBroker(port=port or 0) as again:
+        assert again.port == port
+        assert again.running
+        await producer.stop()
+    assert broker.exit_code == 0  # stopped cleanly with a client still connected, not killed
