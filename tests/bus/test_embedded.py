@@ -139,7 +139,7 @@ async def _kill_parent_and_check_broker_exits(parent: asyncio.subprocess.Process
 
 async def test_restarts_on_the_same_port_right_after_stopping() -> None:
     # `cmn serve` restarted at once: the old broker's connections linger in TIME_WAIT on the port.
-    async with EmbeddedBroker(port=0) as broker:
+    async with EmbeddedBroker(port=0, stop_timeout=2) as broker:
         port = broker.port
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
