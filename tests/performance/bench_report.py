@@ -56,9 +56,18 @@ class BrokerResults:
     def rate_trial(self, target: str, rate: float) -> Trial | None:
         return next((t for t in self.latency if t.target == target and abs(t.load - rate) < 1e-6), None)
 
-    def added_p95_ms(self, rate: float) -> float | None:
-        cmn, raw = self.rate_trial(CMN, rate), self.rate_trial(RAW_HTTP, rate)
-        return None if cmn is None or raw is None else cmn.p95_ms - raw.p95_ms
+    def added_p95_ms(self, rate: float, target: str = CMN, baseline: str = RAW_HTTP) -> float | None:
+        """p95 of ``target`` minus p95 of ``baseline`` at the same fixed rate (what ``target`` adds)."""
+        mine, base = self.rate_trial(target, rate), self.rate_trial(baseline, rate)
+        return None if mine is None or base is None else mine.p95_ms - base.p95_ms
+
+    def added_at(self, rate: float) -> dict[str, float | None]:
+        return {
+            "cmn-raw_http": self.added_p95_ms(rate),
+            "naive-raw_http": self.added_p95_ms(rate, NAIVE),
+            "cmn-raw_broker": self.added_p95_ms(rate, CMN, RAW_BROKER),
+            "naive-raw_broker": self.added_p95_ms(rate, NAIVE, RAW_BROKER),
+        }
 
     def as_dict(self, low_rate: float) -> dict[str, Any]:
         medians = {t: m.as_dict() for t in TARGETS if (m := self.median(t)) is not None}
@@ -70,6 +79,7 @@ class BrokerResults:
             "cpu_us_per_req_median": {t: self.cpu_us_per_req(t) for t in TARGETS},
             "latency_fixed_rate": [t.as_dict() for t in self.latency],
             "gateway_added_p95_ms_at_low_rate": self.added_p95_ms(low_rate),
+            "added_p95_ms_at_low_rate": self.added_at(low_rate),
         }
 
 
@@ -110,6 +120,9 @@ def latency_table(results: BrokerResults, low_rate: float) -> str:
     added = results.added_p95_ms(low_rate)
     if added is not None:
         lines.append(f"gateway-added p95 at {low_rate:.0f} req/s: {added:.2f} ms (CMN p95 - raw HTTP p95)")
+    others = {k: v for k, v in results.added_at(low_rate).items() if v is not None and k != "cmn-raw_http"}
+    if others:
+        lines.append("  for context: " + ", ".join(f"{k} {v:.2f} ms" for k, v in others.items()))
     return "\n".join(lines)
 
 

@@ -14,6 +14,8 @@ Results: printed tables and ``benchmark-results/network.json``.
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
@@ -169,6 +171,9 @@ def update_json(section: str, value: Any) -> None:
     document: dict[str, Any] = orjson.loads(path.read_bytes()) if path.exists() else {}
     document.pop("machine", None)
     document[section] = value
+    # Two benchmark runs at once would merge into one file (and disturb each other): say who wrote what.
+    written = document.setdefault("written", {})
+    written[section] = {"pid": os.getpid(), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(JSON_NAME, document)
 
 
