@@ -108,6 +108,10 @@ class RabbitTransport:
         )
 
     @property
+    def publisher(self) -> ConfirmedPublisher | None:
+        return self._publisher
+
+    @property
     def in_flight(self) -> int:
         return len(self._tasks)
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
 from gateway.bus.rabbitmq_topology import BROKER_ERRORS, BusUnavailableError, underlay
+from gateway.bus.rabbitmq_wire import LeanPublisher
 from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,19 @@ class ConfirmedPublisher:
         self._usable = usable
         self._clock = clock or SystemClock()
         self._underlay: aiormq.Channel | None = None
+        self._lean = LeanPublisher()
+        self._general_under_way = 0  # basic_publish calls in progress: the lean path waits for them
         self.published = 0
         self.retries = 0
 
     def __repr__(self) -> str:
         state = "open" if self._underlay is not None and not self._underlay.is_closed else "recovering"
-        return f"<ConfirmedPublisher [{state}] published={self.published} retries={self.retries}>"
+        return f"<ConfirmedPublisher [{state}] published={self.published} retries={self.retries} {self._lean!r}>"
+
+    @property
+    def lean(self) -> LeanPublisher:
+        """How many publishes took the lean path, and how many aiormq's (for tests and profiling)."""
+        return self._lean
 
     async def publish(self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties) -> None:
         failure: BaseException | None = None
@@ -63,7 +71,7 @@ class ConfirmedPublisher:
                 while True:
                     channel = await self._current()
                     try:
-                        await _publish_once(channel, exchange, routing_key, body, props)
+                        await self._publish_once(channel, exchange, routing_key, body, props)
                     except BROKER_ERRORS as exc:
                         failure = exc
                         self.retries += 1
@@ -89,12 +97,27 @@ class ConfirmedPublisher:
             # Closed but not yet noticed by aio-pika, or reopened but not yet set up by our owner.
             await self._clock.sleep(RECOVERY_POLL)
 
+    async def _publish_once(
+        self, channel: aiormq.Channel, exchange: str, routing_key: str, body: bytes, props: Basic.Properties
+    ) -> None:
+        confirmation = None
+        if self._general_under_way == 0:
+            confirmation = self._lean.try_publish(channel, exchange, routing_key, body, props)
+        if confirmation is not None:
+            await _confirmed(confirmation)
+            return
+        self._general_under_way += 1
+        try:
+            await _confirmed(
+                channel.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=props, wait=False)
+            )
+        finally:
+            self._general_under_way -= 1
 
-async def _publish_once(
-    channel: aiormq.Channel, exchange: str, routing_key: str, body: bytes, props: Basic.Properties
-) -> None:
+
+async def _confirmed(confirmation: Awaitable[object]) -> None:
     try:
-        await channel.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=props, wait=False)
+        await confirmation
     except asyncio.CancelledError:
         # aiormq rejects pending confirms with the close reason, which may be a CancelledError
         # although nobody cancelled this task: that is a lost channel, not a cancellation.

@@ -57,6 +57,8 @@ async def test_consumes_publishes_confirmed_reply_and_settles(
     assert delivery.headers == {"traceparent": "00-abc-def-01", "attempt": "3"}
     assert delivery.redelivered is False
     await wait_until(lambda: transport.settled == 1)
+    assert transport.publisher is not None
+    assert transport.publisher.lean.lean == 1  # the reply took the lean path, and arrived intact
     await transport.drain()
     await transport.aclose()
     # Acked, not merely unacked-and-held: with the consumer gone an unacked message would be back.

@@ -1,0 +1,83 @@
+"""The lean publish encoding matches pamqp's marshalling byte for byte, and declines what it cannot do."""
+
+from __future__ import annotations
+
+import datetime
+
+import pamqp.frame
+from hypothesis import given
+from hypothesis import strategies as st
+from pamqp.body import ContentBody
+from pamqp.commands import Basic
+from pamqp.common import FieldTable
+from pamqp.header import ContentHeader
+
+from gateway.bus.rabbitmq_wire import (
+    FRAME_HEADER,
+    FRAME_METHOD,
+    body_frames,
+    content_header,
+    frame,
+    publish_method,
+)
+
+short_text = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255)
+optional_short = st.one_of(st.none(), short_text.filter(bool))
+header_names = st.text(max_size=30).filter(lambda s: len(s.encode()) <= 128)
+text_headers = st.one_of(st.none(), st.dictionaries(header_names, st.text(max_size=80), max_size=6))
+
+
+@given(
+    content_type=optional_short,
+    correlation_id=optional_short,
+    reply_to=optional_short,
+    headers=text_headers,
+    delivery_mode=st.sampled_from([None, 1, 2]),
+    body_size=st.integers(min_value=0, max_value=2**40),
+    channel=st.integers(min_value=1, max_value=2047),
+)
+def test_content_header_matches_pamqp(
+    content_type: str | None,
+    correlation_id: str | None,
+    reply_to: str | None,
+    headers: FieldTable | None,
+    delivery_mode: int | None,
+    body_size: int,
+    channel: int,
+) -> None:
+    props = Basic.Properties(
+        content_type=content_type,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        headers=headers or None,
+        delivery_mode=delivery_mode,
+    )
+    encoded = content_header(props, body_size)
+    assert encoded is not None
+    expected = pamqp.frame.marshal(ContentHeader(properties=props, body_size=body_size), channel)
+    assert frame(FRAME_HEADER, channel, encoded) == expected
+
+
+@given(
+    exchange=st.from_regex(r"[a-zA-Z0-9._:-]{0,40}", fullmatch=True),
+    routing_key=short_text,
+    channel=st.integers(min_value=1, max_value=2047),
+)
+def test_publish_method_matches_pamqp(exchange: str, routing_key: str, channel: int) -> None:
+    expected = pamqp.frame.marshal(Basic.Publish(exchange=exchange, routing_key=routing_key), channel)
+    assert frame(FRAME_METHOD, channel, publish_method(exchange, routing_key)) == expected
+
+
+def test_bodies_are_split_at_the_frame_size() -> None:
+    body = bytes(range(256)) * 10
+    frames = body_frames(5, body, 1000)
+    expected = [pamqp.frame.marshal(ContentBody(body[at : at + 1000]), 5) for at in (0, 1000, 2000)]
+    assert frames == expected
+    assert body_frames(5, b"", 1000) == []
+
+
+def test_properties_outside_the_lean_shape_are_declined() -> None:
+    assert content_header(Basic.Properties(message_id="m1"), 1) is None
+    assert content_header(Basic.Properties(timestamp=datetime.datetime.now(datetime.UTC)), 1) is None
+    assert content_header(Basic.Properties(headers={"attempt": 3}), 1) is None  # not text
+    assert content_header(Basic.Properties(correlation_id="x" * 256), 1) is None  # too long a short string
