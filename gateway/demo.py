@@ -26,7 +26,7 @@ async def run_demo(*, requests: int, concurrency: int, console: Console) -> None
             console.print(f"embedded Kafka-protocol broker (Tansu) on [bold]{broker.bootstrap}[/bold]")
             console.print(f"sample upstream [bold]payments[/bold] at {url}")
             settings = load_settings(
-                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_SESSION_TIMEOUT_MS=2000, ENABLE_METRICS=False
+                KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_SESSION_TIMEOUT_MS=1000, ENABLE_METRICS=False
             )
             config = load_config(settings, {"upstreams": {"payments": {"endpoints": [url]}}})
             async with Gateway(config) as gateway, GatewayClient.kafka(broker.bootstrap) as client:

@@ -11,6 +11,9 @@
     │   ├── CircuitOpenError          circuit_open
     │   └── PoolExhaustedError        pool_exhausted
     ├── RateLimitedError              rate_limited         no
+    ├── BusError                      (the broker side; never a reply to the requester as such)
+    │   ├── BusUnavailableError       broker unreachable / no confirm: retry, else leave unsettled
+    │   └── MessageRejectedError      the broker refused this message for good: do not retry
     ├── ConfigError                   (start-up only, never on the wire)
     ├── CertificateError              (certs; mapped to upstream_unavailable when hit on a call)
     └── InternalError                 internal             yes
@@ -100,6 +103,20 @@ class PoolExhaustedError(UpstreamError):
 
 class RateLimitedError(GatewayError):
     code: ClassVar[ErrorCode] = "rate_limited"
+
+
+class BusError(GatewayError):
+    """Trouble on the broker side of the gateway."""
+
+
+class BusUnavailableError(BusError):
+    """The broker could not be reached or did not confirm in time; retrying may succeed."""
+
+
+class MessageRejectedError(BusError):
+    """The broker refused this message for good (too large, invalid or forbidden destination)."""
+
+    code: ClassVar[ErrorCode] = "payload_too_large"
 
 
 class ConfigError(GatewayError):

@@ -9,9 +9,10 @@ crash anywhere before that means redelivery, never loss.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -31,7 +32,7 @@ from gateway.envelope.codec import (
     normalise_content_type,
 )
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import GatewayError, InternalError
+from gateway.errors import GatewayError, InternalError, MessageRejectedError
 from gateway.events import MessageDeadLettered, Observer, RequestReceived
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
@@ -168,12 +169,22 @@ class Pipeline:
                 headers=headers,
                 key=(delivery.correlation_id or reply.id).encode(),
             )
-            jobs.append(self._retrying(self._transport.publish, message))
+            jobs.append(self._publish_reply(message, reply, codec))
         if dead_letter and error is not None:
             jobs.append(self._retrying(self._transport.dead_letter, delivery, error.header_value()))
         await asyncio.gather(*jobs)
         if dead_letter and error is not None:
             self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
+
+    async def _publish_reply(self, message: OutboundMessage, reply: Reply, codec: str) -> None:
+        try:
+            await self._retrying(self._transport.publish, message)
+        except MessageRejectedError as exc:
+            # Refused for good (a reply too large for the bus, say): answer with the reason instead.
+            log.warning("reply_rejected", request_id=reply.id, reason=exc.message)
+            fallback = replace(reply, status=None, headers=None, body=None, error=exc)
+            with contextlib.suppress(MessageRejectedError):  # the destination itself is refused: nothing to deliver
+                await self._retrying(self._transport.publish, replace(message, body=encode_reply(fallback, codec)))
 
     async def _record(
         self, delivery: Delivery, outcome: Outcome, arrived: float, headers: Mapping[str, str], dead: bool
@@ -207,6 +218,8 @@ class Pipeline:
             try:
                 await fn(*args, **kwargs)
                 return
+            except MessageRejectedError:
+                raise  # sending the same message again cannot succeed
             except Exception:
                 if attempt + 1 == self._publish_attempts:
                     raise

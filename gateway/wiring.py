@@ -101,14 +101,18 @@ async def build_transports(gw: Gateway) -> list[Transport]:
     if bootstrap:
         from gateway.bus.kafka import KafkaTransport
 
+        session_ms = s.kafka_session_timeout_ms
+        if s.embedded and "kafka_session_timeout_ms" not in s.model_fields_set:
+            session_ms = 1000  # Tansu joins a group in half a session: keep the embedded broker snappy
+
         transports.append(
             KafkaTransport(
                 bootstrap,
                 topic=s.requests_queue,
                 group_id=s.kafka_group_id,
                 max_in_flight=s.max_in_flight,
-                session_timeout_ms=s.kafka_session_timeout_ms,
-                heartbeat_interval_ms=max(100, s.kafka_session_timeout_ms // 4),
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(100, session_ms // 4),
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
                 clock=gw.clock,
             )

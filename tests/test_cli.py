@@ -63,7 +63,7 @@ async def test_serve_without_broker_starts_the_embedded_one(tmp_path: Path, unus
         **os.environ,
         "CMN_UPSTREAMS_FILE": str(upstreams),
         "EMBEDDED_BROKER_PORT": str(unused_port),
-        "KAFKA_SESSION_TIMEOUT_MS": "1500",
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
     }
     for name in ("AMQP_URL", "KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(name, None)

@@ -11,7 +11,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import Delivery
-from gateway.errors import GatewayError
+from gateway.errors import BusUnavailableError, MessageRejectedError
 
 DEFAULT_CONTENT_TYPE = "application/json"
 CONTENT_TYPE = "content-type"
@@ -21,12 +21,12 @@ REPLY_TO = "reply_to"
 KafkaHeaders = list[tuple[str, bytes]]
 
 
-class KafkaUnavailableError(GatewayError):
+class KafkaUnavailableError(BusUnavailableError):
     """Kafka could not be reached, or did not confirm a produce (acks=all) in time, reconnects
     included. A request whose reply hits this stays unsettled and comes again."""
 
 
-class KafkaRecordRejectedError(GatewayError):
+class KafkaRecordRejectedError(MessageRejectedError):
     """Kafka refused this record for good (too large for the producer or broker, an invalid or
     forbidden topic): sending the same record again cannot succeed."""
 

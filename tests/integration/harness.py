@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,7 @@ from gateway.envelope.codec import JSON
 from gateway.events import RecordingObserver
 from gateway.settings import load_settings
 
-FAST_GROUP: dict[str, Any] = {"session_timeout_ms": 1500, "heartbeat_interval_ms": 300}
+FAST_GROUP: dict[str, Any] = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300}
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
@@ -123,13 +123,4 @@ async def _kafka_dead_letters(bootstrap: str, count: int, timeout: float) -> lis
                     out.append((r.value, {k: v.decode() for k, v in r.headers}))
     finally:
         await consumer.stop()
-    return out
-
-
-async def collect(iterator: AsyncIterator[Any], count: int) -> list[Any]:
-    out = []
-    async for item in iterator:
-        out.append(item)
-        if len(out) >= count:
-            break
     return out

@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from gateway.envelope.codec import JSON, MSGPACK, encode_request
+from gateway.envelope.models import TelemetryEvent
 from gateway.events import MessageDeadLettered, RequestCompleted
 from tests.fixtures.upstreams import Upstream
-from tests.integration.harness import Stack, StackFactory, collect
+from tests.integration.harness import Stack, StackFactory
 
 
 def echo(upstream: Upstream, **extra: Any) -> dict[str, Any]:
@@ -63,21 +64,29 @@ async def test_thousand_concurrent_requests_each_get_their_own_reply(
 
 async def test_telemetry_event_for_every_request(make_stack: StackFactory, echo_upstream: Upstream) -> None:
     stack = await make_stack(echo(echo_upstream))
-    stream = stack.client.telemetry(from_beginning=True)
-    reply = await stack.client.request("echo", "GET", "/observed", tenant="acme")
-    events = await asyncio.wait_for(
-        collect((e async for e in stream if e.type == "request.completed" and e.data["request_id"] == reply.id), 1),
-        timeout=20,
-    )
-    data = events[0].data
+    sent: set[str] = set()
+
+    async def first_of_ours() -> TelemetryEvent:
+        async for event in stack.client.telemetry():
+            if event.type == "request.completed" and event.data["request_id"] in sent:
+                return event
+        raise AssertionError("telemetry stream ended")
+
+    # The stream is shared and starts at its end: keep requesting until our subscription sees one.
+    watcher = asyncio.create_task(first_of_ours())
+    async with asyncio.timeout(30):
+        while not watcher.done():
+            sent.add((await stack.client.request("echo", "GET", "/observed", tenant="acme")).id)
+            await asyncio.wait({watcher}, timeout=0.5)
+    data = watcher.result().data
     assert (data["upstream"], data["status_code"], data["tenant"], data["transport"]) == (
         "echo",
         200,
         "acme",
         stack.kind,
     )
-    recorded = [e for e in stack.events.events if isinstance(e, RequestCompleted)]
-    assert [e.request_id for e in recorded] == [reply.id]
+    recorded = [e.request_id for e in stack.events.events if isinstance(e, RequestCompleted)]
+    assert sorted(recorded) == sorted(sent)
 
 
 async def test_traceparent_passes_through(make_stack: StackFactory, echo_upstream: Upstream) -> None:
@@ -229,3 +238,16 @@ async def test_pool_exhaustion_shows_in_reply_and_metric(make_stack: StackFactor
         },
     )
     assert value == 2
+
+
+@pytest.mark.parametrize("broker", ["kafka"], indirect=True)
+async def test_reply_the_broker_refuses_becomes_an_error_reply(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    """A 20 MB upstream answer is over the Kafka producer's limit: the requester hears why, nothing hangs."""
+    stack = await make_stack(echo(echo_upstream), env={"MAX_RESPONSE_BYTES": 64 * 1024 * 1024})
+    reply = await stack.client.request("echo", "GET", f"/big?size={20 * 1024 * 1024}", timeout=30)
+    assert reply.status is None and reply.error is not None
+    assert reply.error.code == "payload_too_large"
+    after = await stack.client.request("echo", "GET", "/next")
+    assert after.status == 200
