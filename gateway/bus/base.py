@@ -110,9 +110,7 @@ class Requester(Protocol):
 
     async def start(self, on_reply: ReplyCallback) -> None: ...
 
-    async def send(
-        self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]
-    ) -> None:
+    async def send(self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]) -> None:
         """Publish one request to ``cmn.requests`` with this requester's reply address (confirmed)."""
         ...
 
