@@ -3,8 +3,10 @@
 One robust connection, two channels: one consumes (prefetch = the in-flight limit, manual ack),
 one publishes with publisher confirms. Consuming and acking go through the underlying aiormq
 channel: aio-pika would build an IncomingMessage and two more tasks per delivery, and wait for
-the socket buffer on every ack. aio-pika still owns reconnecting; after it reopens the consuming
-channel (prefetch restored), ``_on_reopen`` declares the topology again and consumes again.
+the socket buffer on every ack. Publishing goes through ``ConfirmedPublisher`` (lean encoding,
+rabbitmq_wire) and the connection writes its frames coalesced (rabbitmq_coalesce). aio-pika
+still owns reconnecting; after it reopens the consuming channel (prefetch restored), a
+``Resubscriber`` declares the topology again and consumes again, retrying until it works.
 
 A delivery can only be acked on the channel that carried it. After a connection loss those
 deliveries are gone from our side and the broker redelivers them, so ``settle`` logs and drops
