@@ -43,6 +43,7 @@ from gateway.bus.rabbitmq_topology import (
     timestamp_ms,
     underlay,
 )
+from gateway.bus.rabbitmq_wire import try_ack
 from gateway.clock import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -213,8 +214,8 @@ class RabbitTransport:
             self._drop_settle(delivery, "its channel is closed")
             return
         try:
-            # wait=False: queue the ack frame without waiting for the socket to drain each time.
-            await channel.basic_ack(tag, wait=False)
+            if not (isinstance(channel, aiormq.Channel) and try_ack(channel, tag)):
+                await channel.basic_ack(tag, wait=False)
         except BROKER_ERRORS as exc:
             self._drop_settle(delivery, repr(exc))
             return

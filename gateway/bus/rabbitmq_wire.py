@@ -27,7 +27,7 @@ from aiormq.abc import ChannelFrame
 from pamqp.commands import Basic
 
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_END = 1, 2, 3, b"\xce"
-BASIC_CLASS, PUBLISH_METHOD = 60, 40
+BASIC_CLASS, PUBLISH_METHOD, ACK_METHOD = 60, 40, 80
 # Property flags, most significant bit first, in the order AMQP 0-9-1 lists the properties.
 FLAG_CONTENT_TYPE, FLAG_HEADERS, FLAG_DELIVERY_MODE = 0x8000, 0x2000, 0x1000
 FLAG_CORRELATION_ID, FLAG_REPLY_TO = 0x0400, 0x0200
@@ -91,6 +91,20 @@ class LeanPublisher:
             if len(self._methods) > METHOD_CACHE_SIZE:
                 self._methods.popitem(last=False)
         return encoded
+
+
+def try_ack(channel: aiormq.Channel, delivery_tag: int) -> bool:
+    """Queue a Basic.Ack without aiormq's per-call marshalling and awaits; False: use basic_ack."""
+    if channel.is_closed or channel.write_queue.full():
+        return False
+    payload = frame(FRAME_METHOD, channel.number, ack_method(delivery_tag))
+    channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
+    return True
+
+
+def ack_method(delivery_tag: int) -> bytes:
+    """Basic.Ack for one delivery (never ``multiple``: deliveries finish out of order)."""
+    return struct.pack(">HHQB", BASIC_CLASS, ACK_METHOD, delivery_tag, 0)
 
 
 def _ready(channel: aiormq.Channel) -> bool:

@@ -15,6 +15,7 @@ from pamqp.header import ContentHeader
 from gateway.bus.rabbitmq_wire import (
     FRAME_HEADER,
     FRAME_METHOD,
+    ack_method,
     body_frames,
     content_header,
     frame,
@@ -66,6 +67,12 @@ def test_content_header_matches_pamqp(
 def test_publish_method_matches_pamqp(exchange: str, routing_key: str, channel: int) -> None:
     expected = pamqp.frame.marshal(Basic.Publish(exchange=exchange, routing_key=routing_key), channel)
     assert frame(FRAME_METHOD, channel, publish_method(exchange, routing_key)) == expected
+
+
+@given(tag=st.integers(min_value=1, max_value=2**64 - 1), channel=st.integers(min_value=1, max_value=2047))
+def test_ack_matches_pamqp(tag: int, channel: int) -> None:
+    expected = pamqp.frame.marshal(Basic.Ack(delivery_tag=tag), channel)
+    assert frame(FRAME_METHOD, channel, ack_method(tag)) == expected
 
 
 def test_bodies_are_split_at_the_frame_size() -> None:
