@@ -48,6 +48,10 @@ class Resubscriber:
                 log.warning("%s failed after reconnect, retrying in %.1f s: %r", self._what, self._interval, exc)
                 await self._clock.sleep(self._interval)
                 continue
+            except Exception:
+                # A bug, not a broker hiccup: retrying would only repeat it. Say so loudly.
+                log.exception("%s failed after reconnect and is not retried", self._what)
+                return
             log.info("%s restored", self._what)
             return
 
