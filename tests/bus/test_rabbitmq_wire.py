@@ -69,7 +69,7 @@ def test_publish_method_matches_pamqp(exchange: str, routing_key: str, channel: 
     assert frame(FRAME_METHOD, channel, publish_method(exchange, routing_key)) == expected
 
 
-@given(tag=st.integers(min_value=1, max_value=2**64 - 1), channel=st.integers(min_value=1, max_value=2047))
+@given(tag=st.integers(min_value=1, max_value=2**63 - 1), channel=st.integers(min_value=1, max_value=2047))
 def test_ack_matches_pamqp(tag: int, channel: int) -> None:
     expected = pamqp.frame.marshal(Basic.Ack(delivery_tag=tag), channel)
     assert frame(FRAME_METHOD, channel, ack_method(tag)) == expected
