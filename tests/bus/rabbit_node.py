@@ -41,7 +41,10 @@ class TlsFiles:
 
 class RabbitNode:
     """``start()``, ``restart()``, ``close_connections()``, ``stop()``; ``url`` (and ``tls_url`` when
-    given ``tls`` files) for clients."""
+    given ``tls`` files) for clients. A subclass may set ``tls_port`` before ``__init__`` and add
+    its own listener settings to ``rabbitmq.conf`` in ``_prepare`` (tests/certs does)."""
+
+    tls_port: int | None = None
 
     def __init__(self, base_dir: Path, *, tls: TlsFiles | None = None) -> None:
         self.base_dir = base_dir
@@ -49,7 +52,8 @@ class RabbitNode:
         self.port = free_port()
         self.dist_port = free_port()
         self.tls = tls
-        self.tls_port = free_port() if tls is not None else None
+        if tls is not None:
+            self.tls_port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._env = self._prepare()
 
