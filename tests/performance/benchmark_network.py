@@ -2,12 +2,16 @@
 
     .venv/bin/pytest tests/performance/benchmark_network.py -m benchmark -s
     .venv/bin/python -m tests.performance.benchmark_network [--broker rabbitmq] [--runs 3] [--no-scale]
+    .venv/bin/python -m tests.performance.benchmark_network --what-if gc-tuned --what-if no-telemetry
 
 For each broker, in the same run: the raw HTTP limit (aiohttp straight to the upstream), the raw
 broker round trip (echo service, no HTTP), a naive hand-written gateway and the CMN gateway process,
 each loaded closed-loop by N concurrent requesters through the real SDK (median of several runs),
 then at fixed arrival rates for latency (200 req/s, and 80 % of each gateway's peak). Every service
 runs in its own process; the machine is shared and noisy, so only ratios inside one run mean much.
+Beside throughput each run records the serving process's CPU time per request (from /proc), which
+other tenants of the machine disturb far less, and the load generator's own CPU share (to show it
+is not the bottleneck). ``--what-if`` runs CMN beside experimental variants of it (bench_variant).
 Results: printed tables and ``benchmark-results/network.json``.
 """
 
