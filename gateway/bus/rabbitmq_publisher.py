@@ -15,9 +15,10 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
-from gateway.bus.rabbitmq_topology import BROKER_ERRORS, BusUnavailableError, underlay
-from gateway.bus.rabbitmq_wire import LeanPublisher
+from gateway.bus.rabbitmq_topology import BROKER_ERRORS, underlay
+from gateway.bus.rabbitmq_wire import MAX_SHORT_STR, LeanPublisher
 from gateway.clock import Clock, SystemClock
+from gateway.errors import BusUnavailableError, MessageRejectedError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class ConfirmedPublisher:
         return self._lean
 
     async def publish(self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties) -> None:
+        """Returns once confirmed. Raises MessageRejectedError when the broker refuses this message
+        itself, BusUnavailableError when no confirm came within ``give_up_after`` seconds."""
+        if len(routing_key.encode()) > MAX_SHORT_STR or len(exchange.encode()) > MAX_SHORT_STR:
+            raise MessageRejectedError(f"destination {routing_key[:40]!r}... is longer than AMQP's 255 bytes")
         failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._give_up_after):
@@ -74,6 +79,9 @@ class ConfirmedPublisher:
                         await self._publish_once(channel, exchange, routing_key, body, props)
                     except BROKER_ERRORS as exc:
                         failure = exc
+                        if _refused_for_good(exc, exchange, body):
+                            detail = f"RabbitMQ refused the message to {exchange!r}/{routing_key!r}: {exc}"
+                            raise MessageRejectedError(detail) from exc
                         self.retries += 1
                         log.warning("publish to %r/%r failed, retrying: %r", exchange, routing_key, exc)
                         await self._clock.sleep(RECOVERY_POLL)
@@ -113,6 +121,18 @@ class ConfirmedPublisher:
             )
         finally:
             self._general_under_way -= 1
+
+
+def _refused_for_good(exc: BaseException, exchange: str, body: bytes) -> bool:
+    """Did the broker close the channel over this very message? It closes the channel over one bad
+    message and every publish pending on it sees the same error, so the error text has to name it:
+    its size ("message size N is larger than configured max size M"), or its exchange."""
+    text = str(exc)
+    if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
+        return f"message size {len(body)} is larger" in text
+    if isinstance(exc, aiormq.exceptions.ChannelAccessRefused):
+        return f"exchange '{exchange or 'amq.default'}'" in text
+    return False
 
 
 async def _confirmed(confirmation: Awaitable[object]) -> None:

@@ -24,7 +24,7 @@ from yarl import URL
 
 from gateway.bus.base import REQUESTS, TELEMETRY
 from gateway.bus.rabbitmq_coalesce import CoalesceStats, coalesce_writes
-from gateway.errors import GatewayError
+from gateway.errors import BusUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +42,6 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
 )
 # A stream is append-only and kept by retention, so operators and late clients can replay telemetry.
 STREAM_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "stream"}
-
-
-class BusUnavailableError(GatewayError):
-    """RabbitMQ could not be reached at start-up, or did not confirm a publish in time (reconnects
-    included); a request whose reply was not confirmed stays unsettled and comes again."""
-
-    code = "internal"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 STARTUP_TIMEOUT = 90
+MAX_MESSAGE_SIZE = 1 << 20
 
 
 def free_port() -> int:
@@ -102,7 +103,11 @@ class RabbitNode:
         }
 
     def _config(self) -> str:
-        lines = [f"listeners.tcp.default = 127.0.0.1:{self.port}", "loopback_users = none"]
+        lines = [
+            f"listeners.tcp.default = 127.0.0.1:{self.port}",
+            "loopback_users = none",
+            f"max_message_size = {MAX_MESSAGE_SIZE}",  # small, so a test can exceed it cheaply
+        ]
         if self.tls is not None:
             lines += [
                 f"listeners.ssl.default = 127.0.0.1:{self.tls_port}",

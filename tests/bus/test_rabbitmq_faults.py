@@ -12,8 +12,8 @@ import pytest
 from gateway.bus.base import Delivery, OutboundMessage, ReplyMessage
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
-from gateway.bus.rabbitmq_topology import BusUnavailableError
-from tests.bus.rabbit_node import RabbitNode
+from gateway.errors import BusUnavailableError, MessageRejectedError
+from tests.bus.rabbit_node import MAX_MESSAGE_SIZE, RabbitNode
 from tests.fixtures.rabbit import wait_until
 
 RECOVERY = 60.0  # a restart takes about 5-7 s here; generous for a loaded 2-core box
@@ -127,3 +127,24 @@ async def test_tls_refuses_a_broker_it_does_not_trust(rabbit_node: RabbitNode) -
         await transport.start(unused)
     assert "guest:guest" not in str(caught.value)  # no password in the message
     await transport.aclose()
+
+
+async def test_a_message_the_broker_refuses_fails_alone(
+    rabbit_node: RabbitNode, pair: tuple[EchoGateway, RabbitRequester, dict[str, ReplyMessage]]
+) -> None:
+    gateway, requester, replies = pair
+    too_large = OutboundMessage("anywhere", b"x" * (MAX_MESSAGE_SIZE + 1), "application/json", "big")
+    fine = [OutboundMessage("anywhere", b"%d" % n, "application/json", f"c{n}") for n in range(50)]
+
+    results = await asyncio.gather(
+        gateway.transport.publish(too_large),
+        *(gateway.transport.publish(message) for message in fine),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], MessageRejectedError)
+    assert "larger than" in str(results[0])
+    assert results[1:] == [None] * 50  # caught in the same channel closure, then confirmed on the next
+    with pytest.raises(MessageRejectedError):
+        await gateway.transport.publish(OutboundMessage("q" * 256, b"x", "application/json", None))
+    await round_trip(requester, replies, "still-serving")
