@@ -40,8 +40,13 @@ BROKER_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
-# A stream is append-only and kept by retention, so operators and late clients can replay telemetry.
-STREAM_ARGUMENTS: Mapping[str, Any] = {"x-queue-type": "stream"}
+# A stream is append-only and kept by retention, so operators and late clients can replay telemetry;
+# without a retention limit it would grow for ever. Seven days or 5 GB, whichever comes first.
+STREAM_ARGUMENTS: Mapping[str, Any] = {
+    "x-queue-type": "stream",
+    "x-max-age": "7D",
+    "x-max-length-bytes": 5_000_000_000,
+}
 
 
 @dataclass(frozen=True, slots=True)

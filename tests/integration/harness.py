@@ -47,9 +47,10 @@ def transport_and_requester(
     kind: str, queue: str, bootstrap: str | None, *, max_in_flight: int = 256
 ) -> tuple[Transport, Any]:
     if kind == "rabbitmq":
+        telemetry = f"{queue}.telemetry"  # a stream per test: the shared one only ever grows
         return (
-            RabbitTransport(AMQP_URL, queue=queue, max_in_flight=max_in_flight),
-            RabbitRequester(AMQP_URL, queue=queue),
+            RabbitTransport(AMQP_URL, queue=queue, max_in_flight=max_in_flight, telemetry=telemetry),
+            RabbitRequester(AMQP_URL, queue=queue, telemetry=telemetry),
         )
     assert bootstrap is not None
     return (
@@ -79,10 +80,22 @@ async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None)
             document["certificates"] = certificates
         gateway = Gateway(load_config(settings, document), observers=[events], transports=[transport])
         await stack.enter_async_context(gateway)
+        if kind == "rabbitmq":
+            stack.push_async_callback(delete_rabbit_topology, queue)
         client = await stack.enter_async_context(GatewayClient(requester, codec=codec))
         return Stack(kind, gateway, client, queue, events, bootstrap)
 
     return make
+
+
+async def delete_rabbit_topology(queue: str) -> None:
+    """Remove what one test stack declared on the shared broker (requests, dead letters, telemetry)."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for name in (queue, f"{queue}.dlq", f"{queue}.telemetry"):
+            await channel.queue_delete(name)
+        await channel.exchange_delete(f"{queue}.telemetry")
 
 
 async def _rabbit_dead_letters(queue: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:

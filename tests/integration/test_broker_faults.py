@@ -15,7 +15,7 @@ from gateway.client import GatewayClient
 from gateway.settings import load_settings
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.upstreams import Upstream
-from tests.integration.harness import AMQP_URL
+from tests.integration.harness import AMQP_URL, delete_rabbit_topology
 
 
 @pytest.fixture
@@ -53,3 +53,4 @@ async def test_gateway_survives_rabbitmq_connection_drop(proxy: TcpProxy, echo_u
                 break
             await asyncio.sleep(0.1)
         assert gateway.ready
+    await delete_rabbit_topology(queue)

@@ -16,7 +16,7 @@ from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.envelope.codec import encode_request
 from tests.fixtures.upstreams import StartUpstream
-from tests.integration.harness import AMQP_URL, FAST_GROUP
+from tests.integration.harness import AMQP_URL, FAST_GROUP, delete_rabbit_topology
 from tests.integration.process import ServeProcess
 
 
@@ -61,6 +61,8 @@ async def client(broker_env: dict[str, str]) -> AsyncIterator[GatewayClient]:
         requester = KafkaRequester(broker_env["KAFKA_BOOTSTRAP_SERVERS"], topic=queue)
     async with GatewayClient(requester) as c:
         yield c
+    if "AMQP_URL" in broker_env:
+        await delete_rabbit_topology(queue)
 
 
 async def _wait_for(predicate: object, timeout: float) -> None:
