@@ -10,6 +10,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from gateway.bus.base import ERROR_HEADER, Delivery, OutboundMessage
 from gateway.bus.rabbitmq import RabbitTransport
+from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
 from tests.fixtures.rabbit import TransportFactory, ready_count, reply_queue, wait_until
 
 
@@ -257,7 +258,7 @@ async def test_telemetry_is_confirmed_into_the_stream(
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=10)
-        stream = await channel.declare_queue(rabbit_telemetry, durable=True, arguments={"x-queue-type": "stream"})
+        stream = await channel.declare_queue(rabbit_telemetry, durable=True, arguments=dict(STREAM_ARGUMENTS))
         events: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
         async def on_event(message: AbstractIncomingMessage) -> None:
