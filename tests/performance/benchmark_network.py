@@ -108,15 +108,23 @@ async def measure_latency(broker: str, target: str, knobs: Knobs, plan: Plan, re
             )
 
 
-async def measure_scale(plan: Plan) -> list[ScaleResult]:
-    """Issue 3: 10,000 requests at once, each held 1 s by the upstream; a fresh upstream per way."""
+async def measure_scale(plan: Plan, variants: tuple[str, ...] = ()) -> list[ScaleResult]:
+    """Issue 3: 10,000 requests at once, each held 1 s by the upstream; a fresh upstream per way.
+
+    ``variants`` adds rows for CMN with experimental changes (``--what-if`` with ``--scale-only``).
+    """
     count = plan.scale_requests
     out: list[ScaleResult] = []
     async with upstream() as base:
         out.append(await run_direct(base.upstream_url, count))
-    for target, label in ((NAIVE, "naive aio-pika (prefetch 10,000)"), (CMN, "CMN gateway (MAX_IN_FLIGHT 10,000)")):
+    ways: list[tuple[str, str, tuple[str, ...]]] = [
+        (NAIVE, "naive aio-pika (prefetch 10,000)", ()),
+        (CMN, "CMN gateway (MAX_IN_FLIGHT 10,000)", ()),
+    ]
+    ways += [(CMN, f"CMN+{v} (what-if)", tuple(v.split("+"))) for v in variants]
+    for target, label, chosen in ways:
         async with upstream() as base:
-            knobs = replace(base, concurrency=count, pool_size=count)
+            knobs = replace(base, concurrency=count, pool_size=count, cmn_variants=chosen)
             async with started("rabbitmq", target, knobs) as running:
                 assert running.client is not None
                 assert running.process is not None
@@ -245,6 +253,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     plan = replace(defaults, runs=args.runs, seconds=args.seconds, concurrency=args.concurrency)
+    if args.what_if and args.scale_only:
+        scale = run(measure_scale(plan, tuple(args.what_if)))
+        print(scale_table(scale))
+        update_json("what_if_scale_10k", [r.as_dict() for r in scale])
+        return
     if args.what_if:
         for broker in args.broker or BROKERS:
             found = run(measure_what_if(broker, plan, args.what_if))
