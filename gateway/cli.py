@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import Coroutine
@@ -31,6 +32,16 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coro)
+
+
+def _tune_gc() -> None:
+    """Fewer, later collections. A gateway holds thousands of in-flight requests, each a few hundred
+    short-lived objects; with the default threshold (700) the collector re-walks that live set over and
+    over: measured at up to half the CPU with 10,000 in flight. Objects alive after start-up (modules,
+    the composition) are frozen out of collection altogether."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 def _settings() -> Settings:
@@ -65,6 +76,7 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with Gateway(config) as gateway:
+            _tune_gc()
             if gateway.embedded_bootstrap:
                 console.print(
                     f"[yellow]No broker configured: started the embedded Kafka-protocol broker (Tansu) on "

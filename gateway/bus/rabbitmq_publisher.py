@@ -70,6 +70,27 @@ class ConfirmedPublisher:
         itself, BusUnavailableError when no confirm came within ``give_up_after`` seconds."""
         if len(routing_key.encode()) > MAX_SHORT_STR or len(exchange.encode()) > MAX_SHORT_STR:
             raise MessageRejectedError(f"destination {routing_key[:40]!r}... is longer than AMQP's 255 bytes")
+        current = self._underlay
+        if current is not None and not current.is_closed and self._usable(current):
+            # The common case pays for no timeout scope: a confirm comes, or the connection dies
+            # (heartbeats) and the retry path below takes over with its deadline.
+            try:
+                await self._publish_once(current, exchange, routing_key, body, props)
+            except BROKER_ERRORS as exc:
+                self._refuse_if_final(exc, exchange, routing_key, body)
+                self.retries += 1
+                log.warning("publish to %r/%r failed, retrying: %r", exchange, routing_key, exc)
+            else:
+                self.published += 1
+                return
+        await self._publish_retrying(exchange, routing_key, body, props)
+
+    def _refuse_if_final(self, exc: BaseException, exchange: str, routing_key: str, body: bytes) -> None:
+        if _refused_for_good(exc, exchange, body):
+            detail = f"RabbitMQ refused the message to {exchange!r}/{routing_key!r}: {exc}"
+            raise MessageRejectedError(detail) from exc
+
+    async def _publish_retrying(self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties) -> None:
         failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._give_up_after):
@@ -79,9 +100,7 @@ class ConfirmedPublisher:
                         await self._publish_once(channel, exchange, routing_key, body, props)
                     except BROKER_ERRORS as exc:
                         failure = exc
-                        if _refused_for_good(exc, exchange, body):
-                            detail = f"RabbitMQ refused the message to {exchange!r}/{routing_key!r}: {exc}"
-                            raise MessageRejectedError(detail) from exc
+                        self._refuse_if_final(exc, exchange, routing_key, body)
                         self.retries += 1
                         log.warning("publish to %r/%r failed, retrying: %r", exchange, routing_key, exc)
                         await self._clock.sleep(RECOVERY_POLL)

@@ -127,7 +127,8 @@ class RequestLog:
     def _write(self, event: Event) -> None:
         match event:
             case RequestCompleted():
-                self._log.info(event.type, **request_fields(event))
+                if self._log.is_enabled_for(logging.INFO):  # don't build a line the level drops
+                    self._log.info(event.type, **request_fields(event))
             case EndpointEjected(upstream=upstream, endpoint=endpoint, duration=duration, reason=reason):
                 self._log.warning(
                     event.type, upstream=upstream, endpoint=endpoint, ejected_for_s=duration, reason=reason

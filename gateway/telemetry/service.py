@@ -7,9 +7,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-import orjson
-
 from gateway.clock import Clock
+from gateway.envelope.codec import dumps_json
 from gateway.events import Event, Observer, RequestCompleted
 
 
@@ -117,7 +116,7 @@ class TelemetryService:
             "traceparent": headers.get("traceparent"),
         }
         headers["content-type"] = "application/json"
-        return orjson.dumps(doc), headers
+        return dumps_json(doc), headers
 
     # -- background events ------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
