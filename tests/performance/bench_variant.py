@@ -10,6 +10,9 @@ before ``gateway.cli`` starts.
     gc-tuned        gc.freeze() of everything imported at start-up and a 50,000-allocation young generation
     no-telemetry    request telemetry events are observed but never published (nor confirmed)
     tracemalloc     unchanged, but prints the top allocation sites whenever traced memory reaches a new peak
+    metrics         ENABLE_METRICS=true (Prometheus registry + /metrics server, scraped every 100 ms)
+    tracing         OTLP_ENDPOINT set: spans for every request and attempt, exported over OTLP/HTTP to a
+                    sink in a separate process (so receiving costs the gateway nothing)
 """
 
 from __future__ import annotations
@@ -20,7 +23,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("gc-stats", "gc-tuned", "no-telemetry", "tracemalloc")
+VARIANTS = ("gc-stats", "gc-tuned", "no-telemetry", "tracemalloc", "metrics", "tracing")
+
+# An OTLP/HTTP sink: accepts every export and answers an empty ExportTraceServiceResponse.
+_SINK = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
 
 
 def gc_stats() -> None:
@@ -87,7 +108,48 @@ def trace_allocations(every: float = 3.0, top: int = 15) -> None:
     threading.Thread(target=watch, name="tracemalloc-watch", daemon=True).start()
 
 
+_SCRAPER = """
+import sys, time, urllib.request
+while True:
+    time.sleep(0.1)
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=1).read()
+    except OSError:
+        pass
+"""
+
+
+def metrics_on() -> None:
+    """Metrics on, scraped every 100 ms (far more eagerly than Prometheus' usual 15 s) from another
+    process, so only the gateway's side of a scrape counts."""
+    import atexit
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"ENABLE_METRICS": "true", "METRICS_PORT": str(port)})
+    scraper = subprocess.Popen([sys.executable, "-c", _SCRAPER, str(port)])
+    atexit.register(scraper.kill)
+
+
+def tracing_on() -> None:
+    import atexit
+    import os
+    import subprocess
+
+    sink = subprocess.Popen([sys.executable, "-c", _SINK], stdout=subprocess.PIPE, text=True)
+    assert sink.stdout is not None
+    port = sink.stdout.readline().strip()
+    atexit.register(sink.kill)
+    os.environ["OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+
+
 APPLY: dict[str, Callable[[], None]] = {
+    "metrics": metrics_on,
+    "tracing": tracing_on,
     "gc-stats": gc_stats,
     "gc-tuned": gc_tuned,
     "no-telemetry": no_telemetry,
