@@ -38,9 +38,9 @@ class Stack:
     async def dead_letters(self, count: int, timeout: float = 10.0) -> list[tuple[bytes, dict[str, str]]]:
         """The first ``count`` dead-lettered messages for this stack: (original bytes, headers)."""
         if self.kind == "rabbitmq":
-            return await _rabbit_dead_letters(f"{self.queue}.dlq", count, timeout)
+            return await rabbit_dead_letters(f"{self.queue}.dlq", count, timeout)
         assert self.bootstrap is not None
-        return await _kafka_dead_letters(self.bootstrap, count, timeout)
+        return await kafka_dead_letters(self.bootstrap, count, timeout)
 
 
 def transport_and_requester(
@@ -98,7 +98,7 @@ async def delete_rabbit_topology(queue: str) -> None:
         await channel.exchange_delete(f"{queue}.telemetry")
 
 
-async def _rabbit_dead_letters(queue: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:
+async def rabbit_dead_letters(queue: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:
     import asyncio
 
     out: list[tuple[bytes, dict[str, str]]] = []
@@ -118,7 +118,7 @@ async def _rabbit_dead_letters(queue: str, count: int, timeout: float) -> list[t
     return out
 
 
-async def _kafka_dead_letters(bootstrap: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:
+async def kafka_dead_letters(bootstrap: str, count: int, timeout: float) -> list[tuple[bytes, dict[str, str]]]:
     import asyncio
 
     consumer = AIOKafkaConsumer(
