@@ -7,7 +7,6 @@ import os
 import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -89,7 +88,7 @@ class Gateway:
         self.instance = self.settings.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.observer = ObserverGroup(list(observers or []))
         self._given_transports = transports
-        self._stack = AsyncExitStack()
+        self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
         self.transports: list[Transport] = []
         self.worker: Worker | None = None
         self.forwarder: Forwarder | None = None
@@ -125,10 +124,10 @@ class Gateway:
         )
         self.observer.add(self.telemetry)
         await self.telemetry.start()
-        self._stack.push_async_callback(self.telemetry.aclose)
+        self.resources.push_async_callback(self.telemetry.aclose)
         lanes = [Lane(t, self._pipeline(t, tracer, store)) for t in self.transports]
         self.worker = Worker(lanes)
-        self._stack.push_async_callback(self._close_transports)
+        self.resources.push_async_callback(self._close_transports)
         await self.worker.start()
         log.info("gateway_started", instance=self.instance, transports=[t.name for t in self.transports])
 
@@ -143,7 +142,7 @@ class Gateway:
             tls=tls,
             redis_url=self.settings.redis_url,
         )
-        self._stack.push_async_callback(forwarder.aclose)
+        self.resources.push_async_callback(forwarder.aclose)
         return forwarder
 
     def _pipeline(self, transport: Transport, tracer: RequestTracer, store: ResultStore | None) -> Pipeline:
@@ -179,7 +178,7 @@ class Gateway:
             await self.worker.aclose()
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
+        await self.resources.aclose()
 
     async def serve_until(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set (SIGTERM/SIGINT in the CLI), then drain and close."""
@@ -190,7 +189,3 @@ class Gateway:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.transports) or "none"
         return f"<Gateway {self.instance} [{names}] {'ready' if self.ready else 'not ready'}>"
-
-
-def default_upstreams_path() -> Path:
-    return Path(__file__).parent / "sample" / "upstreams.yaml"

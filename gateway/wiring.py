@@ -26,7 +26,7 @@ async def build_tracer(gw: Gateway) -> RequestTracer:
         sampling_ratio=s.trace_sampling_ratio,
         service_name="cmn-gateway",
     )
-    gw._stack.push_async_callback(handle.aclose)
+    gw.resources.push_async_callback(handle.aclose)
     gw.tracing = handle
     tracer: RequestTracer = handle.tracer
     return tracer
@@ -49,7 +49,7 @@ async def build_metrics(gw: Gateway) -> None:
     gw.observer.add(gw.metrics)
     server = MetricsServer(registry, port=gw.settings.metrics_port, readiness=lambda: gw.ready)
     await server.start()
-    gw._stack.push_async_callback(server.aclose)
+    gw.resources.push_async_callback(server.aclose)
     gw.metrics_port = server.port
 
 
@@ -64,7 +64,7 @@ async def build_certificates(gw: Gateway) -> Any:
         gw.config.certificates, tls_by_upstream, gw.settings, clock=gw.clock, observer=gw.observer
     )
     if manager is not None:
-        gw._stack.push_async_callback(manager.aclose)
+        gw.resources.push_async_callback(manager.aclose)
         if gw.metrics is not None:
             gw.metrics.bind_certificate_expiries(manager.expiries)
     return provider
@@ -75,7 +75,7 @@ async def build_dedupe_store(gw: Gateway) -> ResultStore:
 
     if gw.settings.redis_url:
         store = RedisIdempotencyStore.from_url(gw.settings.redis_url)
-        gw._stack.push_async_callback(store.aclose)
+        gw.resources.push_async_callback(store.aclose)
         return store
     return MemoryIdempotencyStore(gw.clock)
 
@@ -89,7 +89,7 @@ async def build_transports(gw: Gateway) -> list[Transport]:
 
         broker = EmbeddedBroker(port=s.embedded_broker_port, clock=gw.clock)
         await broker.start()
-        gw._stack.push_async_callback(broker.aclose)
+        gw.resources.push_async_callback(broker.aclose)
         bootstrap = gw.embedded_bootstrap = broker.bootstrap
         log.warning("embedded_broker_started", bootstrap=bootstrap, note="for trying CMN, not for production")
     if s.amqp_url:

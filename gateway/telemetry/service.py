@@ -148,7 +148,7 @@ class TelemetryService:
             for _ in range(50):
                 if self._queue.empty():
                     break
-                await asyncio.sleep(0.01)
+                await self._clock.sleep(0.01)
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
             self._pump = None

@@ -11,6 +11,7 @@ import msgpack
 import orjson
 import pytest
 
+from gateway.client import ReplyTimeoutError
 from gateway.envelope.codec import JSON, MSGPACK, encode_request
 from gateway.envelope.models import TelemetryEvent
 from gateway.events import MessageDeadLettered, RequestCompleted
@@ -251,3 +252,21 @@ async def test_reply_the_broker_refuses_becomes_an_error_reply(
     assert reply.error.code == "payload_too_large"
     after = await stack.client.request("echo", "GET", "/next")
     assert after.status == 200
+
+
+async def test_slow_upstream_is_answered_within_the_callers_timeout(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    stack = await make_stack(echo(echo_upstream, retry={"attempts": 1}))
+    reply = await stack.client.request("echo", "GET", "/slow?delay_ms=3000", timeout=1.0)
+    assert reply.status is None and reply.error is not None
+    assert reply.error.code in ("timeout", "deadline_exceeded")
+    assert reply.duration_ms < 1000
+
+
+async def test_client_times_out_cleanly_when_nobody_answers(make_stack: StackFactory, echo_upstream: Upstream) -> None:
+    stack = await make_stack(echo(echo_upstream))
+    await stack.gateway.drain()  # the gateway stops consuming: no reply will come
+    with pytest.raises(ReplyTimeoutError, match="no reply"):
+        await stack.client.request("echo", "GET", "/", timeout=0.5)
+    assert "0 pending" in repr(stack.client)
