@@ -156,7 +156,7 @@ class Gateway:
             observer=self.observer,
             tracer=tracer,
             clock=self.clock,
-            dedupe=Deduplicator(store, settings.idempotency_ttl),
+            dedupe=Deduplicator(store, settings.idempotency_ttl, self.clock),
             max_request_bytes=settings.max_request_bytes,
         )
 

@@ -1,20 +1,26 @@
 """Idempotency: a duplicate delivery with the same key inside the window is answered from the first result.
 
-Two layers: a store shared by replicas (in memory or Redis, with TTL) holds finished results, and an
-in-process map of futures makes concurrent duplicates wait for the first call instead of racing it.
-Only responses are remembered; a failure (timeout, open circuit) is not, so a retry may succeed.
+Three layers: a store shared by replicas (in memory or Redis, with TTL) holds finished results; in
+one process, a map of futures makes concurrent duplicates wait for the first call instead of racing it;
+across replicas, a store that supports claims (Redis ``SET NX``) lets exactly one replica call the
+upstream while duplicates elsewhere wait for its result. Only responses are remembered; a failure
+(timeout, open circuit) is not, and releases the claim, so a retry may succeed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgpack
 
+from gateway.clock import Clock, Deadline
 from gateway.envelope.models import RequestEnvelope
+from gateway.errors import DeadlineExceededError
 from gateway.upstream.base import UpstreamResponse
+
+Call = Callable[[], Awaitable[UpstreamResponse]]
 
 
 class ResultStore(Protocol):
@@ -23,28 +29,46 @@ class ResultStore(Protocol):
     async def put(self, key: str, value: bytes, ttl: float) -> None: ...
 
 
+@runtime_checkable
+class ClaimingStore(Protocol):
+    """A store shared by replicas that can also say who executes a key."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl: float) -> None: ...
+
+    async def claim(self, key: str, ttl: float) -> bool: ...
+
+    async def release(self, key: str) -> None: ...
+
+    async def claimed(self, key: str) -> bool: ...
+
+
 class Deduplicator:
-    def __init__(self, store: ResultStore | None, ttl: float) -> None:
+    def __init__(self, store: ResultStore | None, ttl: float, clock: Clock, *, poll_interval: float = 0.02) -> None:
         self._store = store
         self._ttl = ttl
+        self._clock = clock
+        self._poll = poll_interval
         self._pending: dict[str, asyncio.Future[UpstreamResponse]] = {}
 
-    async def run(self, envelope: RequestEnvelope, call: Callable[[], Awaitable[UpstreamResponse]]) -> UpstreamResponse:
+    async def run(self, envelope: RequestEnvelope, deadline: Deadline, call: Call) -> UpstreamResponse:
         if envelope.idempotency_key is None or self._store is None:
             return await call()
         key = f"{envelope.tenant or ''}:{envelope.upstream}:{envelope.idempotency_key}"
         pending = self._pending.get(key)
         if pending is not None:
             return _replayed(await asyncio.shield(pending))
-        cached = await self._store.get(key)
-        if cached is not None:
-            return _replayed(_unpack(cached))
+        # Registered before the first await, so a duplicate arriving meanwhile waits for this call.
         future: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume_exception)
         self._pending[key] = future
         try:
-            response = await call()
-            await self._store.put(key, _pack(response), self._ttl)
+            cached = await self._store.get(key)
+            if cached is not None:
+                response = _replayed(_unpack(cached))
+            else:
+                response = await self._first_hand(self._store, key, deadline, call)
             future.set_result(response)
             return response
         except BaseException as exc:
@@ -52,6 +76,33 @@ class Deduplicator:
             raise
         finally:
             del self._pending[key]
+
+    async def _first_hand(self, store: ResultStore, key: str, deadline: Deadline, call: Call) -> UpstreamResponse:
+        if not isinstance(store, ClaimingStore):
+            response = await call()
+            await store.put(key, _pack(response), self._ttl)
+            return response
+        while not await store.claim(key, max(deadline.remaining(self._clock), 0.001)):
+            finished = await self._result_of_other(store, key, deadline)
+            if finished is not None:
+                return _replayed(finished)
+            # The other replica's call failed and released its claim: try to take it ourselves.
+        try:
+            response = await call()
+        except BaseException:
+            await store.release(key)
+            raise
+        await store.put(key, _pack(response), self._ttl)
+        await store.release(key)  # after the put: a waiter that sees no claim finds the result
+        return response
+
+    async def _result_of_other(self, store: ClaimingStore, key: str, deadline: Deadline) -> UpstreamResponse | None:
+        while await store.claimed(key):
+            if deadline.expired(self._clock):
+                raise DeadlineExceededError("a duplicate of this request is still being served by another replica")
+            await self._clock.sleep(self._poll)
+        cached = await store.get(key)
+        return _unpack(cached) if cached is not None else None
 
     def __repr__(self) -> str:
         return f"<Deduplicator {type(self._store).__name__} ttl={self._ttl}s [{len(self._pending)} pending]>"

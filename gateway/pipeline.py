@@ -137,7 +137,7 @@ class Pipeline:
         trace: dict[str, str] = {}
         self._tracer.inject(trace)
         request = OutboundRequest(envelope, admitted.body, admitted.headers, admitted.deadline, trace)
-        return await self._dedupe.run(envelope, lambda: self._forwarder.forward(request))
+        return await self._dedupe.run(envelope, admitted.deadline, lambda: self._forwarder.forward(request))
 
     def _failed(self, envelope: RequestEnvelope, exc: GatewayError, arrived: float) -> Outcome:
         reply = Reply(

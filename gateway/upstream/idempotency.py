@@ -100,6 +100,35 @@ class RedisIdempotencyStore:
         except (RedisError, OSError) as exc:
             log.warning("idempotency store unreachable, result for %s not kept: %r", key, exc)
 
+    async def claim(self, key: str, ttl: float) -> bool:
+        """Take the right to execute ``key`` (SET NX, expiring after ``ttl`` in case the owner dies).
+
+        True when this replica should call the upstream; False when another replica holds the claim.
+        An unreachable Redis answers True: fail open, as ``get`` does, rather than stall requests.
+        """
+        try:
+            taken = await self._client.set(self._claim(key), b"1", nx=True, px=max(1, int(ttl * 1000)))
+        except (RedisError, OSError) as exc:
+            log.warning("idempotency store unreachable, executing %s unclaimed: %r", key, exc)
+            return True
+        return bool(taken)
+
+    async def release(self, key: str) -> None:
+        """Give a claim up (the call failed): a waiting duplicate may now execute it itself."""
+        try:
+            await self._client.delete(self._claim(key))
+        except (RedisError, OSError) as exc:
+            log.warning("idempotency store unreachable, claim on %s left to expire: %r", key, exc)
+
+    async def claimed(self, key: str) -> bool:
+        try:
+            return bool(await self._client.exists(self._claim(key)))
+        except (RedisError, OSError):
+            return False
+
+    def _claim(self, key: str) -> str:
+        return f"{self._prefix}{key}:claim"
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+import uuid
 from typing import Any
 
 import msgpack
@@ -98,15 +99,18 @@ async def test_traceparent_passes_through(make_stack: StackFactory, echo_upstrea
     assert message.headers.get("traceparent", "").split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
 async def test_idempotency_key_answers_duplicates_without_a_second_call(
-    make_stack: StackFactory, echo_upstream: Upstream
+    make_stack: StackFactory, echo_upstream: Upstream, shared: bool
 ) -> None:
-    stack = await make_stack(echo(echo_upstream))
+    env = {"REDIS_URL": "redis://127.0.0.1:6379/0"} if shared else {}
+    stack = await make_stack(echo(echo_upstream), env=env)
+    key = f"k-{uuid.uuid4().hex}"
     first, second = await asyncio.gather(
-        stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key="k-1"),
-        stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key="k-1"),
+        stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key=key),
+        stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key=key),
     )
-    third = await stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key="k-1")
+    third = await stack.client.request("echo", "POST", "/charge", json={"a": 1}, idempotency_key=key)
     assert echo_upstream.hits == 1
     assert first.status == second.status == third.status == 200
     assert sorted([first.attempts, second.attempts]) == [0, 1] and third.attempts == 0

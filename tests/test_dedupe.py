@@ -1,0 +1,138 @@
+"""Idempotency keys across replicas: two Deduplicators sharing the real Redis act as two gateways."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.clock import Deadline, SystemClock
+from gateway.dedupe import Deduplicator
+from gateway.envelope.models import RequestEnvelope
+from gateway.errors import DeadlineExceededError, UpstreamTimeoutError
+from gateway.testing import FakeClock
+from gateway.upstream.base import UpstreamResponse
+from gateway.upstream.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
+
+REDIS = "redis://127.0.0.1:6379/0"
+CLOCK = SystemClock()
+
+
+def envelope(key: str | None = "charge-1") -> RequestEnvelope:
+    return RequestEnvelope.model_validate({"id": uuid.uuid4().hex, "upstream": "payments", "idempotency_key": key})
+
+
+def response(body: bytes = b"ok") -> UpstreamResponse:
+    return UpstreamResponse(201, {"content-type": "text/plain"}, body, 1, "http://pay-a", 0.01)
+
+
+class Upstream:
+    """Counts calls; each call waits for ``gate`` (so duplicates really overlap), then answers or fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.gate = asyncio.Event()
+        self.fail_first = False
+
+    async def __call__(self) -> UpstreamResponse:
+        self.calls += 1
+        await self.gate.wait()
+        if self.fail_first and self.calls == 1:
+            raise UpstreamTimeoutError("first call timed out")
+        return response(f"call-{self.calls}".encode())
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[tuple[Deduplicator, Deduplicator]]:
+    prefix = f"cmn-test:{uuid.uuid4().hex}:"
+    stores = [RedisIdempotencyStore.from_url(REDIS, prefix=prefix) for _ in range(2)]
+    yield Deduplicator(stores[0], 60, CLOCK), Deduplicator(stores[1], 60, CLOCK)
+    for store in stores:
+        await store.aclose()
+
+
+async def test_duplicates_on_two_replicas_make_one_upstream_call(
+    replicas: tuple[Deduplicator, Deduplicator],
+) -> None:
+    one, two = replicas
+    upstream, env = Upstream(), envelope()
+    deadline = Deadline.after(CLOCK, 5)
+    first = asyncio.create_task(one.run(env, deadline, upstream))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(two.run(env, deadline, upstream))
+    await asyncio.sleep(0.1)
+    upstream.gate.set()
+    a, b = await asyncio.gather(first, second)
+    assert upstream.calls == 1
+    assert a.body == b.body == b"call-1"
+    assert (a.attempts, b.attempts) == (1, 0)  # the duplicate was answered from the first result
+
+
+async def test_a_failed_first_call_lets_the_duplicate_try_itself(
+    replicas: tuple[Deduplicator, Deduplicator],
+) -> None:
+    one, two = replicas
+    upstream, env = Upstream(), envelope()
+    upstream.fail_first = True
+    deadline = Deadline.after(CLOCK, 5)
+    first = asyncio.create_task(one.run(env, deadline, upstream))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(two.run(env, deadline, upstream))
+    await asyncio.sleep(0.1)
+    upstream.gate.set()
+    with pytest.raises(UpstreamTimeoutError):
+        await first
+    assert (await second).body == b"call-2"
+    assert upstream.calls == 2
+
+
+async def test_a_duplicate_waits_no_longer_than_its_own_deadline(
+    replicas: tuple[Deduplicator, Deduplicator],
+) -> None:
+    one, two = replicas
+    upstream, env = Upstream(), envelope()
+    owner = asyncio.create_task(one.run(env, Deadline.after(CLOCK, 5), upstream))
+    await asyncio.sleep(0.05)
+    with pytest.raises(DeadlineExceededError, match="another replica"):
+        await two.run(env, Deadline.after(CLOCK, 0.2), upstream)
+    upstream.gate.set()
+    await owner
+    assert upstream.calls == 1
+
+
+async def test_requests_without_a_key_are_never_deduplicated() -> None:
+    dedupe = Deduplicator(MemoryIdempotencyStore(FakeClock()), 60, FakeClock())
+    upstream = Upstream()
+    upstream.gate.set()
+    deadline = Deadline(1e12)
+    await dedupe.run(envelope(None), deadline, upstream)
+    await dedupe.run(envelope(None), deadline, upstream)
+    assert upstream.calls == 2
+
+
+async def test_in_one_process_concurrent_duplicates_share_the_first_call() -> None:
+    clock = FakeClock()
+    dedupe = Deduplicator(MemoryIdempotencyStore(clock), 60, clock)
+    upstream, env = Upstream(), envelope()
+    calls = [asyncio.create_task(dedupe.run(env, Deadline(1e12), upstream)) for _ in range(5)]
+    await asyncio.sleep(0)
+    upstream.gate.set()
+    results = await asyncio.gather(*calls)
+    assert upstream.calls == 1
+    assert sorted(r.attempts for r in results) == [0, 0, 0, 0, 1]
+    later = await dedupe.run(env, Deadline(1e12), upstream)
+    assert (later.body, later.attempts, upstream.calls) == (b"call-1", 0, 1)
+
+
+async def test_concurrent_duplicates_in_one_replica_while_the_store_answers(
+    replicas: tuple[Deduplicator, Deduplicator],
+) -> None:
+    """The store lookup suspends (a network round trip): duplicates arriving meanwhile still share one call."""
+    one, _ = replicas
+    upstream, env = Upstream(), envelope()
+    upstream.gate.set()
+    results = await asyncio.gather(*(one.run(env, Deadline.after(CLOCK, 5), upstream) for _ in range(4)))
+    assert upstream.calls == 1
+    assert sorted(r.attempts for r in results) == [0, 0, 0, 1]
