@@ -163,7 +163,7 @@ class Pipeline:
         if reply_to:
             message = OutboundMessage(
                 destination=reply_to,
-                body=encode_reply(reply, codec),
+                body=self._encode(reply, codec),
                 content_type=codec,
                 correlation_id=delivery.correlation_id or reply.id,
                 headers=headers,
@@ -175,6 +175,15 @@ class Pipeline:
         await asyncio.gather(*jobs)
         if dead_letter and error is not None:
             self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
+
+    @staticmethod
+    def _encode(reply: Reply, codec: str) -> bytes:
+        try:
+            return encode_reply(reply, codec)
+        except Exception as exc:  # noqa: BLE001 - an unencodable reply must not become a poison message
+            log.error("reply_not_encodable", request_id=reply.id, error=repr(exc))
+            fallback = InternalError(f"the upstream's answer could not be encoded as {codec}: {type(exc).__name__}")
+            return encode_reply(replace(reply, headers=None, body=None, error=fallback), codec)
 
     async def _publish_reply(self, message: OutboundMessage, reply: Reply, codec: str) -> None:
         try:

@@ -91,6 +91,9 @@ def _flatten(headers: CIMultiDictProxy[str]) -> dict[str, str]:
         key = name.lower()
         if key in _FRAMING:
             continue
+        if not value.isascii():
+            # aiohttp keeps raw non-UTF-8 header bytes as surrogates, which no JSON encoder accepts.
+            value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         flat[key] = f"{flat[key]}, {value}" if key in flat else value
     return flat
 

@@ -274,3 +274,26 @@ async def test_client_times_out_cleanly_when_nobody_answers(make_stack: StackFac
     with pytest.raises(ReplyTimeoutError, match="no reply"):
         await stack.client.request("echo", "GET", "/", timeout=0.5)
     assert "0 pending" in repr(stack.client)
+
+
+async def test_non_utf8_upstream_header_is_answered_not_a_poison_message(
+    make_stack: StackFactory,
+) -> None:
+    """A header with raw non-UTF-8 bytes survives aiohttp as surrogates that JSON cannot carry."""
+
+    async def raw_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Odd: caf\xe9\xff\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(raw_http, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        stack = await make_stack({"odd": {"endpoints": [f"http://127.0.0.1:{port}"], "retry": {"attempts": 1}}})
+        reply = await stack.client.request("odd", "GET", "/", timeout=5)
+        after = await stack.client.request("odd", "GET", "/", timeout=5)
+    finally:
+        server.close()
+    assert (reply.status, after.status) == (200, 200)  # answered, both times: no poison message
+    assert reply.headers["x-odd"] == "caf\ufffd\ufffd"  # undecodable bytes replaced, not fatal
