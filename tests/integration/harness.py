@@ -79,9 +79,10 @@ async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None)
         if certificates is not None:
             document["certificates"] = certificates
         gateway = Gateway(load_config(settings, document), observers=[events], transports=[transport])
-        await stack.enter_async_context(gateway)
         if kind == "rabbitmq":
+            # Registered first, so it runs last: a consuming gateway would re-declare a deleted queue.
             stack.push_async_callback(delete_rabbit_topology, queue)
+        await stack.enter_async_context(gateway)
         client = await stack.enter_async_context(GatewayClient(requester, codec=codec))
         return Stack(kind, gateway, client, queue, events, bootstrap)
 
