@@ -21,9 +21,8 @@ from gateway.client import GatewayClient
 from gateway.envelope.codec import JSON
 from gateway.events import RecordingObserver
 from gateway.settings import load_settings
-
-FAST_GROUP: dict[str, Any] = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300}
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+from tests.fixtures.kafka import FAST_GROUP
+from tests.fixtures.rabbit import AMQP_URL, delete_queues
 
 
 @dataclass
@@ -91,11 +90,10 @@ async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None)
 
 async def delete_rabbit_topology(queue: str) -> None:
     """Remove what one test stack declared on the shared broker (requests, dead letters, telemetry)."""
+    await delete_queues(AMQP_URL, queue, f"{queue}.dlq", f"{queue}.telemetry")
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        for name in (queue, f"{queue}.dlq", f"{queue}.telemetry"):
-            await channel.queue_delete(name)
         await channel.exchange_delete(f"{queue}.telemetry")
 
 

@@ -19,9 +19,9 @@ from gateway.telemetry.tracing import (
     http_traces_url,
 )
 from tests.fixtures.otlp import OtlpReceiver
+from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import StartUpstream, Upstream
 
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
