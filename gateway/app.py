@@ -157,7 +157,6 @@ class Gateway:
             tracer=tracer,
             clock=self.clock,
             dedupe=Deduplicator(store, settings.idempotency_ttl, self.clock),
-            max_request_bytes=settings.max_request_bytes,
         )
 
     async def flush_traces(self) -> None:

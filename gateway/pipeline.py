@@ -72,7 +72,6 @@ class Pipeline:
         tracer: RequestTracer,
         clock: Clock,
         dedupe: Deduplicator,
-        max_request_bytes: int,
         publish_attempts: int = 12,
     ) -> None:
         self._transport = transport
@@ -83,7 +82,6 @@ class Pipeline:
         self._tracer = tracer
         self._clock = clock
         self._dedupe = dedupe
-        self._max_request_bytes = max_request_bytes
         self._publish_attempts = publish_attempts
 
     async def handle(self, delivery: Delivery) -> None:
@@ -104,7 +102,7 @@ class Pipeline:
     # -- answering ------------------------------------------------------------------------
     async def _answer(self, delivery: Delivery, arrived: float) -> Outcome:
         try:
-            envelope = decode_request(delivery.body, delivery.content_type, max_bytes=self._max_request_bytes)
+            envelope = decode_request(delivery.body, delivery.content_type, max_bytes=self._admission.max_request_bytes)
         except (DecodeError, OversizeError) as exc:
             rid = exc.request_id or delivery.correlation_id or ""
             return Outcome(Reply(id=rid, error=exc, duration_ms=self._ms_since(arrived)), None)
