@@ -10,8 +10,9 @@ from pathlib import Path
 
 import orjson
 
+from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
-from tests.integration.harness import AMQP_URL, StackFactory
+from tests.integration.harness import StackFactory
 
 REPO = Path(__file__).resolve().parents[1]
 

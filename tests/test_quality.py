@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent
     [
         [str(BIN / "ruff"), "check", "gateway", "tests"],
         [str(BIN / "ruff"), "format", "--check", "gateway", "tests"],
-        [str(BIN / "mypy"), "gateway"],
+        [str(BIN / "mypy"), "gateway", "tests"],
         [str(BIN / "lint-imports")],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict", "import-layers"],

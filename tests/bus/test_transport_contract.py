@@ -15,13 +15,9 @@ from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
-from tests.integration.harness import (
-    AMQP_URL,
-    FAST_GROUP,
-    delete_rabbit_topology,
-    kafka_dead_letters,
-    rabbit_dead_letters,
-)
+from tests.fixtures.kafka import FAST_GROUP
+from tests.fixtures.rabbit import AMQP_URL
+from tests.integration.harness import delete_rabbit_topology, kafka_dead_letters, rabbit_dead_letters
 
 
 @dataclass
@@ -93,7 +89,7 @@ async def test_request_reaches_the_handler_and_the_reply_comes_back(bus: Bus) ->
 
     await bus.transport.start(handle)
     await send(bus, 5)
-    got = {}
+    got: dict[str | None, bytes] = {}
     async with asyncio.timeout(20):
         while len(got) < 5:
             message = await bus.replies.get()

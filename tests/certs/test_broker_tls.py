@@ -13,7 +13,8 @@ import pytest
 from gateway.certs.bundle import CertificateBundle
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.certs.tls import client_context
-from tests.bus.rabbit_node import RabbitNode, free_port
+from tests.bus.rabbit_node import RabbitNode
+from tests.fixtures.upstreams import free_port
 
 
 class TlsRabbitNode(RabbitNode):

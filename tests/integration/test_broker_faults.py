@@ -14,8 +14,9 @@ from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.settings import load_settings
 from tests.fixtures.proxy import TcpProxy
+from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
-from tests.integration.harness import AMQP_URL, delete_rabbit_topology
+from tests.integration.harness import delete_rabbit_topology
 
 
 @pytest.fixture

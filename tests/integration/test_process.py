@@ -15,8 +15,10 @@ from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.envelope.codec import encode_request
+from tests.fixtures.kafka import FAST_GROUP
+from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import StartUpstream
-from tests.integration.harness import AMQP_URL, FAST_GROUP, delete_rabbit_topology
+from tests.integration.harness import delete_rabbit_topology
 from tests.integration.process import ServeProcess
 
 

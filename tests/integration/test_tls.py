@@ -9,7 +9,7 @@ import pytest
 
 from gateway.certs.devca import DevCertificateAuthority, write_leaf
 from tests.fixtures.certs import StartTlsUpstream
-from tests.fixtures.stacks import StackFactory
+from tests.integration.harness import StackFactory
 
 pytestmark = pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)  # TLS is broker-independent
 

@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -51,6 +51,10 @@ class Trial:
     cpu_us_per_req: float | None = None
     loadavg_1m: float | None = None  # the machine's load at the end of the run, for context
     loadgen_cpu_share: float | None = None  # the load generator's CPU over the window, in cores (1.0 = saturated)
+    # Where the machine's CPU went per completed request (µs), by process: "service" (echo, naive or
+    # CMN), "upstream", "broker" (the RabbitMQ node or the Tansu process) and "loadgen" (this one).
+    # Every request costs all of them, so on a saturated machine their sum bounds the throughput.
+    cpu_split: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,9 +74,20 @@ def summarise(target: str, mode: str, load: float, latencies: list[float], error
 
 
 async def closed_loop(
-    target: str, call: Call, *, concurrency: int, seconds: float, warmup: float = 1.0, cpu: CpuProbe | None = None
+    target: str,
+    call: Call,
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 1.0,
+    cpu: CpuProbe | None = None,
+    split: Mapping[str, CpuProbe] | None = None,
 ) -> Trial:
-    """``concurrency`` requesters send back to back; counts what completes inside the measured window."""
+    """``concurrency`` requesters send back to back; counts what completes inside the measured window.
+
+    ``cpu`` probes the serving process (``cpu_us_per_req``); ``split`` names every process whose CPU
+    per request goes into ``cpu_split`` (the load generator's own is added as "loadgen").
+    """
     counter = iter(range(1 << 62))
     latencies: list[float] = []
     errors = 0
@@ -80,6 +95,8 @@ async def closed_loop(
     end = start + seconds
     cpu_window = asyncio.create_task(_cpu_between(cpu, start, end))
     own_window = asyncio.create_task(_cpu_between(time.process_time, start, end))
+    probes = {**(split or {}), "loadgen": time.process_time}
+    split_windows = {name: asyncio.create_task(_cpu_between(probe, start, end)) for name, probe in probes.items()}
 
     async def requester() -> None:
         nonlocal errors
@@ -95,7 +112,13 @@ async def closed_loop(
     await asyncio.gather(*(requester() for _ in range(concurrency)))
     trial = summarise(target, "closed", concurrency, latencies, errors, seconds)
     own = await own_window
-    return replace(with_cpu(trial, await cpu_window), loadgen_cpu_share=None if own is None else own / seconds)
+    spent = {name: await window for name, window in split_windows.items()}
+    per_request = {name: s / trial.completed * 1e6 for name, s in spent.items() if s is not None and trial.completed}
+    return replace(
+        with_cpu(trial, await cpu_window),
+        loadgen_cpu_share=None if own is None else own / seconds,
+        cpu_split=per_request or None,
+    )
 
 
 async def _cpu_between(cpu: CpuProbe | None, start: float, end: float) -> float | None:

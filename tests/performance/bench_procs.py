@@ -41,6 +41,23 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
+def pid_of(command: str) -> int | None:
+    """The oldest running process whose command name is ``command`` (e.g. the RabbitMQ node's beam.smp)."""
+    found: list[tuple[int, int]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if name == command:
+            started = int(stat.rsplit(")", 1)[1].split()[19])
+            found.append((started, int(entry.name)))
+    return min(found)[1] if found else None
+
+
 class Child:
     """A Python child process; ``start`` returns once a line containing ``ready`` was printed."""
 

@@ -17,6 +17,8 @@ from tests.performance.bench_scale import ScaleResult
 from tests.performance.bench_targets import CMN, NAIVE, RAW_BROKER, RAW_HTTP, TARGETS
 
 RESULTS = REPO / "benchmark-results"
+# Issue 2's throughput targets: CMN at least this many times the naive gateway, per broker.
+TARGET_RATIO = {"rabbitmq": 2.0, "kafka": 1.2}
 LABELS = {
     RAW_HTTP: "raw HTTP (aiohttp direct)",
     RAW_BROKER: "raw broker (echo, no HTTP)",
@@ -53,6 +55,37 @@ class BrokerResults:
         costs = sorted(t.cpu_us_per_req for t in self.throughput.get(target, []) if t.cpu_us_per_req is not None)
         return costs[len(costs) // 2] if costs else None
 
+    def cpu_split(self, target: str) -> dict[str, float]:
+        """Median over runs of each process's CPU per request (µs)."""
+        per_name: dict[str, list[float]] = {}
+        for trial in self.throughput.get(target, []):
+            for name, cost in (trial.cpu_split or {}).items():
+                per_name.setdefault(name, []).append(cost)
+        return {name: sorted(costs)[len(costs) // 2] for name, costs in per_name.items()}
+
+    def ceiling(self, cores: int) -> dict[str, float] | None:
+        """What CMN could reach if its own process cost no CPU at all.
+
+        The broker's work for the contract's messages, the upstream and the load generator still
+        cost what they were measured to cost per CMN request; on a machine of ``cores`` saturated
+        cores that bounds CMN's throughput, and with it the best CMN/naive ratio this machine allows.
+        """
+        split, naive = self.cpu_split(CMN), self.median(NAIVE)
+        others = sum(cost for name, cost in split.items() if name != "service")
+        if "service" not in split or others <= 0 or naive is None or naive.rps <= 0:
+            return None
+        rps = cores * 1e6 / others
+        needed = TARGET_RATIO.get(self.broker, 1.0) * naive.rps
+        return {
+            "cores": cores,
+            "others_us_per_req": others,
+            "rps": rps,
+            "cmn/naive": rps / naive.rps,
+            "target_rps": needed,
+            # The most CPU per request CMN's own process may spend for the target to be reachable.
+            "budget_us_per_req_at_target": cores * 1e6 / needed - others,
+        }
+
     def rate_trial(self, target: str, rate: float) -> Trial | None:
         return next((t for t in self.latency if t.target == target and abs(t.load - rate) < 1e-6), None)
 
@@ -77,6 +110,8 @@ class BrokerResults:
             "throughput_median": medians,
             "ratios": self.ratios(),
             "cpu_us_per_req_median": {t: self.cpu_us_per_req(t) for t in TARGETS},
+            "cpu_split_us_per_req_median": {t: self.cpu_split(t) for t in TARGETS},
+            "ceiling_if_cmn_cost_nothing": self.ceiling(os.cpu_count() or 1),
             "latency_fixed_rate": [t.as_dict() for t in self.latency],
             "gateway_added_p95_ms_at_low_rate": self.added_p95_ms(low_rate),
             "added_p95_ms_at_low_rate": self.added_at(low_rate),
@@ -105,6 +140,38 @@ def throughput_table(results: BrokerResults) -> str:
         "(CPU us/req: the serving process only - the upstream for raw HTTP - median over runs; "
         "loadgen: the load generator's CPU in cores during the median run)"
     )
+    return "\n".join(lines)
+
+
+SPLIT = ("service", "broker", "upstream", "loadgen")
+
+
+def cpu_split_table(results: BrokerResults) -> str:
+    """Every process's CPU per request, and what that leaves CMN on this machine."""
+    cores = os.cpu_count() or 1
+    lines = [
+        f"\n== {results.broker}: CPU per request by process (us, median over runs; {cores} cores) ==",
+        f"{'target':<28} " + " ".join(f"{name:>9}" for name in SPLIT) + f" {'total':>9} {'cores busy':>11}",
+    ]
+    for target in TARGETS:
+        split, m = results.cpu_split(target), results.median(target)
+        if not split or m is None:
+            continue
+        total = sum(split.values())
+        cells = " ".join(f"{split[name]:>9.0f}" if name in split else f"{'-':>9}" for name in SPLIT)
+        lines.append(f"{LABELS[target]:<28} {cells} {total:>9.0f} {total * m.rps / 1e6:>11.2f}")
+    ceiling = results.ceiling(cores)
+    if ceiling is not None:
+        echo = results.cpu_split(RAW_BROKER).get("service")
+        lines += [
+            f"if CMN's own process cost nothing, the other processes' {ceiling['others_us_per_req']:.0f} us per "
+            f"request would still cap it at {ceiling['rps']:.0f} req/s on {cores} fully used cores: "
+            f"at most {ceiling['cmn/naive']:.2f}x the naive gateway",
+            f"the target ({TARGET_RATIO.get(results.broker, 1.0):.1f}x naive = {ceiling['target_rps']:.0f} req/s) "
+            f"leaves CMN's process {ceiling['budget_us_per_req_at_target']:.0f} us per request at most; it spends "
+            f"{results.cpu_split(CMN)['service']:.0f}"
+            + (f", the echo service (no HTTP, no parsing) {echo:.0f}" if echo is not None else ""),
+        ]
     return "\n".join(lines)
 
 
@@ -140,6 +207,11 @@ def scale_table(scale: list[ScaleResult]) -> str:
     for r in scale:
         if direct is not None and r is not direct and direct.wall_s > 0:
             lines.append(f"wall ratio {r.target} / direct: {r.wall_s / direct.wall_s:.2f}x")
+    lines.append(f"CPU seconds by process: {'target':<34} " + " ".join(f"{name:>9}" for name in SPLIT))
+    for r in scale:
+        split = r.cpu_split or {}
+        cells = " ".join(f"{split[name]:>9.1f}" if name in split else f"{'-':>9}" for name in SPLIT)
+        lines.append(f"{'':<23}{r.target:<34} {cells}")
     return "\n".join(lines)
 
 

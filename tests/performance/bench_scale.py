@@ -16,14 +16,15 @@ import collections
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import aiohttp
 import orjson
 
 from gateway.client import GatewayClient, ReplyTimeoutError
-from tests.performance.bench_load import cpu_probe
+from tests.performance.bench_load import CpuProbe, cpu_probe
 from tests.performance.bench_procs import Child, peak_rss_mb, raise_fd_limit, run_loop_main
 
 HOLD_PATH = "/hold?ms=1000"
@@ -40,6 +41,9 @@ class ScaleResult:
     peak_rss_mb: float | None
     error_codes: dict[str, int] = field(default_factory=dict)  # reply error code (or "no_reply") → count
     cpu_s: float | None = None  # CPU seconds the serving process spent on the trial
+    # CPU seconds every process spent on the trial: "service", "upstream", "broker", "loadgen".
+    # A single-process gateway's wall time can never be below its own CPU time.
+    cpu_split: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,23 +74,33 @@ async def direct(url: str, count: int) -> ScaleResult:
     return ScaleResult("raw HTTP (aiohttp direct)", count, ok, count - ok, wall, rss, {}, cpu() - cpu_before)
 
 
-async def run_direct(url: str, count: int) -> ScaleResult:
+async def run_direct(url: str, count: int, upstream_pid: int | None = None) -> ScaleResult:
     child = Child(
         "direct-10k",
         ["-m", "tests.performance.bench_scale", "direct", "--url", url, "--n", str(count)],
         ready="RESULT ",
     )
+    upstream = cpu_probe(upstream_pid) if upstream_pid is not None else None
+    before = upstream() if upstream is not None else 0.0
     await child.start(timeout=SCALE_TIMEOUT + 30)
     await child.aclose()
     data = orjson.loads(child.ready_line.split("RESULT ", 1)[1])
-    return ScaleResult(**data)
+    result = ScaleResult(**data)
+    if upstream is None or result.cpu_s is None:
+        return result
+    return replace(result, cpu_split={"service": result.cpu_s, "upstream": upstream() - before})
 
 
 # -- through the bus -----------------------------------------------------------------------------
 
 
-async def through_bus(target: str, client: GatewayClient, server: Child, count: int) -> ScaleResult:
-    """Publish ``count`` requests at once through ``client`` and wait for every reply."""
+async def through_bus(
+    target: str, client: GatewayClient, server: Child, count: int, others: Mapping[str, CpuProbe] | None = None
+) -> ScaleResult:
+    """Publish ``count`` requests at once through ``client`` and wait for every reply.
+
+    ``others`` probes the other processes the trial costs CPU in (upstream, broker), for ``cpu_split``.
+    """
     prefix = uuid.uuid4().hex[:12]
     codes: collections.Counter[str] = collections.Counter()
 
@@ -114,12 +128,14 @@ async def through_bus(target: str, client: GatewayClient, server: Child, count: 
             return False
         return True
 
-    cpu = cpu_probe(server.pid)
-    cpu_before, started = cpu(), time.perf_counter()
+    probes = {"service": cpu_probe(server.pid), **(others or {}), "loadgen": time.process_time}
+    before, started = {name: probe() for name, probe in probes.items()}, time.perf_counter()
     results = await asyncio.gather(*(one(i) for i in range(count)))
     wall = time.perf_counter() - started
+    spent = {name: probe() - before[name] for name, probe in probes.items()}
     ok = sum(results)
-    return ScaleResult(target, count, ok, count - ok, wall, server.peak_rss_mb(), dict(codes), cpu() - cpu_before)
+    rss = server.peak_rss_mb()
+    return ScaleResult(target, count, ok, count - ok, wall, rss, dict(codes), spent["service"], spent)
 
 
 def main() -> None:

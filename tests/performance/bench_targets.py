@@ -27,14 +27,16 @@ from gateway.client import GatewayClient
 from tests.performance.bench_load import (
     UPSTREAM,
     Call,
+    CpuProbe,
     bus_call,
+    cpu_probe,
     first_reply,
     http_call,
     http_session,
     kafka_client,
     rabbit_client,
 )
-from tests.performance.bench_procs import AMQP_URL, Child
+from tests.performance.bench_procs import AMQP_URL, Child, pid_of
 
 RAW_HTTP, RAW_BROKER, NAIVE, CMN = "raw_http", "raw_broker", "naive", "cmn"
 TARGETS = (RAW_HTTP, RAW_BROKER, NAIVE, CMN)
@@ -62,11 +64,19 @@ class Running:
     call: Call
     process: Child | None
     client: GatewayClient | None = None
+    broker_pid: int | None = None  # the RabbitMQ node or this target's Tansu process
 
     @property
     def serving_pid(self) -> int | None:
         """The process whose CPU cost is charged to this target."""
         return self.process.pid if self.process is not None else None
+
+    def cpu_split(self, knobs: Knobs) -> dict[str, CpuProbe]:
+        """Probes for every process a request of this target costs CPU in (the load generator aside)."""
+        pids = {"service": self.serving_pid, "upstream": knobs.upstream_pid, "broker": self.broker_pid}
+        if self.serving_pid == knobs.upstream_pid:  # raw HTTP: the upstream is what serves
+            pids["service"] = None
+        return {name: cpu_probe(pid) for name, pid in pids.items() if pid is not None}
 
 
 @dataclass
@@ -162,13 +172,15 @@ async def started(broker: str, target: str, knobs: Knobs) -> AsyncIterator[Runni
             stack.push_async_callback(delete_queues, name, f"{name}.dlq")
             where = name
             client = rabbit_client(name)
+            broker_pid = pid_of("beam.smp")
         else:
             tansu = await stack.enter_async_context(EmbeddedBroker(port=0, log_file=workdir / "tansu.log"))
             where = f"{tansu.bootstrap}|{name}"
             client = kafka_client(tansu.bootstrap, name)
+            broker_pid = tansu.pid
         process = service_child(broker, target, where, knobs, workdir)
         await stack.enter_async_context(process)
         await stack.enter_async_context(client)
         call = bus_call(client)
         await first_reply(call)
-        yield Running(call, process, client)
+        yield Running(call, process, client, broker_pid)

@@ -25,8 +25,9 @@ from gateway.errors import GatewayError
 from gateway.events import EndpointEjected, Event
 from gateway.upstream.config import UpstreamDefaults
 from gateway.upstream.forward import GatewayForwarder, build_forwarder
+from tests.fixtures.upstreams import free_port
 from tests.upstream.helpers import outbound, upstreams
-from tests.upstream.processes import UpstreamProcess, free_port
+from tests.upstream.processes import UpstreamProcess
 
 WORKERS = 32
 BEFORE_S = 2.0

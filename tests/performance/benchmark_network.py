@@ -33,6 +33,7 @@ from tests.performance.bench_procs import Child, raise_fd_limit, run_loop_main
 from tests.performance.bench_report import (
     RESULTS,
     BrokerResults,
+    cpu_split_table,
     latency_table,
     scale_table,
     throughput_table,
@@ -79,6 +80,7 @@ async def measure_broker(broker: str, plan: Plan) -> BrokerResults:
                         seconds=plan.seconds,
                         warmup=plan.warmup,
                         cpu=cpu_probe(pid) if pid else None,
+                        split=running.cpu_split(knobs),
                     )
                 results.throughput.setdefault(target, []).append(trial)
                 print(
@@ -116,7 +118,7 @@ async def measure_scale(plan: Plan, variants: tuple[str, ...] = ()) -> list[Scal
     count = plan.scale_requests
     out: list[ScaleResult] = []
     async with upstream() as base:
-        out.append(await run_direct(base.upstream_url, count))
+        out.append(await run_direct(base.upstream_url, count, base.upstream_pid))
     ways: list[tuple[str, str, tuple[str, ...]]] = [
         (NAIVE, "naive aio-pika (prefetch 10,000)", ()),
         (CMN, "CMN gateway (MAX_IN_FLIGHT 10,000)", ()),
@@ -128,7 +130,8 @@ async def measure_scale(plan: Plan, variants: tuple[str, ...] = ()) -> list[Scal
             async with started("rabbitmq", target, knobs) as running:
                 assert running.client is not None
                 assert running.process is not None
-                result = await through_bus(label, running.client, running.process, count)
+                others = {k: v for k, v in running.cpu_split(knobs).items() if k != "service"}
+                result = await through_bus(label, running.client, running.process, count, others)
         out.append(result)
         print(f"[scale] {label}: {result.ok}/{count} ok in {result.wall_s:.2f} s, peak RSS {result.peak_rss_mb} MB")
     return out
@@ -151,6 +154,7 @@ async def measure_what_if(broker: str, plan: Plan, variants: list[str]) -> dict[
                         seconds=plan.seconds,
                         warmup=plan.warmup,
                         cpu=cpu_probe(pid) if pid else None,
+                        split=running.cpu_split(knobs),
                     )
                 out[label].append(trial)
                 print(
@@ -191,6 +195,7 @@ def update_json(section: str, value: Any) -> None:
 
 def report_broker(results: BrokerResults, plan: Plan) -> None:
     print(throughput_table(results))
+    print(cpu_split_table(results))
     print(latency_table(results, plan.low_rate))
     update_json("plan", asdict(plan))
     update_json(results.broker, results.as_dict(plan.low_rate))
