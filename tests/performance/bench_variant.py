@@ -6,8 +6,11 @@ Nothing here is how CMN runs: these are what-if measurements for the profile rep
 for what it changes. The gateway code itself is untouched; the change is applied in this process
 before ``gateway.cli`` starts.
 
-    gc-stats        unchanged, but reports the time spent in the garbage collector on exit
-    gc-tuned        gc.freeze() of everything imported at start-up and a 50,000-allocation young generation
+    gc-stats        unchanged, but reports the collector's pauses by generation and the cyclic garbage it freed
+    gc-tuned        the thresholds ``cmn serve`` used before: (50,000, 20, 20)
+    gc-off          no cyclic collection at all once serving: the bound of what collector tuning can buy
+    gc-50k-wide, gc-200k-wide, gc-500k-wide, gc-1m-wide
+                    young-generation threshold of that many allocations, older generations after 100 each
     no-telemetry    request telemetry events are observed but never published (nor confirmed)
     tracemalloc     unchanged, but prints the top allocation sites whenever traced memory reaches a new peak
     metrics         ENABLE_METRICS=true (Prometheus registry + /metrics server, scraped every 100 ms)
@@ -23,7 +26,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-VARIANTS = ("gc-stats", "gc-tuned", "no-telemetry", "tracemalloc", "metrics", "tracing")
+VARIANTS = (
+    "gc-stats",
+    "gc-tuned",
+    "gc-off",
+    "gc-50k-wide",
+    "gc-200k-wide",
+    "gc-500k-wide",
+    "gc-1m-wide",
+    "no-telemetry",
+    "tracemalloc",
+    "metrics",
+    "tracing",
+)
 
 # An OTLP/HTTP sink: accepts every export and answers an empty ExportTraceServiceResponse.
 _SINK = """
@@ -45,35 +60,67 @@ server.serve_forever()
 
 
 def gc_stats() -> None:
-    """Sum the collector's pauses; printed at exit (and every 10 s) as ``GC <seconds> in <n> collections``."""
+    """Sum the collector's pauses by generation and the cyclic garbage it found; printed at exit (and
+    every 10 s) as ``GC <seconds> in <n> collections (gen0 <s>/<n>, ...), <k> unreachable objects freed``."""
     import atexit
 
-    spent = {"total": 0.0, "count": 0.0, "started": 0.0, "reported": time.perf_counter()}
+    spent = [0.0, 0.0, 0.0]
+    count = [0, 0, 0]
+    collected = [0]
+    clock = {"started": 0.0, "reported": time.perf_counter()}
 
     def callback(phase: str, info: dict[str, Any]) -> None:
         now = time.perf_counter()
         if phase == "start":
-            spent["started"] = now
+            clock["started"] = now
             return
-        spent["total"] += now - spent["started"]
-        spent["count"] += 1
-        if now - spent["reported"] > 10:
-            spent["reported"] = now
+        generation = info["generation"]
+        collected[0] += info["collected"]
+        spent[generation] += now - clock["started"]
+        count[generation] += 1
+        if now - clock["reported"] > 10:
+            clock["reported"] = now
             report()
 
     def report() -> None:
-        print(f"GC {spent['total']:.3f} s in {spent['count']:.0f} collections", flush=True)
+        parts = ", ".join(f"gen{g} {spent[g]:.3f} s/{count[g]}" for g in range(3))
+        print(
+            f"GC {sum(spent):.3f} s in {sum(count)} collections ({parts}), {collected[0]} unreachable objects freed",
+            flush=True,
+        )
 
     gc.callbacks.append(callback)
     atexit.register(report)
 
 
-def gc_tuned() -> None:
-    import gateway.app
-    import gateway.cli  # noqa: F401
+def gc_threshold(*threshold: int) -> Callable[[], None]:
+    """The collector's thresholds set after ``cmn serve`` tuned them (it tunes at start-up, so patch that)."""
 
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    def apply() -> None:
+        import gateway.cli
+
+        tune = gateway.cli._tune_gc
+
+        def tuned() -> None:
+            tune()
+            gc.set_threshold(*threshold)
+
+        gateway.cli._tune_gc = tuned
+
+    return apply
+
+
+def gc_off() -> None:
+    """No cyclic collection at all while serving: the upper bound of what collector tuning can buy."""
+    import gateway.cli
+
+    tune = gateway.cli._tune_gc
+
+    def off() -> None:
+        tune()
+        gc.disable()
+
+    gateway.cli._tune_gc = off
 
 
 def no_telemetry() -> None:
@@ -151,8 +198,13 @@ APPLY: dict[str, Callable[[], None]] = {
     "metrics": metrics_on,
     "tracing": tracing_on,
     "gc-stats": gc_stats,
-    "gc-tuned": gc_tuned,
+    "gc-tuned": gc_threshold(50_000, 20, 20),
     "no-telemetry": no_telemetry,
+    "gc-off": gc_off,
+    "gc-50k-wide": gc_threshold(50_000, 100, 100),
+    "gc-200k-wide": gc_threshold(200_000, 100, 100),
+    "gc-1m-wide": gc_threshold(1_000_000, 100, 100),
+    "gc-500k-wide": gc_threshold(500_000, 100, 100),
     "tracemalloc": trace_allocations,
 }
 
