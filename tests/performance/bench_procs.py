@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -27,6 +28,18 @@ def raise_fd_limit() -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
+
+
+def quiet_collector() -> None:
+    """Keep the load generator's own garbage-collector pauses out of the latencies it measures.
+
+    With CPython's default thresholds the generator, holding thousands of request tasks, paused for
+    tens of milliseconds every few hundred requests: measured as p95 of 30-120 ms at 400-700 req/s
+    even for the echo service, against 2-4 ms with this. The services under test keep their own
+    settings (the naive gateway its defaults, CMN what ``cmn serve`` sets)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(500_000, 100, 100)
 
 
 def peak_rss_mb(pid: int) -> float | None:

@@ -29,7 +29,7 @@ import orjson
 import pytest
 
 from tests.performance.bench_load import Trial, closed_loop, cpu_probe, fixed_rate, median_trial, spread
-from tests.performance.bench_procs import Child, raise_fd_limit, run_loop_main
+from tests.performance.bench_procs import Child, quiet_collector, raise_fd_limit, run_loop_main
 from tests.performance.bench_report import (
     RESULTS,
     BrokerResults,
@@ -207,8 +207,10 @@ def report_scale(scale: list[ScaleResult]) -> None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop in a loop of our own (not pytest-asyncio's), with the fd limit raised."""
+    """Run on uvloop in a loop of our own (not pytest-asyncio's), with the fd limit raised and the
+    load generator's collector kept quiet."""
     raise_fd_limit()
+    quiet_collector()
     return run_loop_main(coro)
 
 
