@@ -193,25 +193,55 @@ def latency_table(results: BrokerResults, low_rate: float) -> str:
     return "\n".join(lines)
 
 
+def scale_medians(scale: list[ScaleResult]) -> dict[str, tuple[ScaleResult, float, float]]:
+    """Per way, in first-seen order: the run with the median wall time, and the lowest and highest."""
+    runs: dict[str, list[ScaleResult]] = {}
+    for result in scale:
+        runs.setdefault(result.target, []).append(result)
+    out: dict[str, tuple[ScaleResult, float, float]] = {}
+    for target, results in runs.items():
+        ordered = sorted(results, key=lambda r: r.wall_s)
+        out[target] = (ordered[len(ordered) // 2], ordered[0].wall_s, ordered[-1].wall_s)
+    return out
+
+
+def scale_ratios(scale: list[ScaleResult]) -> dict[str, float]:
+    """Median wall time of each way over the direct client's median (issue 3's target: CMN <= 1.2)."""
+    medians = scale_medians(scale)
+    direct = next((m for target, (m, _, _) in medians.items() if target.startswith("raw HTTP")), None)
+    if direct is None or direct.wall_s <= 0:
+        return {}
+    return {t: m.wall_s / direct.wall_s for t, (m, _, _) in medians.items() if m is not direct}
+
+
+def scale_document(scale: list[ScaleResult]) -> dict[str, Any]:
+    return {
+        "runs": [r.as_dict() for r in scale],
+        "median": {target: m.as_dict() for target, (m, _, _) in scale_medians(scale).items()},
+        "wall_ratio_to_direct": scale_ratios(scale),
+    }
+
+
 def scale_table(scale: list[ScaleResult]) -> str:
+    medians = scale_medians(scale)
+    runs = max((sum(1 for r in scale if r.target == t) for t in medians), default=0)
     lines = [
-        "\n== 10,000 concurrent requests, upstream holds each 1 s (RabbitMQ) ==",
-        f"{'target':<34} {'ok':>6} {'errors':>7} {'wall s':>7} {'peak RSS MB':>12} {'CPU s':>6}",
+        f"\n== 10,000 concurrent requests, upstream holds each 1 s (RabbitMQ), median of {runs} runs ==",
+        f"{'target':<34} {'ok':>6} {'errors':>7} {'wall s':>7} {'min-max':>11} {'peak RSS MB':>12} {'CPU s':>6}",
     ]
-    for r in scale:
+    for target, (r, low, high) in medians.items():
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "-"
         cpu = f"{r.cpu_s:.1f}" if r.cpu_s is not None else "-"
+        failed = sum(x.errors for x in scale if x.target == target)
         codes = f"  {r.error_codes}" if r.error_codes else ""
-        lines.append(f"{r.target:<34} {r.ok:>6} {r.errors:>7} {r.wall_s:>7.2f} {rss:>12} {cpu:>6}{codes}")
-    direct = next((r for r in scale if r.target.startswith("raw HTTP")), None)
-    for r in scale:
-        if direct is not None and r is not direct and direct.wall_s > 0:
-            lines.append(f"wall ratio {r.target} / direct: {r.wall_s / direct.wall_s:.2f}x")
-    lines.append(f"CPU seconds by process: {'target':<34} " + " ".join(f"{name:>9}" for name in SPLIT))
-    for r in scale:
+        spread = f"{low:.2f}-{high:.2f}"
+        lines.append(f"{target:<34} {r.ok:>6} {failed:>7} {r.wall_s:>7.2f} {spread:>11} {rss:>12} {cpu:>6}{codes}")
+    lines += [f"wall ratio {target} / direct: {ratio:.2f}x" for target, ratio in scale_ratios(scale).items()]
+    lines.append(f"CPU seconds by process (median runs): {'':<21}" + " ".join(f"{name:>9}" for name in SPLIT))
+    for target, (r, _, _) in medians.items():
         split = r.cpu_split or {}
         cells = " ".join(f"{split[name]:>9.1f}" if name in split else f"{'-':>9}" for name in SPLIT)
-        lines.append(f"{'':<23}{r.target:<34} {cells}")
+        lines.append(f"  {target:<56} {cells}")
     return "\n".join(lines)
 
 

@@ -35,6 +35,7 @@ from tests.performance.bench_report import (
     BrokerResults,
     cpu_split_table,
     latency_table,
+    scale_document,
     scale_table,
     throughput_table,
     write_json,
@@ -113,27 +114,34 @@ async def measure_latency(broker: str, target: str, knobs: Knobs, plan: Plan, re
 async def measure_scale(plan: Plan, variants: tuple[str, ...] = ()) -> list[ScaleResult]:
     """Issue 3: 10,000 requests at once, each held 1 s by the upstream; a fresh upstream per way.
 
-    ``variants`` adds rows for CMN with experimental changes (``--what-if`` with ``--scale-only``).
+    ``plan.runs`` rounds, the ways interleaved in each (a noisy minute hits them alike); every run is
+    returned, and the report takes the median per way. ``variants`` adds rows for CMN with
+    experimental changes (``--what-if`` with ``--scale-only``).
     """
     count = plan.scale_requests
     out: list[ScaleResult] = []
-    async with upstream() as base:
-        out.append(await run_direct(base.upstream_url, count, base.upstream_pid))
     ways: list[tuple[str, str, tuple[str, ...]]] = [
         (NAIVE, "naive aio-pika (prefetch 10,000)", ()),
         (CMN, "CMN gateway (MAX_IN_FLIGHT 10,000)", ()),
     ]
     ways += [(CMN, f"CMN+{v} (what-if)", tuple(v.split("+"))) for v in variants]
-    for target, label, chosen in ways:
+    for run in range(plan.runs):
         async with upstream() as base:
-            knobs = replace(base, concurrency=count, pool_size=count, cmn_variants=chosen)
-            async with started("rabbitmq", target, knobs) as running:
-                assert running.client is not None
-                assert running.process is not None
-                others = {k: v for k, v in running.cpu_split(knobs).items() if k != "service"}
-                result = await through_bus(label, running.client, running.process, count, others)
-        out.append(result)
-        print(f"[scale] {label}: {result.ok}/{count} ok in {result.wall_s:.2f} s, peak RSS {result.peak_rss_mb} MB")
+            out.append(await run_direct(base.upstream_url, count, base.upstream_pid))
+        for target, label, chosen in ways:
+            async with upstream() as base:
+                knobs = replace(base, concurrency=count, pool_size=count, cmn_variants=chosen)
+                async with started("rabbitmq", target, knobs) as running:
+                    assert running.client is not None
+                    assert running.process is not None
+                    others = {k: v for k, v in running.cpu_split(knobs).items() if k != "service"}
+                    out.append(await through_bus(label, running.client, running.process, count, others))
+        for result in out[-len(ways) - 1 :]:
+            print(
+                f"[scale run {run + 1}/{plan.runs}] {result.target}: {result.ok}/{count} ok in "
+                f"{result.wall_s:.2f} s, peak RSS {result.peak_rss_mb} MB",
+                flush=True,
+            )
     return out
 
 
@@ -203,7 +211,7 @@ def report_broker(results: BrokerResults, plan: Plan) -> None:
 
 def report_scale(scale: list[ScaleResult]) -> None:
     print(scale_table(scale))
-    update_json("scale_10k", [r.as_dict() for r in scale])
+    update_json("scale_10k", scale_document(scale))
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -263,7 +271,7 @@ def main() -> None:
     if args.what_if and args.scale_only:
         scale = run(measure_scale(plan, tuple(args.what_if)))
         print(scale_table(scale))
-        update_json("what_if_scale_10k", [r.as_dict() for r in scale])
+        update_json("what_if_scale_10k", scale_document(scale))
         return
     if args.what_if:
         for broker in args.broker or BROKERS:
