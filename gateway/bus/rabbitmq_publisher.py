@@ -15,6 +15,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
+from gateway.bus.rabbitmq_confirms import ordered_confirms
 from gateway.bus.rabbitmq_topology import BROKER_ERRORS, underlay
 from gateway.bus.rabbitmq_wire import MAX_SHORT_STR, LeanPublisher
 from gateway.clock import Clock, SystemClock
@@ -119,6 +120,7 @@ class ConfirmedPublisher:
             await self._channel.ready()
             current = await underlay(self._channel)
             if not current.is_closed and self._usable(current):
+                ordered_confirms(current)
                 self._underlay = current
                 return current
             # Closed but not yet noticed by aio-pika, or reopened but not yet set up by our owner.
