@@ -12,6 +12,7 @@ before ``gateway.cli`` starts.
     gc-50k-wide, gc-200k-wide, gc-500k-wide, gc-1m-wide
                     young-generation threshold of that many allocations, older generations after 100 each
     no-telemetry    request telemetry events are observed but never published (nor confirmed)
+    object-census   unchanged, but prints the tracked objects by type whenever their number peaks
     tracemalloc     unchanged, but prints the top allocation sites whenever traced memory reaches a new peak
     metrics         ENABLE_METRICS=true (Prometheus registry + /metrics server, scraped every 100 ms)
     tracing         OTLP_ENDPOINT set: spans for every request and attempt, exported over OTLP/HTTP to a
@@ -36,6 +37,7 @@ VARIANTS = (
     "gc-1m-wide",
     "no-telemetry",
     "tracemalloc",
+    "object-census",
     "metrics",
     "tracing",
 )
@@ -91,6 +93,29 @@ def gc_stats() -> None:
 
     gc.callbacks.append(callback)
     atexit.register(report)
+
+
+def object_census(every: float = 1.0, top: int = 25) -> None:
+    """A thread that counts the collector-tracked objects by type every second and prints the census
+    whenever the count reaches a new peak: what an in-flight request keeps alive (and walks)."""
+    import collections
+    import threading
+
+    def watch() -> None:
+        peak = 0
+        while True:
+            time.sleep(every)
+            objects = gc.get_objects()
+            if len(objects) <= peak * 1.05:
+                continue
+            peak = len(objects)
+            census = collections.Counter(type(o).__qualname__ for o in objects)
+            del objects
+            lines = [f"CENSUS {peak} tracked objects; top types:"]
+            lines += [f"CENSUS {count:>9} {name}" for name, count in census.most_common(top)]
+            print("\n".join(lines), flush=True)
+
+    threading.Thread(target=watch, name="object-census", daemon=True).start()
 
 
 def gc_threshold(*threshold: int) -> Callable[[], None]:
@@ -206,6 +231,7 @@ APPLY: dict[str, Callable[[], None]] = {
     "gc-1m-wide": gc_threshold(1_000_000, 100, 100),
     "gc-500k-wide": gc_threshold(500_000, 100, 100),
     "tracemalloc": trace_allocations,
+    "object-census": object_census,
 }
 
 
