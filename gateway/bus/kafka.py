@@ -84,7 +84,9 @@ class KafkaTransport:
         # Waiting on revocation holds up the whole group's rebalance, so keep it well inside a session.
         self._revoke_wait = (revoke_wait_ms if revoke_wait_ms is not None else session_timeout_ms // 2) / 1000
         self._clock = clock or SystemClock()
-        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms, max_request_size=max_request_size)
+        self._producer = KafkaProducerLink(
+            self._options, linger_ms=linger_ms, max_request_size=max_request_size, clock=self._clock
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._handler: Handler | None = None
         self._offsets: OffsetBook[TopicPartition] = OffsetBook()

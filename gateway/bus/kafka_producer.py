@@ -25,10 +25,14 @@ from gateway.bus.kafka_records import (
     encode_headers,
     message_headers,
 )
+from gateway.clock import Clock, SystemClock
 
 # Replies carry upstream bodies up to MAX_RESPONSE_BYTES (10 MiB by default), base64-encoded when
 # binary (4/3 larger), plus the envelope; aiokafka's own default (1 MiB) would refuse them.
 DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
+
+# A topic not written for this long leaves the set whose metadata is kept fresh (see __init__).
+DEFAULT_TOPIC_IDLE_EXPIRY = 60.0
 
 # Errors that no retry of the same record can fix.
 PERMANENT = (
@@ -50,17 +54,23 @@ class KafkaProducerLink:
         linger_ms: int = 2,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         max_tracked_topics: int = 512,
+        topic_idle_expiry: float = DEFAULT_TOPIC_IDLE_EXPIRY,
+        clock: Clock | None = None,
     ) -> None:
         self._options = options
         self._linger_ms = linger_ms
         self._max_request_size = max_request_size
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
-        # Topics whose metadata aiokafka keeps fresh, least recently written first. Bounded: a
-        # worker writes to one reply topic per client it ever served, and every metadata
-        # request carries the whole list.
-        self._tracked: OrderedDict[str, None] = OrderedDict()
+        # Topics whose metadata aiokafka keeps fresh, least recently written first, with when they
+        # were last written. Bounded in number (a worker writes to one reply topic per client it ever
+        # served, and every metadata request carries the whole list) and in idle time: a metadata
+        # request for a topic makes an auto-creating broker create it again, so a reply topic its
+        # client deleted on close would come back with every refresh while it stays tracked.
+        self._tracked: OrderedDict[str, float] = OrderedDict()
         self._max_tracked = max_tracked_topics
+        self._idle_expiry = topic_idle_expiry
+        self._clock = clock or SystemClock()
         self._closed = False
 
     async def start(self) -> AIOKafkaProducer:
@@ -107,10 +117,14 @@ class KafkaProducerLink:
     ) -> None:
         producer = self._producer or await self.start()
         try:
-            if topic in self._tracked:
-                self._tracked.move_to_end(topic)
+            now = self._clock.monotonic()
+            if topic not in self._tracked:
+                await self._track(producer, topic, now)
             else:
-                await self._track(producer, topic)
+                self._tracked[topic] = now
+                self._tracked.move_to_end(topic)
+                if self._prune(now):
+                    await producer.client.set_topics(list(self._tracked))
             # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
             confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
             await confirmed
@@ -119,16 +133,27 @@ class KafkaProducerLink:
         except KafkaError as exc:
             raise KafkaUnavailableError(f"Kafka did not confirm the record for {topic}: {exc}") from exc
 
-    async def _track(self, producer: AIOKafkaProducer, topic: str) -> None:
+    async def _track(self, producer: AIOKafkaProducer, topic: str, now: float) -> None:
         # aiokafka refreshes metadata only for topics it tracks. A topic it merely saw in the first
         # (all-topics, on Tansu) metadata is dropped by the next refresh, stranding its batches
         # until the request timeout; so register every topic we write before the first send.
-        self._tracked[topic] = None
-        if len(self._tracked) > self._max_tracked:
-            self._tracked.popitem(last=False)
+        # Idle and surplus topics are dropped here too, with the one metadata update a new topic costs.
+        self._tracked[topic] = now
+        if self._prune(now):
             await producer.client.set_topics(list(self._tracked))
         else:
             await producer.client.add_topic(topic)
+
+    def _prune(self, now: float) -> bool:
+        """Drop the surplus and the idle topics, oldest first (the newest always stays); True if any."""
+        dropped = False
+        while len(self._tracked) > 1:
+            oldest, written = next(iter(self._tracked.items()))
+            if len(self._tracked) <= self._max_tracked and now - written <= self._idle_expiry:
+                break
+            del self._tracked[oldest]
+            dropped = True
+        return dropped
 
     @property
     def tracked_topics(self) -> list[str]:
@@ -139,7 +164,7 @@ class KafkaProducerLink:
         producer = self._producer or await self.start()
         try:
             if topic not in self._tracked:
-                await self._track(producer, topic)
+                await self._track(producer, topic, self._clock.monotonic())
             return set(await producer.partitions_for(topic))
         except KafkaError as exc:
             raise KafkaUnavailableError(f"no partitions for topic {topic} (does it exist?): {exc!r}") from exc

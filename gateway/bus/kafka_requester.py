@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
@@ -30,6 +31,7 @@ from gateway.bus.kafka_records import (
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
+DELETE_TIMEOUT = 5.0  # seconds for each step of deleting the reply topic on close
 
 
 async def open_reader(
@@ -80,14 +82,20 @@ class KafkaRequester:
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         ssl_context: ssl.SSLContext | None = None,
         security_protocol: str = "PLAINTEXT",
+        delete_reply_topic: bool | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._options = KafkaOptions(bootstrap, security_protocol, ssl_context, client_id="cmn-client")
         self._reply_topic = reply_topic or f"cmn.replies.{uuid.uuid4().hex}"
+        # A topic named for this client alone is deleted when it closes (else one is left behind per
+        # client ever started); a topic the caller chose may be shared, so it stays unless asked.
+        self._delete_reply_topic = reply_topic is None if delete_reply_topic is None else delete_reply_topic
         self._topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._clock = clock or SystemClock()
-        self._producer = KafkaProducerLink(self._options, linger_ms=linger_ms, max_request_size=max_request_size)
+        self._producer = KafkaProducerLink(
+            self._options, linger_ms=linger_ms, max_request_size=max_request_size, clock=self._clock
+        )
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._streams: set[KafkaTelemetryStream] = set()
@@ -169,6 +177,28 @@ class KafkaRequester:
         if consumer is not None:
             await consumer.stop()
         await self._producer.aclose()
+        if consumer is not None and self._delete_reply_topic:
+            await self._delete_topic(self._reply_topic)
+
+    async def _delete_topic(self, topic: str) -> None:
+        """Best effort: a broker that refuses (ACLs, deletion disabled) leaves the topic, with a warning.
+
+        A reply still on its way (a request answered after this client closed) makes an
+        auto-creating broker create the topic again; gateways stop keeping its metadata fresh
+        after a minute idle, so it does not come back by itself after that.
+        """
+        admin = AIOKafkaAdminClient(**self._options.client_kwargs())
+        try:
+            await asyncio.wait_for(admin.start(), DELETE_TIMEOUT)
+            response = await asyncio.wait_for(admin.delete_topics([topic]), DELETE_TIMEOUT)
+            errors = [code for _, code in getattr(response, "topic_error_codes", []) if code]
+            if errors:
+                log.warning("kafka_reply_topic_not_deleted", topic=topic, error_codes=errors)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("kafka_reply_topic_not_deleted", topic=topic, error=repr(exc))
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await admin.close()
 
     async def __aenter__(self) -> KafkaRequester:
         return self

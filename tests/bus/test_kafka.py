@@ -18,12 +18,15 @@ from gateway.bus.embedded import EmbeddedBroker, free_port
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
+from gateway.testing import FakeClock
 from tests.fixtures.kafka import (
     KafkaTransportFactory,
     TcpProxy,
     committed_offsets,
+    delete_topic,
     produce,
     read_topic,
+    topics,
     unique,
 )
 
@@ -460,6 +463,34 @@ async def test_the_producer_tracks_a_bounded_set_of_topics_and_still_writes_evic
         await link.aclose()
     records = await read_topic(kafka_bootstrap, topics[0], until=lambda rs: len(rs) >= 2)
     assert sorted(r.value for r in records) == [b"one", b"two"]
+
+
+async def test_a_topic_idle_past_the_expiry_is_no_longer_kept_fresh_so_a_deleted_one_stays_deleted(
+    kafka_bootstrap: str,
+) -> None:
+    # A client deletes its reply topic when it closes; while a gateway keeps that topic's metadata
+    # fresh, every refresh would make the auto-creating broker create it again.
+    clock = FakeClock()
+    link = KafkaProducerLink(KafkaOptions(kafka_bootstrap), topic_idle_expiry=60, clock=clock)
+    gone, active = unique("t.idle"), unique("t.active")
+    try:
+        await link.send(gone, b"reply", key=None, headers={})
+        clock.advance(30)
+        await link.send(active, b"one", key=None, headers={})
+        assert link.tracked_topics == [gone, active]  # 30 s idle is within the expiry
+        clock.advance(31)
+        await link.send(active, b"two", key=None, headers={})
+        assert link.tracked_topics == [active]
+
+        await delete_topic(kafka_bootstrap, gone)
+        producer = await link.start()
+        await producer.client.force_metadata_update()
+        assert gone not in await topics(kafka_bootstrap)
+
+        await link.send(gone, b"late reply", key=None, headers={})  # written again: tracked again
+        assert link.tracked_topics == [active, gone]
+    finally:
+        await link.aclose()
 
 
 async def test_a_member_without_partitions_is_still_ready(
