@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Mapping
 
 import aiormq
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
@@ -91,6 +91,8 @@ class RabbitTransport:
         self.received = 0
         self.settled = 0
         self.dropped_settles = 0
+        self.unroutable = 0  # replies the broker returned: no queue took them
+        self._published = 0
 
     def __repr__(self) -> str:
         state = "ready" if self.ready else ("draining" if self._handler and not self._accepting else "idle")
@@ -131,6 +133,7 @@ class RabbitTransport:
             write_stats=self.write_stats,
         )
         publish_channel = await self._connection.channel(publisher_confirms=True)
+        publish_channel.return_callbacks.add(self._on_returned)
         self._publisher = ConfirmedPublisher(publish_channel, give_up_after=self._publish_timeout, clock=self._clock)
         consume_channel = await self._connection.channel(publisher_confirms=False)
         # Set through aio-pika so that it is set again on every reopened channel.
@@ -183,11 +186,24 @@ class RabbitTransport:
             await self.settle(delivery)
 
     async def publish(self, message: OutboundMessage) -> None:
+        self._published += 1
         props = properties(
-            content_type=message.content_type, correlation_id=message.correlation_id, headers=message.headers
+            content_type=message.content_type,
+            correlation_id=message.correlation_id,
+            headers=message.headers,
+            message_id=f"{self._consumer_tag}.{self._published}",
         )
-        # mandatory=False: a requester that vanished must not hold up the worker; its reply is dropped.
-        await self._require_publisher().publish("", message.destination, message.body, props)
+        # mandatory: a reply no queue takes (its requester went away) comes back to _on_returned, to
+        # be logged and counted; its publish still counts as confirmed, so the request is settled.
+        await self._require_publisher().publish("", message.destination, message.body, props, mandatory=True)
+
+    def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:
+        self.unroutable += 1
+        log.warning(
+            "reply unroutable, dropped: no queue %r (its requester went away); correlation_id=%r",
+            message.routing_key,
+            message.correlation_id,
+        )
 
     async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
         props = properties(content_type=DEFAULT_CONTENT_TYPE, correlation_id=None, headers=headers)

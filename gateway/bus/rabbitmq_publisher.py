@@ -66,9 +66,14 @@ class ConfirmedPublisher:
         """How many publishes took the lean path, and how many aiormq's (for tests and profiling)."""
         return self._lean
 
-    async def publish(self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties) -> None:
+    async def publish(
+        self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties, *, mandatory: bool = False
+    ) -> None:
         """Returns once confirmed. Raises MessageRejectedError when the broker refuses this message
-        itself, BusUnavailableError when no confirm came within ``give_up_after`` seconds."""
+        itself, BusUnavailableError when no confirm came within ``give_up_after`` seconds.
+
+        ``mandatory``: a message no queue takes comes back to the channel's return callbacks (it
+        needs a ``message_id`` to be matched); its publish still counts as confirmed."""
         if len(routing_key.encode()) > MAX_SHORT_STR or len(exchange.encode()) > MAX_SHORT_STR:
             raise MessageRejectedError(f"destination {routing_key[:40]!r}... is longer than AMQP's 255 bytes")
         current = self._underlay
@@ -76,7 +81,7 @@ class ConfirmedPublisher:
             # The common case pays for no timeout scope: a confirm comes, or the connection dies
             # (heartbeats) and the retry path below takes over with its deadline.
             try:
-                await self._publish_once(current, exchange, routing_key, body, props)
+                await self._publish_once(current, exchange, routing_key, body, props, mandatory)
             except BROKER_ERRORS as exc:
                 self._refuse_if_final(exc, exchange, routing_key, body)
                 self.retries += 1
@@ -84,21 +89,23 @@ class ConfirmedPublisher:
             else:
                 self.published += 1
                 return
-        await self._publish_retrying(exchange, routing_key, body, props)
+        await self._publish_retrying(exchange, routing_key, body, props, mandatory)
 
     def _refuse_if_final(self, exc: BaseException, exchange: str, routing_key: str, body: bytes) -> None:
         if _refused_for_good(exc, exchange, body):
             detail = f"RabbitMQ refused the message to {exchange!r}/{routing_key!r}: {exc}"
             raise MessageRejectedError(detail) from exc
 
-    async def _publish_retrying(self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties) -> None:
+    async def _publish_retrying(
+        self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties, mandatory: bool
+    ) -> None:
         failure: BaseException | None = None
         try:
             async with asyncio.timeout(self._give_up_after):
                 while True:
                     channel = await self._current()
                     try:
-                        await self._publish_once(channel, exchange, routing_key, body, props)
+                        await self._publish_once(channel, exchange, routing_key, body, props, mandatory)
                     except BROKER_ERRORS as exc:
                         failure = exc
                         self._refuse_if_final(exc, exchange, routing_key, body)
@@ -127,18 +134,26 @@ class ConfirmedPublisher:
             await self._clock.sleep(RECOVERY_POLL)
 
     async def _publish_once(
-        self, channel: aiormq.Channel, exchange: str, routing_key: str, body: bytes, props: Basic.Properties
+        self,
+        channel: aiormq.Channel,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        props: Basic.Properties,
+        mandatory: bool,
     ) -> None:
         confirmation = None
         if self._general_under_way == 0:
-            confirmation = self._lean.try_publish(channel, exchange, routing_key, body, props)
+            confirmation = self._lean.try_publish(channel, exchange, routing_key, body, props, mandatory=mandatory)
         if confirmation is not None:
             await _confirmed(confirmation)
             return
         self._general_under_way += 1
         try:
             await _confirmed(
-                channel.basic_publish(body, exchange=exchange, routing_key=routing_key, properties=props, wait=False)
+                channel.basic_publish(
+                    body, exchange=exchange, routing_key=routing_key, properties=props, mandatory=mandatory, wait=False
+                )
             )
         finally:
             self._general_under_way -= 1

@@ -170,12 +170,14 @@ def properties(
     correlation_id: str | None,
     headers: Mapping[str, Any],
     reply_to: str | None = None,
+    message_id: str | None = None,
 ) -> Basic.Properties:
     return Basic.Properties(
         content_type=content_type,
         correlation_id=correlation_id,
         headers=dict(headers) if headers else None,
         reply_to=reply_to,
+        message_id=message_id,
         delivery_mode=PERSISTENT,
     )
 

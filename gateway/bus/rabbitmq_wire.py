@@ -3,7 +3,7 @@
 Per message, aiormq's ``basic_publish`` builds pamqp frame objects and marshals them by
 reflection, generates a message id, and enters a timeout scope and the channel lock: profiling
 put about a third of a gateway publish there. Replies and telemetry events all have one shape
-(content type, text headers, delivery mode, correlation id, reply-to), so their content header is
+(content type, text headers, delivery mode, correlation id, reply-to, message id), so their content header is
 encoded here directly with ``struct``, and the method frame, the same for every message to one
 destination, is encoded once per destination.
 
@@ -30,13 +30,13 @@ FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_END = 1, 2, 3, b"\xce"
 BASIC_CLASS, PUBLISH_METHOD, ACK_METHOD = 60, 40, 80
 # Property flags, most significant bit first, in the order AMQP 0-9-1 lists the properties.
 FLAG_CONTENT_TYPE, FLAG_HEADERS, FLAG_DELIVERY_MODE = 0x8000, 0x2000, 0x1000
-FLAG_CORRELATION_ID, FLAG_REPLY_TO = 0x0400, 0x0200
+FLAG_CORRELATION_ID, FLAG_REPLY_TO, FLAG_MESSAGE_ID = 0x0400, 0x0200, 0x0080
+MANDATORY = 0x01  # Basic.Publish bit: the broker returns a message no queue takes
 # Properties this encoder does not write: a message with any of them takes aiormq's path.
 _OTHER_PROPERTIES = (
     "content_encoding",
     "priority",
     "expiration",
-    "message_id",
     "timestamp",
     "message_type",
     "user_id",
@@ -50,7 +50,7 @@ class LeanPublisher:
     """Encodes and queues confirmed publishes on aiormq channels; see the module docstring."""
 
     def __init__(self) -> None:
-        self._methods: OrderedDict[tuple[int, str, str], bytes] = OrderedDict()
+        self._methods: OrderedDict[tuple[int, str, str, bool], bytes] = OrderedDict()
         self.lean = 0
         self.general = 0
 
@@ -58,39 +58,66 @@ class LeanPublisher:
         return f"<LeanPublisher lean={self.lean} general={self.general} destinations={len(self._methods)}>"
 
     def try_publish(
-        self, channel: aiormq.Channel, exchange: str, routing_key: str, body: bytes, props: Basic.Properties
+        self,
+        channel: aiormq.Channel,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        props: Basic.Properties,
+        *,
+        mandatory: bool = False,
     ) -> asyncio.Future[object] | None:
-        """The broker's confirmation to await, or None when this message must go through aiormq."""
+        """The broker's confirmation to await, or None when this message must go through aiormq.
+
+        A ``mandatory`` message needs a ``message_id``: aiormq finds the publish a returned message
+        belongs to by it, hands the message to the channel's return callbacks and resolves the
+        confirmation with it.
+        """
         header = content_header(props, len(body))
         too_long = len(routing_key.encode()) > MAX_SHORT_STR or len(exchange.encode()) > MAX_SHORT_STR
-        if header is None or too_long or not _ready(channel):
+        unmatched = mandatory and not props.message_id
+        if header is None or too_long or unmatched or not _ready(channel):
             self.general += 1
             return None
         number = channel.number
         payload = b"".join(
             (
-                self._method(number, exchange, routing_key),
+                self._method(number, exchange, routing_key, mandatory),
                 frame(FRAME_HEADER, number, header),
                 *body_frames(number, body, channel.max_content_size),
             )
         )
         channel.delivery_tag += 1
+        tag = channel.delivery_tag
         confirmation = channel.create_future()
-        channel.confirmations[channel.delivery_tag] = confirmation
+        channel.confirmations[tag] = confirmation
+        if mandatory and props.message_id:
+            _match_returns(channel, props.message_id, tag, confirmation)
         # No await between taking the tag and queueing the frames: confirms match tags in order.
         channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
         self.lean += 1
         return confirmation
 
-    def _method(self, number: int, exchange: str, routing_key: str) -> bytes:
-        key = (number, exchange, routing_key)
+    def _method(self, number: int, exchange: str, routing_key: str, mandatory: bool) -> bytes:
+        key = (number, exchange, routing_key, mandatory)
         encoded = self._methods.get(key)
         if encoded is None:
-            encoded = frame(FRAME_METHOD, number, publish_method(exchange, routing_key))
+            encoded = frame(FRAME_METHOD, number, publish_method(exchange, routing_key, mandatory=mandatory))
             self._methods[key] = encoded
             if len(self._methods) > METHOD_CACHE_SIZE:
                 self._methods.popitem(last=False)
         return encoded
+
+
+def _match_returns(channel: aiormq.Channel, message_id: str, tag: int, confirmation: asyncio.Future[object]) -> None:
+    """What aiormq's own mandatory publish registers, so its reader can match a Basic.Return to it."""
+    channel.message_id_delivery_tag[message_id] = tag
+
+    def forget(_: asyncio.Future[object]) -> None:
+        if channel.message_id_delivery_tag.get(message_id) == tag:
+            del channel.message_id_delivery_tag[message_id]
+
+    confirmation.add_done_callback(forget)
 
 
 def try_ack(channel: aiormq.Channel, delivery_tag: int) -> bool:
@@ -116,10 +143,11 @@ def frame(kind: int, channel_number: int, payload: bytes) -> bytes:
     return struct.pack(">BHI", kind, channel_number, len(payload)) + payload + FRAME_END
 
 
-def publish_method(exchange: str, routing_key: str) -> bytes:
-    """Basic.Publish with mandatory and immediate off (a vanished reply queue must not hold us up)."""
+def publish_method(exchange: str, routing_key: str, *, mandatory: bool = False) -> bytes:
+    """Basic.Publish, immediate off (RabbitMQ refuses it)."""
+    bits = struct.pack(">B", MANDATORY if mandatory else 0)
     return b"".join(
-        (struct.pack(">HHH", BASIC_CLASS, PUBLISH_METHOD, 0), short_str(exchange), short_str(routing_key), b"\x00")
+        (struct.pack(">HHH", BASIC_CLASS, PUBLISH_METHOD, 0), short_str(exchange), short_str(routing_key), bits)
     )
 
 
@@ -140,6 +168,7 @@ def content_header(props: Basic.Properties, body_size: int) -> bytes | None:
         (FLAG_DELIVERY_MODE, props.delivery_mode),
         (FLAG_CORRELATION_ID, props.correlation_id),
         (FLAG_REPLY_TO, props.reply_to),
+        (FLAG_MESSAGE_ID, props.message_id),
     ):
         if value is None or value == "":
             continue

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 import aio_pika
+import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from gateway.bus.base import ERROR_HEADER, Delivery, OutboundMessage
@@ -293,3 +295,30 @@ async def test_a_deleted_request_queue_is_declared_again_and_consumed(
     await wait_until(lambda: transport.subscriptions == 2 and transport.ready)
     await amqp_channel.default_exchange.publish(aio_pika.Message(b"still served"), routing_key=rabbit_queue)
     await wait_until(lambda: got == [b"still served"])
+
+
+async def test_a_reply_nobody_can_receive_is_returned_counted_and_the_request_still_settled(
+    rabbit_transport: TransportFactory,
+    amqp_channel: AbstractChannel,
+    rabbit_queue: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    transport = rabbit_transport()
+    seen: list[Delivery] = []
+    await transport.start(echo(transport, seen))
+    queue, replies = await reply_queue(amqp_channel)
+    gone = f"{rabbit_queue}.requester-gone"  # no such queue: its requester went away
+    with caplog.at_level(logging.WARNING, logger="gateway.bus.rabbitmq"):
+        for reply_to, correlation in ((gone, "c-gone"), (queue.name, "c-here")):
+            message = aio_pika.Message(b'{"id": "r"}', reply_to=reply_to, correlation_id=correlation)
+            await amqp_channel.default_exchange.publish(message, routing_key=rabbit_queue)
+        reply = await asyncio.wait_for(replies.get(), 10)
+        await wait_until(lambda: transport.settled == 2 and transport.unroutable == 1)
+
+    assert reply.correlation_id == "c-here"  # the routable reply is not affected
+    assert transport.publisher is not None
+    assert transport.publisher.lean.lean == 2  # both went the lean way, mandatory and matched by message id
+    assert any("c-gone" in r.getMessage() and gone in r.getMessage() for r in caplog.records)
+    await transport.drain()
+    await transport.aclose()
+    assert await ready_count(amqp_channel, rabbit_queue) == 0  # both requests acked: nothing redelivered

@@ -32,6 +32,7 @@ text_headers = st.one_of(st.none(), st.dictionaries(header_names, st.text(max_si
     content_type=optional_short,
     correlation_id=optional_short,
     reply_to=optional_short,
+    message_id=optional_short,
     headers=text_headers,
     delivery_mode=st.sampled_from([None, 1, 2]),
     body_size=st.integers(min_value=0, max_value=2**40),
@@ -41,6 +42,7 @@ def test_content_header_matches_pamqp(
     content_type: str | None,
     correlation_id: str | None,
     reply_to: str | None,
+    message_id: str | None,
     headers: FieldTable | None,
     delivery_mode: int | None,
     body_size: int,
@@ -50,6 +52,7 @@ def test_content_header_matches_pamqp(
         content_type=content_type,
         correlation_id=correlation_id,
         reply_to=reply_to,
+        message_id=message_id,
         headers=headers or None,
         delivery_mode=delivery_mode,
     )
@@ -63,10 +66,12 @@ def test_content_header_matches_pamqp(
     exchange=st.from_regex(r"[a-zA-Z0-9._:-]{0,40}", fullmatch=True),
     routing_key=short_text,
     channel=st.integers(min_value=1, max_value=2047),
+    mandatory=st.booleans(),
 )
-def test_publish_method_matches_pamqp(exchange: str, routing_key: str, channel: int) -> None:
-    expected = pamqp.frame.marshal(Basic.Publish(exchange=exchange, routing_key=routing_key), channel)
-    assert frame(FRAME_METHOD, channel, publish_method(exchange, routing_key)) == expected
+def test_publish_method_matches_pamqp(exchange: str, routing_key: str, channel: int, mandatory: bool) -> None:
+    publish = Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+    expected = pamqp.frame.marshal(publish, channel)
+    assert frame(FRAME_METHOD, channel, publish_method(exchange, routing_key, mandatory=mandatory)) == expected
 
 
 @given(tag=st.integers(min_value=1, max_value=2**63 - 1), channel=st.integers(min_value=1, max_value=2047))
@@ -84,7 +89,7 @@ def test_bodies_are_split_at_the_frame_size() -> None:
 
 
 def test_properties_outside_the_lean_shape_are_declined() -> None:
-    assert content_header(Basic.Properties(message_id="m1"), 1) is None
+    assert content_header(Basic.Properties(expiration="1000"), 1) is None
     assert content_header(Basic.Properties(timestamp=datetime.datetime.now(datetime.UTC)), 1) is None
     assert content_header(Basic.Properties(headers={"attempt": 3}), 1) is None  # not text
     assert content_header(Basic.Properties(correlation_id="x" * 256), 1) is None  # too long a short string
