@@ -33,6 +33,7 @@ from gateway.bus.rabbitmq_recovery import Resubscriber
 from gateway.bus.rabbitmq_topology import (
     BROKER_ERRORS,
     DEFAULT_CONTENT_TYPE,
+    DIRECT_REPLY_TO,
     TRANSPORT_NAME,
     Topology,
     connect,
@@ -186,16 +187,19 @@ class RabbitTransport:
             await self.settle(delivery)
 
     async def publish(self, message: OutboundMessage) -> None:
+        # mandatory: a reply no queue takes (its requester went away) comes back to _on_returned, to
+        # be logged and counted; its publish still counts as confirmed, so the request is settled.
+        # Not for direct reply-to: RabbitMQ returns every mandatory message to its pseudo-queue, even
+        # the ones it delivers (measured here), so a vanished direct reply-to consumer goes unnoticed.
+        mandatory = not message.destination.startswith(DIRECT_REPLY_TO)
         self._published += 1
         props = properties(
             content_type=message.content_type,
             correlation_id=message.correlation_id,
             headers=message.headers,
-            message_id=f"{self._consumer_tag}.{self._published}",
+            message_id=f"{self._consumer_tag}.{self._published}" if mandatory else None,
         )
-        # mandatory: a reply no queue takes (its requester went away) comes back to _on_returned, to
-        # be logged and counted; its publish still counts as confirmed, so the request is settled.
-        await self._require_publisher().publish("", message.destination, message.body, props, mandatory=True)
+        await self._require_publisher().publish("", message.destination, message.body, props, mandatory=mandatory)
 
     def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:
         self.unroutable += 1

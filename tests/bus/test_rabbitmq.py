@@ -322,3 +322,23 @@ async def test_a_reply_nobody_can_receive_is_returned_counted_and_the_request_st
     await transport.drain()
     await transport.aclose()
     assert await ready_count(amqp_channel, rabbit_queue) == 0  # both requests acked: nothing redelivered
+
+
+async def test_replies_to_direct_reply_to_are_not_mandatory(
+    rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
+) -> None:
+    # RabbitMQ returns every mandatory message sent to direct reply-to, even those it delivers.
+    transport = rabbit_transport()
+    await transport.start(echo(transport, []))
+    replies: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    direct = await amqp_channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+    await direct.consume(replies.put, no_ack=True)
+    for n in range(20):
+        message = aio_pika.Message(b"{}", reply_to="amq.rabbitmq.reply-to", correlation_id=f"d-{n}")
+        await amqp_channel.default_exchange.publish(message, routing_key=rabbit_queue)
+    got = [await asyncio.wait_for(replies.get(), 10) for _ in range(20)]
+    await wait_until(lambda: transport.settled == 20)
+    assert sorted(r.correlation_id or "" for r in got) == sorted(f"d-{n}" for n in range(20))
+    assert transport.unroutable == 0
+    await transport.drain()
+    await transport.aclose()
