@@ -7,6 +7,8 @@ whatever request id could be salvaged, so even unreadable input gets a correlate
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -147,7 +149,7 @@ def reply_document(reply: Reply, *, binary: bool) -> dict[str, Any]:
 
 def _body_fields(body: bytes, content_type: str | None, *, binary: bool) -> dict[str, Any]:
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    if ctype == JSON or ctype.endswith("+json"):
+    if (ctype == JSON or ctype.endswith("+json")) and not _beyond_64_bits(body):
         try:
             return {"json": orjson.loads(body)} if body else {"body": ""}
         except orjson.JSONDecodeError:
@@ -158,6 +160,36 @@ def _body_fields(body: bytes, content_type: str | None, *, binary: bool) -> dict
         return {"body": body.decode("utf-8")}
     except UnicodeDecodeError:
         return {"body_b64": base64.b64encode(body).decode("ascii")}
+
+
+# Nineteen digits or more: the only integers that may fall outside 64 bits (-2**63 - 1 has 19).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class _BeyondInt64(Exception):
+    pass
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not _INT64_MIN <= value <= _UINT64_MAX:
+        raise _BeyondInt64
+    return value
+
+
+def _beyond_64_bits(body: bytes) -> bool:
+    """Does this JSON hold an integer outside 64 bits? orjson would make it a float and lose digits,
+    and neither orjson nor msgpack can write it back; such a body goes out as text, exactly as sent."""
+    if _LONG_DIGITS.search(body) is None:
+        return False
+    try:
+        json.loads(body, parse_int=_int64)
+    except _BeyondInt64:
+        return True
+    except ValueError:
+        return False  # not JSON at all: the caller finds out
+    return False
 
 
 def encode_request(envelope: Mapping[str, Any], content_type: str = JSON) -> bytes:

@@ -118,9 +118,18 @@ class ReplyEnvelope(BaseModel):
     id: str
     status: int | None = Field(description="Upstream HTTP status; null when no response was obtained.")
     headers: dict[str, str] = Field(default_factory=dict)
-    json_: Any = Field(default=None, alias="json")
-    body: str | bytes | None = None
-    body_b64: str | None = None
+    json_: Any = Field(
+        default=None,
+        alias="json",
+        description=(
+            "The upstream's body when it answered JSON; except JSON holding an integer outside 64 bits, "
+            "which comes as the exact text in `body`."
+        ),
+    )
+    body: str | bytes | None = Field(
+        default=None, description="The body as UTF-8 text (raw bytes in msgpack) when it is not in `json`."
+    )
+    body_b64: str | None = Field(default=None, description="The body, base64, when it is neither JSON nor text.")
     error: ErrorInfo | None = None
     attempts: int = 0
     duration_ms: float = 0.0

@@ -105,6 +105,12 @@ def test_content_type_aliases() -> None:
         (b"\xff\x00", "application/octet-stream", JSON, "body_b64", base64.b64encode(b"\xff\x00").decode()),
         (b"\xff\x00", "application/octet-stream", MSGPACK, "body", b"\xff\x00"),
         (b"not json", "application/json", JSON, "body", "not json"),
+        # Integers outside 64 bits would lose digits as floats: the JSON goes out as text, exactly.
+        (b'{"id": 123456789012345678901234567890}', JSON, JSON, "body", '{"id": 123456789012345678901234567890}'),
+        (b"[-9223372036854775809]", JSON, MSGPACK, "body", b"[-9223372036854775809]"),  # msgpack: raw bytes
+        # The 64-bit extremes still parse exactly, and long digit runs in strings are not integers.
+        (b"[18446744073709551615, -9223372036854775808]", JSON, JSON, "json", [2**64 - 1, -(2**63)]),
+        (b'{"card": "12345678901234567890123"}', JSON, JSON, "json", {"card": "12345678901234567890123"}),
     ],
 )
 def test_reply_body_field_follows_content(body: bytes, ctype: str, codec: str, field: str, expected: Any) -> None:
