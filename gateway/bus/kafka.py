@@ -34,6 +34,9 @@ from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, Ka
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
+# Longest wait before handling an unsettled record again: short enough that a drain (SIGTERM) that
+# finds one waiting still finishes well inside a container's grace period.
+UNSETTLED_RETRY_MAX = 5.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka ships no type hints
@@ -68,6 +71,7 @@ class KafkaTransport:
         linger_ms: int = 2,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         revoke_wait_ms: int | None = None,
+        unsettled_retry_ms: int = 1000,
         clock: Clock | None = None,
     ) -> None:
         if max_in_flight < 1:
@@ -83,6 +87,7 @@ class KafkaTransport:
         self._commit_interval = commit_interval_ms / 1000
         # Waiting on revocation holds up the whole group's rebalance, so keep it well inside a session.
         self._revoke_wait = (revoke_wait_ms if revoke_wait_ms is not None else session_timeout_ms // 2) / 1000
+        self._unsettled_retry = unsettled_retry_ms / 1000
         self._clock = clock or SystemClock()
         self._producer = KafkaProducerLink(
             self._options, linger_ms=linger_ms, max_request_size=max_request_size, clock=self._clock
@@ -260,10 +265,21 @@ class KafkaTransport:
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
         try:
             await handler(delivery)
-            if self._offsets.is_pending(*delivery.token):
-                # Left unsettled on purpose (e.g. its reply was not confirmed): it comes again after
-                # the next rebalance or restart, and this partition's commits wait until then.
-                log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
+            retry = 0
+            while self._offsets.is_pending(*delivery.token):
+                # Left unsettled on purpose (its reply or telemetry event was not confirmed). Kafka
+                # would only deliver it again after a rebalance, and until then this partition's
+                # commits could not pass it; so handle it again here, as a redelivery would. When
+                # draining, or once the partition is gone (forgotten), its next owner or run does.
+                if not self._consuming:
+                    log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
+                    return
+                delay = min(self._unsettled_retry * 2**retry, UNSETTLED_RETRY_MAX)
+                retry += 1
+                log.warning("kafka_delivery_unsettled_again", token=repr(delivery.token), attempt=retry, after=delay)
+                await self._clock.sleep(delay)
+                if self._consuming and self._offsets.is_pending(*delivery.token):
+                    await handler(delivery)
         except Exception as exc:
             # The pipeline answers every input itself; reaching here is a bug. Park the record in
             # the dead-letter topic so one bad record cannot hold its partition's commits forever.

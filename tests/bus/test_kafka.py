@@ -465,6 +465,55 @@ async def test_the_producer_tracks_a_bounded_set_of_topics_and_still_writes_evic
     assert sorted(r.value for r in records) == [b"one", b"two"]
 
 
+async def test_a_record_left_unsettled_is_handled_again_so_its_partition_commits_move_on(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    # The pipeline leaves a record unsettled when its reply could not be confirmed; without another
+    # try the partition's commits would wait for a rebalance behind it.
+    transport = kafka_transport(unsettled_retry_ms=50)
+    calls: dict[int, int] = {}
+    settled = asyncio.Event()
+
+    async def handle(delivery: Delivery) -> None:
+        offset = delivery.token[1]
+        calls[offset] = calls.get(offset, 0) + 1
+        if offset == 1 and calls[offset] < 3:
+            return  # "the broker did not confirm the reply": leave it unsettled
+        await transport.settle(delivery)
+        if len(calls) == 3 and all(calls.get(o) for o in range(3)) and calls[1] >= 3:
+            settled.set()
+
+    await transport.start(handle)
+    await produce(kafka_bootstrap, transport.topic, [b"a", b"b", b"c"], partition=0)
+    await asyncio.wait_for(settled.wait(), 15)
+    assert calls == {0: 1, 1: 3, 2: 1}  # only the unsettled one ran again, until it was settled
+
+    async def all_committed() -> bool:
+        return (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] == 3
+
+    await wait_until(all_committed, 15)
+
+
+async def test_a_record_still_unsettled_when_draining_is_left_for_the_next_owner(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport = kafka_transport(unsettled_retry_ms=50)
+    calls = 0
+    seen = asyncio.Event()
+
+    async def never_settles(delivery: Delivery) -> None:
+        nonlocal calls
+        calls += 1
+        seen.set()
+
+    await transport.start(never_settles)
+    await produce(kafka_bootstrap, transport.topic, [b"stuck"], partition=0)
+    await asyncio.wait_for(seen.wait(), 15)
+    await asyncio.wait_for(transport.drain(), 10)  # the retry loop lets the drain finish
+    assert calls >= 1
+    assert (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] is None
+
+
 async def test_a_topic_idle_past_the_expiry_is_no_longer_kept_fresh_so_a_deleted_one_stays_deleted(
     kafka_bootstrap: str,
 ) -> None:
