@@ -18,7 +18,10 @@ FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 cmn \
     && useradd --system --uid 10001 --gid cmn --no-create-home --shell /usr/sbin/nologin cmn
 COPY --from=build /opt/venv /opt/venv
+# HOME=/tmp: the user has no home, and the root filesystem is read-only under Kubernetes (deploy/k8s
+# mounts an emptyDir at /tmp); development certificates (`source: dev`, default ~/.cmn/certs) land there.
 ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     ENABLE_METRICS=true \

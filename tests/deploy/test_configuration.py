@@ -12,11 +12,12 @@ import yaml
 from gateway.settings import Settings
 from gateway.upstream.config import UpstreamsFile
 from tests.deploy import dockerfile
-from tests.deploy.manifests import compose_service, k8s_env_names, k8s_gateway_env
+from tests.deploy.manifests import compose_service, container, k8s_env_names, k8s_gateway_env
 from tests.deploy.tools import CONTRACT_ENV_VARS, DOCKERFILE, REPO, known_env_vars
 
-# The interpreter's own variables, which the image sets for Python rather than for the gateway.
+# The process's own variables, which the image sets for Python and the OS rather than for the gateway.
 RUNTIME_ENV = {
+    "HOME",  # a writable home (/tmp) for a user that has none, under a read-only root filesystem
     "PATH",
     "PYTHONUNBUFFERED",
     "PYTHONDONTWRITEBYTECODE",
@@ -72,3 +73,12 @@ def test_deployment_names_its_upstreams_file_and_brokers(where: str) -> None:
 def test_upstreams_files_load(path: Path) -> None:
     loaded = UpstreamsFile.model_validate(yaml.safe_load(path.read_text()))
     assert loaded.upstreams
+
+
+def test_the_image_home_is_on_a_writable_volume_under_the_read_only_root_filesystem() -> None:
+    # Development certificates default to ~/.cmn/certs: HOME must be writable where the root is not.
+    home = dockerfile.env_values(dockerfile.last_stage(dockerfile.parse(DOCKERFILE)))["HOME"]
+    gateway = container()
+    assert gateway["securityContext"]["readOnlyRootFilesystem"] is True
+    writable = [m["mountPath"] for m in gateway["volumeMounts"] if not m.get("readOnly", False)]
+    assert any(home == path or home.startswith(path.rstrip("/") + "/") for path in writable), (home, writable)
