@@ -165,6 +165,11 @@ class Gateway:
             await self.tracing.flush()
 
     @property
+    def in_flight(self) -> int:
+        """Requests being handled right now, over every transport."""
+        return sum(transport.in_flight for transport in self.transports)
+
+    @property
     def ready(self) -> bool:
         return self.worker is not None and self.worker.ready
 

@@ -62,6 +62,8 @@ def serve(
 ) -> None:
     """Run gateway workers for every configured broker (the embedded broker when none is)."""
     from gateway.app import Gateway, load_config
+    from gateway.clock import SystemClock
+    from gateway.gc_governor import CollectionGovernor
     from gateway.telemetry.logging import configure_logging
 
     settings = _settings()
@@ -81,13 +83,18 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         async with Gateway(config) as gateway:
             _tune_gc()
+            governor = CollectionGovernor(lambda: gateway.in_flight, gc, SystemClock())
+            holding = asyncio.create_task(governor.run(), name="gc-governor")
             if gateway.embedded_bootstrap:
                 console.print(
                     f"[yellow]No broker configured: started the embedded Kafka-protocol broker (Tansu) on "
                     f"{gateway.embedded_bootstrap}. For trying CMN and development, not for production.[/yellow]"
                 )
             console.print(f"[green]cmn serving[/green] {escape(repr(gateway))}")
-            await gateway.serve_until(stop)
+            try:
+                await gateway.serve_until(stop)
+            finally:
+                holding.cancel()
 
     try:
         _run(main())

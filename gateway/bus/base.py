@@ -84,6 +84,11 @@ class Transport(Protocol):
         """Connected and consuming (for /readyz)."""
         ...
 
+    @property
+    def in_flight(self) -> int:
+        """Deliveries being handled right now."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ReplyMessage:

@@ -9,6 +9,7 @@ before ``gateway.cli`` starts.
     gc-stats        unchanged, but reports the collector's pauses by generation and the cyclic garbage it freed
     gc-tuned        the thresholds ``cmn serve`` used before: (50,000, 20, 20)
     gc-off          no cyclic collection at all once serving: the bound of what collector tuning can buy
+    no-gc-hold      the collector never held off during bursts of in-flight requests (gateway.gc_governor)
     gc-50k-wide, gc-200k-wide, gc-500k-wide, gc-1m-wide
                     young-generation threshold of that many allocations, older generations after 100 each
     no-telemetry    request telemetry events are observed but never published (nor confirmed)
@@ -36,6 +37,7 @@ VARIANTS = (
     "gc-500k-wide",
     "gc-1m-wide",
     "no-telemetry",
+    "no-gc-hold",
     "tracemalloc",
     "object-census",
     "metrics",
@@ -148,6 +150,13 @@ def gc_off() -> None:
     gateway.cli._tune_gc = off
 
 
+def no_gc_hold() -> None:
+    """Automatic collection never held off during bursts (what ``cmn serve`` did before the governor)."""
+    from gateway.gc_governor import CollectionGovernor
+
+    CollectionGovernor.step = lambda self: None  # type: ignore[method-assign]  # the experiment itself
+
+
 def no_telemetry() -> None:
     from gateway.telemetry.service import TelemetryService
 
@@ -225,6 +234,7 @@ APPLY: dict[str, Callable[[], None]] = {
     "gc-stats": gc_stats,
     "gc-tuned": gc_threshold(50_000, 20, 20),
     "no-telemetry": no_telemetry,
+    "no-gc-hold": no_gc_hold,
     "gc-off": gc_off,
     "gc-50k-wide": gc_threshold(50_000, 100, 100),
     "gc-200k-wide": gc_threshold(200_000, 100, 100),
