@@ -118,6 +118,16 @@ class MessageDeadLettered:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplyUnroutable:
+    """The broker returned a reply: no queue took it (its requester went away)."""
+
+    type = "reply.unroutable"
+    transport: str
+    destination: str
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class PoolStats:
     """Periodic snapshot of one endpoint's pool (emitted by the pool, consumed by metrics)."""
 
@@ -152,6 +162,7 @@ Event = (
     | CertificateRenewed
     | CertificateRenewalFailed
     | MessageDeadLettered
+    | ReplyUnroutable
     | PoolStats
     | EndpointHealthChanged
 )

@@ -96,7 +96,13 @@ async def build_transports(gw: Gateway) -> list[Transport]:
         from gateway.bus.rabbitmq import RabbitTransport
 
         transports.append(
-            RabbitTransport(s.amqp_url, max_in_flight=s.max_in_flight, instance=gw.instance, queue=s.requests_queue)
+            RabbitTransport(
+                s.amqp_url,
+                max_in_flight=s.max_in_flight,
+                instance=gw.instance,
+                queue=s.requests_queue,
+                observer=gw.observer,
+            )
         )
     if bootstrap:
         from gateway.bus.kafka import KafkaTransport

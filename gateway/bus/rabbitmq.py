@@ -46,6 +46,7 @@ from gateway.bus.rabbitmq_topology import (
 )
 from gateway.bus.rabbitmq_wire import try_ack
 from gateway.clock import Clock, SystemClock
+from gateway.events import Observer, ReplyUnroutable
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +67,11 @@ class RabbitTransport:
         reconnect_interval: float = 1.0,
         telemetry: str = TELEMETRY,
         publish_timeout: float = 30.0,
+        observer: Observer | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._url = url
+        self._observer = observer
         self._publish_timeout = publish_timeout
         self._clock = clock or SystemClock()
         self._max_in_flight = max_in_flight
@@ -203,11 +206,13 @@ class RabbitTransport:
 
     def _on_returned(self, _channel: object, message: AbstractIncomingMessage) -> None:
         self.unroutable += 1
-        log.warning(
-            "reply unroutable, dropped: no queue %r (its requester went away); correlation_id=%r",
-            message.routing_key,
-            message.correlation_id,
-        )
+        if self._observer is None:
+            log.warning(
+                "reply unroutable, dropped: no queue %r; correlation_id=%r", message.routing_key, message.correlation_id
+            )
+            return
+        # The observers log it and count it (cmn_replies_unroutable).
+        self._observer.on_event(ReplyUnroutable(TRANSPORT_NAME, message.routing_key or "", message.correlation_id))
 
     async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
         props = properties(content_type=DEFAULT_CONTENT_TYPE, correlation_id=None, headers=headers)

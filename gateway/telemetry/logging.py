@@ -31,6 +31,7 @@ from gateway.events import (
     Event,
     MessageDeadLettered,
     RateLimitBackendFallback,
+    ReplyUnroutable,
     RequestCompleted,
 )
 from gateway.telemetry.redaction import Redactor
@@ -142,6 +143,10 @@ class RequestLog:
                 self._log.warning(event.type, reason=reason)
             case MessageDeadLettered(transport=transport, error_code=code, reason=reason):
                 self._log.warning(event.type, transport=transport, error_code=code, reason=reason)
+            case ReplyUnroutable(transport=transport, destination=destination, correlation_id=correlation_id):
+                self._log.warning(
+                    event.type, transport=transport, destination=destination, correlation_id=correlation_id
+                )
             case CertificateRenewalFailed(name=name, source=source, reason=reason):
                 self._log.warning(event.type, certificate=name, source=source, reason=reason)
             case CertificateRenewed(name=name, source=source, version=version, not_after=not_after):

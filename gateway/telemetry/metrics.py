@@ -34,6 +34,7 @@ from gateway.events import (
     PoolStats,
     RateLimitBackendFallback,
     RateLimited,
+    ReplyUnroutable,
     RequestCompleted,
     RequestReceived,
     RetryAttempted,
@@ -202,6 +203,12 @@ class Metrics:
             registry=r,
         )
         self.replies = Counter("cmn_replies_published", "Replies published.", ["transport"], registry=r)
+        self.unroutable = Counter(
+            "cmn_replies_unroutable",
+            "Replies the broker returned because no queue took them (the requester went away).",
+            ["transport"],
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "cmn_messages_dead_lettered",
             "Request messages copied to the dead-letter queue.",
@@ -299,6 +306,8 @@ class Metrics:
                 self.rate_limit_fallbacks.labels(self._fallback_reason(reason)).inc()
             case MessageDeadLettered(transport=transport, error_code=code):
                 self.dead_lettered.labels(transport, _error_code(code)).inc()
+            case ReplyUnroutable(transport=transport):
+                self.unroutable.labels(transport).inc()
             case CertificateRenewed(name=name, not_after=not_after):
                 self.renewals.labels(self._certificate(name), "success").inc()
                 self._pulled.renewed[self._certificate(name)] = not_after

@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from gateway.bus.base import ERROR_HEADER, Delivery, OutboundMessage
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
+from gateway.events import Event, ReplyUnroutable
 from tests.fixtures.rabbit import TransportFactory, ready_count, reply_queue, wait_until
 
 
@@ -340,5 +341,26 @@ async def test_replies_to_direct_reply_to_are_not_mandatory(
     await wait_until(lambda: transport.settled == 20)
     assert sorted(r.correlation_id or "" for r in got) == sorted(f"d-{n}" for n in range(20))
     assert transport.unroutable == 0
+    await transport.drain()
+    await transport.aclose()
+
+
+async def test_a_returned_reply_is_an_event_for_the_observers(
+    rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
+) -> None:
+    events: list[Event] = []
+
+    class Recording:
+        def on_event(self, event: Event) -> None:
+            events.append(event)
+
+    transport = rabbit_transport(observer=Recording())
+    await transport.start(echo(transport, []))
+    gone = f"{rabbit_queue}.requester-gone"
+    await amqp_channel.default_exchange.publish(
+        aio_pika.Message(b"{}", reply_to=gone, correlation_id="c-gone"), routing_key=rabbit_queue
+    )
+    await wait_until(lambda: transport.settled == 1 and transport.unroutable == 1)
+    assert [e for e in events if isinstance(e, ReplyUnroutable)] == [ReplyUnroutable("rabbitmq", gone, "c-gone")]
     await transport.drain()
     await transport.aclose()

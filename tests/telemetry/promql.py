@@ -20,6 +20,7 @@ from gateway.events import (
     PoolStats,
     RateLimitBackendFallback,
     RateLimited,
+    ReplyUnroutable,
     RequestCompleted,
     RequestReceived,
     RetryAttempted,
@@ -44,6 +45,7 @@ ONE_OF_EACH: tuple[Event, ...] = (
     CertificateRenewed("api", "keyvault", "v1", 2e9),
     CertificateRenewalFailed("api", "keyvault", "403"),
     MessageDeadLettered("kafka", "invalid_request", "bad json"),
+    ReplyUnroutable("rabbitmq", "replies.gone", "c-1"),
     PoolStats("payments", "e:443", 1, 2, 0),
 )
 

@@ -19,6 +19,7 @@ from gateway.events import (
     PoolStats,
     RateLimitBackendFallback,
     RateLimited,
+    ReplyUnroutable,
     RequestCompleted,
     RequestReceived,
     RetryAttempted,
@@ -186,7 +187,9 @@ def test_retries_limits_and_dead_letters_are_counted(metrics: Metrics, registry:
     metrics.on_event(RateLimited(upstream="payments", tenant="acme", scope="tenant"))
     metrics.on_event(RateLimitBackendFallback(reason="redis_unavailable"))
     metrics.on_event(MessageDeadLettered(transport="kafka", error_code="invalid_request", reason="bad json"))
+    metrics.on_event(ReplyUnroutable(transport="rabbitmq", destination="replies.gone", correlation_id="c-1"))
     assert value(registry, "cmn_retries_total", upstream="payments", reason="status_503") == 1
+    assert value(registry, "cmn_replies_unroutable_total", transport="rabbitmq") == 1
     assert value(registry, "cmn_retry_budget_exhausted_total", upstream="payments") == 1
     assert value(registry, "cmn_rate_limited_total", upstream="payments", scope="tenant") == 1
     assert value(registry, "cmn_rate_limit_backend_fallbacks_total", reason="redis_unavailable") == 1
