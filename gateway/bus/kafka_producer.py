@@ -33,6 +33,8 @@ DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
 # A topic not written for this long leaves the set whose metadata is kept fresh (see __init__).
 DEFAULT_TOPIC_IDLE_EXPIRY = 60.0
+# How often a write to a tracked topic looks for idle ones: not per record, it is the hot path.
+PRUNE_EVERY = 1.0
 
 # Errors that no retry of the same record can fix.
 PERMANENT = (
@@ -71,6 +73,7 @@ class KafkaProducerLink:
         self._max_tracked = max_tracked_topics
         self._idle_expiry = topic_idle_expiry
         self._clock = clock or SystemClock()
+        self._next_prune = 0.0
         self._closed = False
 
     async def start(self) -> AIOKafkaProducer:
@@ -123,7 +126,7 @@ class KafkaProducerLink:
             else:
                 self._tracked[topic] = now
                 self._tracked.move_to_end(topic)
-                if self._prune(now):
+                if now >= self._next_prune and self._prune(now):
                     await producer.client.set_topics(list(self._tracked))
             # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
             confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
@@ -146,6 +149,7 @@ class KafkaProducerLink:
 
     def _prune(self, now: float) -> bool:
         """Drop the surplus and the idle topics, oldest first (the newest always stays); True if any."""
+        self._next_prune = now + PRUNE_EVERY
         dropped = False
         while len(self._tracked) > 1:
             oldest, written = next(iter(self._tracked.items()))
