@@ -13,27 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
 import aiormq
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from tests.performance.bench_procs import AMQP_URL, run_loop_main
-
-
-async def _until_stopped(worker: asyncio.Task[None] | None = None) -> None:
-    """Until SIGTERM; a worker task that dies takes the process down with its traceback."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    waiting = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiting, *([worker] if worker else [])], return_when=asyncio.FIRST_COMPLETED)
-    if worker is not None and worker.done():
-        worker.result()
-    waiting.cancel()
+from tests.performance.bench_procs import AMQP_URL, run_loop_main, until_stopped
 
 
 async def rabbit_echo(queue: str, prefetch: int) -> None:
@@ -51,7 +37,7 @@ async def rabbit_echo(queue: str, prefetch: int) -> None:
 
     await channel.basic_consume(queue, on_message)
     print("READY rabbitmq echo", flush=True)
-    await _until_stopped()
+    await until_stopped()
     await connection.close()
 
 
@@ -72,7 +58,7 @@ async def kafka_echo(bootstrap: str, topic: str) -> None:
     await consumer.start()
     task = asyncio.create_task(_kafka_echo_loop(consumer, producer))
     print("READY kafka echo", flush=True)
-    await _until_stopped(task)
+    await until_stopped(task)
     task.cancel()
     await consumer.stop()
     await producer.stop()

@@ -14,27 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 from typing import Any
 
 import aio_pika
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from tests.performance.bench_procs import AMQP_URL, run_loop_main
-
-
-async def _until_stopped(worker: asyncio.Task[None] | None = None) -> None:
-    """Until SIGTERM; a worker task that dies takes the process down with its traceback."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    waiting = asyncio.create_task(stop.wait())
-    await asyncio.wait([waiting, *([worker] if worker else [])], return_when=asyncio.FIRST_COMPLETED)
-    if worker is not None and worker.done():
-        worker.result()
-    waiting.cancel()
+from tests.performance.bench_procs import AMQP_URL, run_loop_main, until_stopped
 
 
 async def call_upstream(session: aiohttp.ClientSession, base: str, body: bytes) -> dict[str, Any]:
@@ -67,7 +53,7 @@ async def naive_rabbit(queue_name: str, base: str, prefetch: int) -> None:
 
     await queue.consume(on_message)
     print("READY naive rabbitmq", flush=True)
-    await _until_stopped()
+    await until_stopped()
     await connection.close()
     await session.close()
 
@@ -107,7 +93,7 @@ async def naive_kafka(bootstrap: str, topic: str, base: str, concurrency: int) -
 
     consuming = asyncio.create_task(consume())
     print("READY naive kafka", flush=True)
-    await _until_stopped(consuming)
+    await until_stopped(consuming)
     consuming.cancel()
     await consumer.stop()
     await producer.stop()

@@ -162,6 +162,19 @@ class Child:
         return f"<Child {self.name} {state}>"
 
 
+async def until_stopped(worker: asyncio.Task[None] | None = None) -> None:
+    """Until SIGTERM; a worker task that dies takes the process down with its traceback."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiting = asyncio.create_task(stop.wait())
+    await asyncio.wait([waiting, *([worker] if worker else [])], return_when=asyncio.FIRST_COMPLETED)
+    if worker is not None and worker.done():
+        worker.result()
+    waiting.cancel()
+
+
 def run_loop_main(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` on uvloop, as ``cmn serve`` does."""
     import uvloop

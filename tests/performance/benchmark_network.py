@@ -66,23 +66,28 @@ async def upstream() -> AsyncIterator[Knobs]:
         yield Knobs(f"http://127.0.0.1:{child.ready_line.split()[1]}", upstream_pid=child.pid)
 
 
+async def closed_trial(broker: str, target: str, label: str, knobs: Knobs, plan: Plan) -> Trial:
+    """Start ``target``, load it closed-loop for one measured window, with every process's CPU."""
+    async with started(broker, target, knobs) as running:
+        pid = running.serving_pid
+        return await closed_loop(
+            label,
+            running.call,
+            concurrency=plan.concurrency,
+            seconds=plan.seconds,
+            warmup=plan.warmup,
+            cpu=cpu_probe(pid) if pid else None,
+            split=running.cpu_split(knobs),
+        )
+
+
 async def measure_broker(broker: str, plan: Plan) -> BrokerResults:
     results = BrokerResults(broker)
     async with upstream() as base:
         knobs = replace(base, concurrency=plan.concurrency, pool_size=plan.concurrency)
         for run in range(plan.runs):
             for target in TARGETS:  # interleaved, so a noisy minute hits every target alike
-                async with started(broker, target, knobs) as running:
-                    pid = running.serving_pid
-                    trial = await closed_loop(
-                        target,
-                        running.call,
-                        concurrency=plan.concurrency,
-                        seconds=plan.seconds,
-                        warmup=plan.warmup,
-                        cpu=cpu_probe(pid) if pid else None,
-                        split=running.cpu_split(knobs),
-                    )
+                trial = await closed_trial(broker, target, target, knobs, plan)
                 results.throughput.setdefault(target, []).append(trial)
                 print(
                     f"[{broker} run {run + 1}/{plan.runs}] {target:<10} {trial.rps:8.0f} req/s "
@@ -153,17 +158,7 @@ async def measure_what_if(broker: str, plan: Plan, variants: list[str]) -> dict[
         for run in range(plan.runs):
             for label, chosen in labels.items():
                 knobs = replace(base, concurrency=plan.concurrency, pool_size=plan.concurrency, cmn_variants=chosen)
-                async with started(broker, CMN, knobs) as running:
-                    pid = running.serving_pid
-                    trial = await closed_loop(
-                        label,
-                        running.call,
-                        concurrency=plan.concurrency,
-                        seconds=plan.seconds,
-                        warmup=plan.warmup,
-                        cpu=cpu_probe(pid) if pid else None,
-                        split=running.cpu_split(knobs),
-                    )
+                trial = await closed_trial(broker, CMN, label, knobs, plan)
                 out[label].append(trial)
                 print(
                     f"[{broker} what-if run {run + 1}/{plan.runs}] {label:<24} {trial.rps:8.0f} req/s "
