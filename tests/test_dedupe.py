@@ -53,17 +53,25 @@ async def replicas() -> AsyncIterator[tuple[Deduplicator, Deduplicator]]:
         await store.aclose()
 
 
-async def test_duplicates_on_two_replicas_make_one_upstream_call(
-    replicas: tuple[Deduplicator, Deduplicator],
-) -> None:
-    one, two = replicas
-    upstream, env = Upstream(), envelope()
+async def overlapping(
+    one: Deduplicator, two: Deduplicator, env: RequestEnvelope, upstream: Upstream
+) -> tuple[asyncio.Task[UpstreamResponse], asyncio.Task[UpstreamResponse]]:
+    """The same request on two replicas, the second arriving while the first is at the upstream."""
     deadline = Deadline.after(CLOCK, 5)
     first = asyncio.create_task(one.run(env, deadline, upstream))
     await asyncio.sleep(0.05)
     second = asyncio.create_task(two.run(env, deadline, upstream))
     await asyncio.sleep(0.1)
     upstream.gate.set()
+    return first, second
+
+
+async def test_duplicates_on_two_replicas_make_one_upstream_call(
+    replicas: tuple[Deduplicator, Deduplicator],
+) -> None:
+    one, two = replicas
+    upstream, env = Upstream(), envelope()
+    first, second = await overlapping(one, two, env, upstream)
     a, b = await asyncio.gather(first, second)
     assert upstream.calls == 1
     assert a.body == b.body == b"call-1"
@@ -76,12 +84,7 @@ async def test_a_failed_first_call_lets_the_duplicate_try_itself(
     one, two = replicas
     upstream, env = Upstream(), envelope()
     upstream.fail_first = True
-    deadline = Deadline.after(CLOCK, 5)
-    first = asyncio.create_task(one.run(env, deadline, upstream))
-    await asyncio.sleep(0.05)
-    second = asyncio.create_task(two.run(env, deadline, upstream))
-    await asyncio.sleep(0.1)
-    upstream.gate.set()
+    first, second = await overlapping(one, two, env, upstream)
     with pytest.raises(UpstreamTimeoutError):
         await first
     assert (await second).body == b"call-2"

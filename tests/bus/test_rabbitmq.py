@@ -34,6 +34,16 @@ def echo(transport: RabbitTransport, seen: list[Delivery]) -> Callable[[Delivery
     return handler
 
 
+def settling(transport: RabbitTransport, got: list[bytes]) -> Callable[[Delivery], Awaitable[None]]:
+    """A handler that keeps each body and settles its delivery."""
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.body)
+        await transport.settle(delivery)
+
+    return handler
+
+
 async def test_consumes_publishes_confirmed_reply_and_settles(
     rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
 ) -> None:
@@ -234,12 +244,7 @@ async def test_an_existing_queue_with_other_arguments_is_used_as_it_is(
     await amqp_channel.declare_queue(rabbit_queue, durable=True, arguments={"x-max-length": 1000})
     transport = rabbit_transport()
     got: list[bytes] = []
-
-    async def handler(delivery: Delivery) -> None:
-        got.append(delivery.body)
-        await transport.settle(delivery)
-
-    await transport.start(handler)
+    await transport.start(settling(transport, got))
     await amqp_channel.default_exchange.publish(aio_pika.Message(b"x"), routing_key=rabbit_queue)
     await wait_until(lambda: got == [b"x"])
     assert transport.ready
@@ -285,12 +290,7 @@ async def test_a_deleted_request_queue_is_declared_again_and_consumed(
 ) -> None:
     transport = rabbit_transport()
     got: list[bytes] = []
-
-    async def handler(delivery: Delivery) -> None:
-        got.append(delivery.body)
-        await transport.settle(delivery)
-
-    await transport.start(handler)
+    await transport.start(settling(transport, got))
     await amqp_channel.queue_delete(rabbit_queue)  # an operator's mistake; the broker cancels us
 
     await wait_until(lambda: transport.subscriptions == 2 and transport.ready)
