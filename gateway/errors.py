@@ -2,7 +2,11 @@
 
     GatewayError                      code            dead-lettered
     ├── InvalidRequestError           invalid_request      yes
-    │   └── UnknownUpstreamError      unknown_upstream     yes
+    │   ├── UnknownUpstreamError      unknown_upstream     yes
+    │   └── IdempotencyMismatchError  invalid_request      no  (a security refusal: the caller is told)
+    ├── UnauthenticatedError          unauthenticated      no  (bad, stale or unknown signature; identity required)
+    ├── ForbiddenError                forbidden            no  (the caller may not use this upstream/tenant)
+    ├── ReplyToRefusedError           reply_to_refused     yes (nothing is sent to the refused address)
     ├── PayloadTooLargeError          payload_too_large    yes
     ├── DeadlineExceededError         deadline_exceeded    yes (never sent upstream)
     ├── UpstreamError                                      no  (transient, the upstream's fault)
@@ -19,6 +23,8 @@
     └── InternalError                 internal             yes
 
 Foreign exceptions never cross a layer: each boundary maps them with ``raise X(...) from exc``.
+``security_kind`` names the security event a refusal raises (``security.<kind>`` on cmn.telemetry,
+a log line and ``cmn_security_events_total{kind}``); None for ordinary failures.
 ``dead_letter`` says whether the original delivery is copied to the dead-letter queue besides
 being answered: bad input (and anything we could not process at all) is, upstream trouble is not.
 """
@@ -37,6 +43,9 @@ ErrorCode = Literal[
     "circuit_open",
     "pool_exhausted",
     "rate_limited",
+    "unauthenticated",
+    "forbidden",
+    "reply_to_refused",
     "internal",
 ]
 
@@ -48,10 +57,14 @@ class GatewayError(Exception):
 
     code: ClassVar[ErrorCode] = "internal"
     dead_letter: ClassVar[bool] = False
+    # The security event this refusal raises; an instance may name a narrower kind (invalid_path ...).
+    security_kind: str | None = None
 
-    def __init__(self, message: str, *, attempts: int = 0) -> None:
+    def __init__(self, message: str, *, attempts: int = 0, security_kind: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if security_kind is not None:
+            self.security_kind = security_kind
         # HTTP attempts made before giving up (the reply's ``attempts``); set by the egress router.
         self.attempts = attempts
 
@@ -67,6 +80,35 @@ class InvalidRequestError(GatewayError):
 
 class UnknownUpstreamError(InvalidRequestError):
     code: ClassVar[ErrorCode] = "unknown_upstream"
+
+
+class IdempotencyMismatchError(InvalidRequestError):
+    """The idempotency key was already used, by this caller, for a different request (Stripe's answer)."""
+
+    dead_letter = False
+    security_kind = "idempotency_mismatch"
+
+
+class UnauthenticatedError(GatewayError):
+    """A signature is present but bad, stale or from an unknown key; or identity is required and absent."""
+
+    code: ClassVar[ErrorCode] = "unauthenticated"
+    security_kind = "unauthenticated"
+
+
+class ForbiddenError(GatewayError):
+    """The caller's principal may not use this upstream, method, path or tenant."""
+
+    code: ClassVar[ErrorCode] = "forbidden"
+    security_kind = "forbidden"
+
+
+class ReplyToRefusedError(GatewayError):
+    """The reply address is not one replies may go to; nothing is sent there."""
+
+    code: ClassVar[ErrorCode] = "reply_to_refused"
+    dead_letter = True
+    security_kind = "reply_to_refused"
 
 
 class PayloadTooLargeError(GatewayError):

@@ -127,6 +127,38 @@ class ReplyUnroutable:
     correlation_id: str | None
 
 
+SecurityKind = str
+"""unauthenticated, forbidden, reply_to_refused, invalid_path, invalid_header, idempotency_mismatch,
+tls_verification_failed: the ``kind`` label of ``cmn_security_events_total``."""
+
+SECURITY_KINDS: tuple[SecurityKind, ...] = (
+    "unauthenticated",
+    "forbidden",
+    "reply_to_refused",
+    "invalid_path",
+    "invalid_header",
+    "idempotency_mismatch",
+    "tls_verification_failed",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityRefused:
+    """A refusal for security's sake; ``security.<kind>`` on cmn.telemetry. Never carries a secret:
+    ``reason`` is the gateway's own message, ``principal`` a name the broker or a signature proved."""
+
+    kind: SecurityKind
+    reason: str
+    principal: str | None = None
+    upstream: str | None = None
+    transport: str | None = None
+    request_id: str | None = None
+
+    @property
+    def type(self) -> str:
+        return f"security.{self.kind}"
+
+
 @dataclass(frozen=True, slots=True)
 class PoolStats:
     """Periodic snapshot of one endpoint's pool (emitted by the pool, consumed by metrics)."""
@@ -163,6 +195,7 @@ Event = (
     | CertificateRenewalFailed
     | MessageDeadLettered
     | ReplyUnroutable
+    | SecurityRefused
     | PoolStats
     | EndpointHealthChanged
 )

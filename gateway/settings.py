@@ -42,6 +42,19 @@ KNOWN_ENV_VARS: frozenset[str] = frozenset(
         "EMBEDDED_BROKER_PORT",
         "CMN_INSTANCE",
         "CMN_REQUESTS_QUEUE",
+        "REQUIRE_IDENTITY",
+        "SIGNATURE_MAX_AGE",
+        "REPLY_QUEUE_PATTERN",
+        "REPLY_TOPIC_PATTERN",
+        "MAX_TIMEOUT_MS",
+        "MAX_ENVELOPE_DEPTH",
+        "MAX_ENVELOPE_NODES",
+        "KAFKA_SECURITY_PROTOCOL",
+        "KAFKA_SASL_MECHANISM",
+        "KAFKA_SASL_USERNAME",
+        "KAFKA_SASL_PASSWORD",
+        "KAFKA_SSL_CA_FILE",
+        "KAFKA_SSL_CERTIFICATE",
     }
 )
 
@@ -58,6 +71,23 @@ class Settings(BaseSettings):
     request_timeout: float = Field(30.0, gt=0, alias="REQUEST_TIMEOUT", description="Default total budget, s.")
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, alias="MAX_REQUEST_BYTES")
     max_response_bytes: int = Field(10 * 1024 * 1024, gt=0, alias="MAX_RESPONSE_BYTES")
+    max_timeout_ms: int = Field(300_000, gt=0, alias="MAX_TIMEOUT_MS", description="Cap on a request's timeout_ms.")
+    max_envelope_depth: int = Field(
+        32, ge=2, le=256, alias="MAX_ENVELOPE_DEPTH", description="Nesting depth a request envelope may reach."
+    )
+    max_envelope_nodes: int = Field(
+        100_000, ge=100, alias="MAX_ENVELOPE_NODES", description="Values (maps, arrays, scalars) in one envelope."
+    )
+
+    # Security: who is calling, and where replies may go
+    require_identity: bool = Field(
+        False, alias="REQUIRE_IDENTITY", description="Refuse requests without a principal (unauthenticated)."
+    )
+    signature_max_age: float = Field(
+        300.0, gt=0, alias="SIGNATURE_MAX_AGE", description="Seconds a signed envelope stays valid."
+    )
+    reply_queue_pattern: str = Field("cmn.replies.*", min_length=1, alias="REPLY_QUEUE_PATTERN")
+    reply_topic_pattern: str = Field("cmn.replies.*", min_length=1, alias="REPLY_TOPIC_PATTERN")
 
     # Brokers
     amqp_url: str | None = Field(None, alias="AMQP_URL")
@@ -70,6 +100,18 @@ class Settings(BaseSettings):
         "cmn.requests",
         alias="CMN_REQUESTS_QUEUE",
         description="Override only to run side-by-side deployments.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, alias="KAFKA_SASL_MECHANISM"
+    )
+    kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
+    kafka_sasl_password: str | None = Field(None, alias="KAFKA_SASL_PASSWORD", repr=False)
+    kafka_ssl_ca_file: Path | None = Field(None, alias="KAFKA_SSL_CA_FILE", description="CA bundle for SSL.")
+    kafka_ssl_certificate: str | None = Field(
+        None, alias="KAFKA_SSL_CERTIFICATE", description="Client certificate (a name under certificates:)."
     )
     embedded_broker_port: int = Field(9092, ge=0, le=65535, alias="EMBEDDED_BROKER_PORT")
 
