@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
+from gateway.access.config import AccessConfig
+
 MIB = 1024 * 1024
 
 FailureKind = Literal["connect_error", "timeout", "reset", "5xx"]
@@ -149,6 +151,7 @@ class UpstreamConfig(_Model):
     limits: LimitsConfig = LimitsConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     tls: TlsConfig | None = None
+    access: AccessConfig | None = Field(default=None, description="Who may call; absent = every caller.")
 
     @field_validator("endpoints", mode="before")
     @classmethod
