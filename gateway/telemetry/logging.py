@@ -6,7 +6,7 @@ current OpenTelemetry span. Standard-library loggers (aio-pika, aiokafka, aiohtt
 same processors, so the whole process speaks one format.
 
 Per request the gateway writes one info line (``RequestLog``); anything rarer and worth a look
-(ejections, breakers opening, rate-limit fallbacks, failed renewals) is a warning.
+(ejections, breakers opening, rate-limit fallbacks, failed renewals, security refusals) is a warning.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from gateway.events import (
     RateLimitBackendFallback,
     ReplyUnroutable,
     RequestCompleted,
+    SecurityRefused,
 )
 from gateway.telemetry.redaction import Redactor
 
@@ -151,11 +152,26 @@ class RequestLog:
                 self._log.warning(event.type, certificate=name, source=source, reason=reason)
             case CertificateRenewed(name=name, source=source, version=version, not_after=not_after):
                 self._log.info(event.type, certificate=name, source=source, version=version, not_after=not_after)
+            case SecurityRefused():
+                self._log.warning(event.type, **security_fields(event))
             case _:
                 return  # hot-path events (received, retries, pool stats) are for metrics only
 
     def __repr__(self) -> str:
         return f"<RequestLog {self._log!r}>"
+
+
+def security_fields(event: SecurityRefused) -> MutableMapping[str, Any]:
+    """Who was refused what, and why; a field the event left out stays out of the line."""
+    fields: dict[str, Any] = {"kind": event.kind, "reason": event.reason}
+    optional = {
+        "principal": event.principal,
+        "upstream": event.upstream,
+        "transport": event.transport,
+        "request_id": event.request_id,
+    }
+    fields.update((k, v) for k, v in optional.items() if v is not None)
+    return fields
 
 
 def request_fields(event: RequestCompleted) -> MutableMapping[str, Any]:

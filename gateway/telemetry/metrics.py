@@ -23,6 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from gateway.errors import ERROR_CODES
 from gateway.events import (
+    SECURITY_KINDS,
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
@@ -39,6 +40,7 @@ from gateway.events import (
     RequestReceived,
     RetryAttempted,
     RetryBudgetExhausted,
+    SecurityRefused,
 )
 
 # Fine around the 100 ms objective (0.1 is a bucket edge, so the SLO ratio needs no interpolation),
@@ -256,6 +258,15 @@ class Metrics:
         self.renewals = Counter(
             "cmn_certificate_renewals", "Certificate renewal attempts.", ["name", "outcome"], registry=r
         )
+        self.security_events = Counter(
+            "cmn_security_events",
+            "Requests refused for security's sake, by kind (principal and reason go to the log, never here).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in (*SECURITY_KINDS, OTHER):
+            # At 0 from the start, so rate() and increase() see the very first refusal of each kind.
+            self.security_events.labels(kind)
 
     # -- pulled values ----------------------------------------------------------------------
     def bind_consumer_lag(self, source: Callable[[], LagByPartition]) -> None:
@@ -308,6 +319,8 @@ class Metrics:
                 self.dead_lettered.labels(transport, _error_code(code)).inc()
             case ReplyUnroutable(transport=transport):
                 self.unroutable.labels(transport).inc()
+            case SecurityRefused(kind=kind):
+                self.security_events.labels(kind if kind in SECURITY_KINDS else OTHER).inc()
             case CertificateRenewed(name=name, not_after=not_after):
                 self.renewals.labels(self._certificate(name), "success").inc()
                 self._pulled.renewed[self._certificate(name)] = not_after

@@ -25,6 +25,7 @@ from gateway.events import (
     RequestReceived,
     RetryAttempted,
     RetryBudgetExhausted,
+    SecurityRefused,
 )
 from gateway.telemetry.metrics import Metrics
 
@@ -47,6 +48,7 @@ ONE_OF_EACH: tuple[Event, ...] = (
     MessageDeadLettered("kafka", "invalid_request", "bad json"),
     ReplyUnroutable("rabbitmq", "replies.gone", "c-1"),
     PoolStats("payments", "e:443", 1, 2, 0),
+    SecurityRefused("forbidden", "not on the allow list", "billing", "payments", "rabbitmq", "r"),
 )
 
 

@@ -13,6 +13,7 @@ import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.events import (
+    SECURITY_KINDS,
     BreakerStateChanged,
     CertificateRenewalFailed,
     EndpointEjected,
@@ -20,6 +21,7 @@ from gateway.events import (
     RateLimitBackendFallback,
     RequestCompleted,
     RetryAttempted,
+    SecurityRefused,
 )
 from gateway.telemetry.logging import RequestLog, configure_logging
 
@@ -172,3 +174,56 @@ def test_auto_format_picks_json_when_not_a_terminal(captured: Captured) -> None:
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="log level"):
         configure_logging("LOUD", "json", stream=io.StringIO())
+
+
+def test_a_security_refusal_is_one_warning_with_who_what_and_why(captured: Captured) -> None:
+    log = RequestLog()
+    log.on_event(
+        SecurityRefused(
+            "forbidden",
+            "principal billing may not use upstream payroll",
+            principal="billing",
+            upstream="payroll",
+            transport="rabbitmq",
+            request_id="req-9",
+        )
+    )
+    (line,) = captured.lines()
+    assert (line["event"], line["level"]) == ("security.forbidden", "warning")
+    fields = ("kind", "principal", "upstream", "transport", "request_id", "reason")
+    assert {k: line[k] for k in fields} == {
+        "kind": "forbidden",
+        "principal": "billing",
+        "upstream": "payroll",
+        "transport": "rabbitmq",
+        "request_id": "req-9",
+        "reason": "principal billing may not use upstream payroll",
+    }
+
+
+def test_a_security_line_without_a_principal_leaves_it_out_and_its_reason_is_redacted(captured: Captured) -> None:
+    with structlog.contextvars.bound_contextvars(request_id="from-context"):
+        RequestLog().on_event(
+            SecurityRefused("invalid_path", "dot segment in /api/../admin?token=tok-123 with Bearer abc.def")
+        )
+    (line,) = captured.lines()
+    assert (line["event"], line["kind"], line["request_id"]) == (
+        "security.invalid_path",
+        "invalid_path",
+        "from-context",
+    )
+    assert "principal" not in line and "upstream" not in line
+    assert "tok-123" not in line["reason"] and "abc.def" not in line["reason"]
+    assert line["reason"].startswith("dot segment in /api/../admin?token=[REDACTED]")
+
+
+def test_every_security_kind_is_logged_and_other_events_keep_their_lines(captured: Captured) -> None:
+    log = RequestLog()
+    for kind in SECURITY_KINDS:
+        log.on_event(SecurityRefused(kind, f"refused: {kind}"))
+    log.on_event(RetryAttempted("payments", "10.0.0.1:443", 2, "status_503"))  # still not logged
+    log.on_event(RateLimitBackendFallback("redis unavailable"))
+    assert [(line["event"], line["level"]) for line in captured.lines()] == [
+        *((f"security.{kind}", "warning") for kind in SECURITY_KINDS),
+        ("ratelimit.backend_fallback", "warning"),
+    ]

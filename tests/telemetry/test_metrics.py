@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gateway.events import (
+    SECURITY_KINDS,
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
@@ -24,6 +25,7 @@ from gateway.events import (
     RequestReceived,
     RetryAttempted,
     RetryBudgetExhausted,
+    SecurityRefused,
 )
 from gateway.telemetry.metrics import DURATION_BUCKETS, Metrics
 
@@ -267,3 +269,40 @@ def test_active_health_verdict_is_a_gauge() -> None:
     assert registry.get_sample_value("cmn_endpoint_healthy", labels) == 0
     metrics.on_event(EndpointHealthChanged("payments", "http://10.0.0.5:8080", healthy=True))
     assert registry.get_sample_value("cmn_endpoint_healthy", labels) == 1
+
+
+def security_kinds_counted(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        s.labels["kind"]: s.value
+        for m in registry.collect()
+        if m.name == "cmn_security_events"
+        for s in m.samples
+        if s.name == "cmn_security_events_total"
+    }
+
+
+def test_every_security_kind_starts_at_zero_so_rate_sees_the_first_refusal(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    assert security_kinds_counted(registry) == {kind: 0.0 for kind in (*SECURITY_KINDS, "other")}
+
+
+def test_security_refusals_are_counted_by_kind(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.on_event(SecurityRefused("forbidden", "billing may not use payroll", "billing", "payroll", "kafka", "r-1"))
+    metrics.on_event(SecurityRefused("forbidden", "tenant acme not allowed", "billing", "payments"))
+    metrics.on_event(SecurityRefused("tls_verification_failed", "certificate verify failed", upstream="payments"))
+    counted = security_kinds_counted(registry)
+    assert (counted["forbidden"], counted["tls_verification_failed"], counted["unauthenticated"]) == (2, 1, 0)
+
+
+def test_security_events_never_label_principal_reason_or_unknown_kinds(
+    metrics: Metrics, registry: CollectorRegistry
+) -> None:
+    metrics.on_event(SecurityRefused("made_up_kind", "password=hunter2 in reason", principal="mallory"))
+    metrics.on_event(SecurityRefused("x" * 200, "another", principal="trudy", upstream="payments"))
+    assert security_kinds_counted(registry)["other"] == 2
+    text = generate_latest(registry).decode()
+    security_lines = [line for line in text.splitlines() if line.startswith("cmn_security_events_total{")]
+    assert len(security_lines) == len(SECURITY_KINDS) + 1  # every kind and other, nothing more
+    for leaked in ("mallory", "trudy", "hunter2", "made_up_kind", "payments"):
+        assert leaked not in "\n".join(security_lines), leaked
