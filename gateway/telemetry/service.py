@@ -9,12 +9,17 @@ from typing import Any, Protocol
 
 from gateway.clock import Clock
 from gateway.envelope.codec import dumps_json
-from gateway.events import Event, Observer, RequestCompleted
+from gateway.events import Event, Observer, RequestCompleted, SecurityRefused
+from gateway.telemetry.redaction import redact_text
 
 
 def _fields(event: Event) -> dict[str, Any]:
     """A flat event as a dict; cheaper than dataclasses.asdict, which deep-copies recursively."""
-    return {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    if isinstance(event, SecurityRefused):
+        # The reason may quote what the caller sent (a path, a header); scrub it as the log line is.
+        fields["reason"] = redact_text(event.reason)
+    return fields
 
 
 class TelemetryPublisher(Protocol):

@@ -1,0 +1,164 @@
+"""TelemetryService on real brokers: a security refusal reaches cmn.telemetry as ``security.<kind>``,
+and one event fans out to all three sinks (stream, log line, counter)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import aio_pika
+import pytest
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import CollectorRegistry
+
+from gateway.bus.base import Delivery
+from gateway.bus.kafka import KafkaTransport
+from gateway.bus.rabbitmq import RabbitTransport
+from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
+from gateway.envelope.models import TelemetryEvent
+from gateway.events import ObserverGroup, SecurityRefused
+from gateway.telemetry.logging import RequestLog, configure_logging
+from gateway.telemetry.metrics import Metrics
+from gateway.telemetry.service import TelemetryService
+from gateway.testing import FakeClock
+from tests.fixtures.kafka import KafkaTransportFactory, read_topic
+from tests.fixtures.rabbit import TransportFactory
+
+REFUSAL = SecurityRefused(
+    "forbidden",
+    "principal billing may not use upstream payroll",
+    principal="billing",
+    upstream="payroll",
+    transport="rabbitmq",
+    request_id="req-7",
+)
+
+
+async def unused(delivery: Delivery) -> None:
+    raise AssertionError("no requests in this test")
+
+
+async def started_rabbit(rabbit_transport: TransportFactory) -> RabbitTransport:
+    transport = rabbit_transport()
+    await transport.start(unused)  # declares the telemetry exchange and its stream
+    return transport
+
+
+async def first_event(amqp_url: str, stream_name: str) -> AbstractIncomingMessage:
+    """The first message of the telemetry stream, read with a plain aio-pika consumer."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=10)
+        stream = await channel.declare_queue(stream_name, durable=True, arguments=dict(STREAM_ARGUMENTS))
+        got: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await message.ack()
+            got.put_nowait(message)
+
+        await stream.consume(on_message, arguments={"x-stream-offset": "first"})
+        return await asyncio.wait_for(got.get(), 10)
+
+
+def assert_security_document(body: bytes, *, instance: str) -> dict[str, Any]:
+    event = TelemetryEvent.model_validate_json(body)  # the published wire contract
+    assert (event.type, event.gateway, event.ts) == ("security.forbidden", instance, 1_800_000_000.0)
+    assert event.data == {
+        "kind": "forbidden",
+        "reason": "principal billing may not use upstream payroll",
+        "principal": "billing",
+        "upstream": "payroll",
+        "transport": "rabbitmq",
+        "request_id": "req-7",
+    }
+    return event.data
+
+
+async def test_a_security_refusal_is_published_on_the_rabbitmq_stream_under_its_type(
+    rabbit_transport: TransportFactory, amqp_url: str, rabbit_telemetry: str
+) -> None:
+    transport = await started_rabbit(rabbit_transport)
+    service = TelemetryService(observer=ObserverGroup(), clock=FakeClock(), instance="gw-1", publishers=[transport])
+    await service.start()
+    service.on_event(REFUSAL)
+    message = await first_event(amqp_url, rabbit_telemetry)
+    await service.aclose()
+    assert message.routing_key == "security.forbidden"  # subscribers bind security.# to get them all
+    assert_security_document(message.body, instance="gw-1")
+    assert service.dropped == 0
+
+
+async def test_a_security_refusal_is_published_on_the_kafka_topic_under_its_type(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    transport: KafkaTransport = kafka_transport()
+    service = TelemetryService(observer=ObserverGroup(), clock=FakeClock(), instance="gw-k", publishers=[transport])
+    await service.start()
+    service.on_event(REFUSAL)
+
+    def has_security(records: list[Any]) -> bool:
+        return any(dict(r.headers).get("type") == b"security.forbidden" for r in records)
+
+    records = await read_topic(kafka_bootstrap, "cmn.telemetry", until=has_security)
+    await service.aclose()
+    (record,) = [r for r in records if dict(r.headers).get("type") == b"security.forbidden"]
+    assert_security_document(record.value, instance="gw-k")
+
+
+async def test_a_secret_quoted_in_a_reason_never_reaches_the_stream(
+    rabbit_transport: TransportFactory, amqp_url: str, rabbit_telemetry: str
+) -> None:
+    transport = await started_rabbit(rabbit_transport)
+    service = TelemetryService(observer=ObserverGroup(), clock=FakeClock(), instance="gw-1", publishers=[transport])
+    await service.start()
+    service.on_event(SecurityRefused("invalid_path", "dot segment in /a/../admin?api_key=k-42 (Bearer abc.def)"))
+    message = await first_event(amqp_url, rabbit_telemetry)
+    await service.aclose()
+    reason = json.loads(message.body)["data"]["reason"]
+    assert message.routing_key == "security.invalid_path"
+    assert "k-42" not in reason and "abc.def" not in reason
+    assert reason.startswith("dot segment in /a/../admin?api_key=[REDACTED]")
+
+
+class Captured(io.StringIO):
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.getvalue().splitlines()]
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = Captured()
+    configure_logging("INFO", "json", stream=out)
+    yield out
+    structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+async def test_one_refusal_reaches_every_sink_the_way_app_wires_them(
+    rabbit_transport: TransportFactory, amqp_url: str, rabbit_telemetry: str, captured: Captured
+) -> None:
+    registry = CollectorRegistry()
+    group = ObserverGroup([Metrics(registry), RequestLog()])
+    service = TelemetryService(
+        observer=group, clock=FakeClock(), instance="gw-1", publishers=[await started_rabbit(rabbit_transport)]
+    )
+    group.add(service)  # as app.py does: the service is one more observer of the group
+    await service.start()
+    group.on_event(REFUSAL)
+    message = await first_event(amqp_url, rabbit_telemetry)
+    await service.aclose()
+    assert message.routing_key == "security.forbidden"
+    security_lines = [line for line in captured.lines() if line["event"] == "security.forbidden"]
+    assert [(line["principal"], line["upstream"], line["level"]) for line in security_lines] == [
+        ("billing", "payroll", "warning")
+    ]
+    assert registry.get_sample_value("cmn_security_events_total", {"kind": "forbidden"}) == 1
