@@ -13,6 +13,8 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from gateway.access.config import SecurityConfig
+from gateway.access.guard import Guard
 from gateway.admission import Admission
 from gateway.bus.base import Transport
 from gateway.clock import Clock, SystemClock
@@ -27,7 +29,9 @@ from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
 from gateway.wiring import (
     build_certificates,
     build_dedupe_store,
+    build_guard,
     build_metrics,
+    build_secrets,
     build_tracer,
     build_transports,
 )
@@ -43,6 +47,7 @@ class GatewayConfig:
     settings: Settings
     upstreams: UpstreamsFile
     certificates: dict[str, Any] = field(default_factory=dict)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def load_config(settings: Settings, upstreams: dict[str, Any] | None = None) -> GatewayConfig:
@@ -53,11 +58,16 @@ def load_config(settings: Settings, upstreams: dict[str, Any] | None = None) -> 
         upstreams = read_yaml(settings.upstreams_file)
     document = dict(upstreams)
     certificates = document.pop("certificates", None) or {}
+    security_section = document.pop("security", None) or {}
     try:
         parsed = UpstreamsFile.model_validate(document)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, "upstreams")) from exc
-    return GatewayConfig(settings, parsed, dict(certificates))
+    try:
+        security = SecurityConfig.model_validate(security_section)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, "security")) from exc
+    return GatewayConfig(settings, parsed, dict(certificates), security)
 
 
 def defaults_from(settings: Settings) -> UpstreamDefaults:
@@ -116,6 +126,8 @@ class Gateway:
         tracer: RequestTracer = await build_tracer(self)
         await build_metrics(self)
         tls = await build_certificates(self)
+        secrets = await build_secrets(self)
+        guard = await build_guard(self.config, secrets, self.clock)
         self.forwarder = await self._build_forwarder(tls)
         store: ResultStore | None = await build_dedupe_store(self)
         self.transports = self._given_transports or await build_transports(self)
@@ -125,7 +137,7 @@ class Gateway:
         self.observer.add(self.telemetry)
         await self.telemetry.start()
         self.resources.push_async_callback(self.telemetry.aclose)
-        lanes = [Lane(t, self._pipeline(t, tracer, store)) for t in self.transports]
+        lanes = [Lane(t, self._pipeline(t, tracer, store, guard)) for t in self.transports]
         self.worker = Worker(lanes)
         self.resources.push_async_callback(self._close_transports)
         await self.worker.start()
@@ -145,12 +157,15 @@ class Gateway:
         self.resources.push_async_callback(forwarder.aclose)
         return forwarder
 
-    def _pipeline(self, transport: Transport, tracer: RequestTracer, store: ResultStore | None) -> Pipeline:
+    def _pipeline(
+        self, transport: Transport, tracer: RequestTracer, store: ResultStore | None, guard: Guard
+    ) -> Pipeline:
         assert self.forwarder is not None and self.telemetry is not None
         settings = self.settings
         return Pipeline(
             transport=transport,
             forwarder=self.forwarder,
+            guard=guard,
             admission=Admission(self.clock, settings.request_timeout, settings.max_request_bytes),
             telemetry=self.telemetry,
             observer=self.observer,

@@ -21,6 +21,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
+from gateway.access.signature import sign
 from gateway.bus.base import REQUESTS, ReplyMessage, Requester
 from gateway.clock import Clock, SystemClock
 from gateway.envelope.codec import JSON, decode_reply, encode_request
@@ -49,8 +50,14 @@ class GatewayClient:
         clock: Clock | None = None,
         codec: str = JSON,
         tracer_provider: trace.TracerProvider | None = None,
+        key_id: str | None = None,
+        secret: str | bytes | None = None,
     ) -> None:
+        if (key_id is None) != (secret is None):
+            raise ValueError("signing needs both key_id and secret")
         self._requester = requester
+        self._key_id = key_id
+        self._secret = secret.encode() if isinstance(secret, str) else secret
         self._clock = clock or SystemClock()
         self._codec = codec
         self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
@@ -65,14 +72,16 @@ class GatewayClient:
         from gateway.bus.rabbitmq_requester import RabbitRequester
 
         codec = kwargs.pop("codec", JSON)
-        return cls(RabbitRequester(url, **kwargs), codec=codec)
+        key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
+        return cls(RabbitRequester(url, **kwargs), codec=codec, key_id=key_id, secret=secret)
 
     @classmethod
     def kafka(cls, bootstrap: str, **kwargs: Any) -> GatewayClient:
         from gateway.bus.kafka import KafkaRequester
 
         codec = kwargs.pop("codec", JSON)
-        return cls(KafkaRequester(bootstrap, **kwargs), codec=codec)
+        key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
+        return cls(KafkaRequester(bootstrap, **kwargs), codec=codec, key_id=key_id, secret=secret)
 
     async def start(self) -> GatewayClient:
         if not self._started:
@@ -161,6 +170,7 @@ class GatewayClient:
             with self._tracer.start_as_current_span(f"{REQUESTS} publish", kind=SpanKind.PRODUCER):
                 carrier = dict(headers or {})
                 propagate.inject(carrier)  # W3C traceparent of the producer span
+                carrier.update(self._signature(payload, correlation_id))
                 await self._requester.send(
                     payload,
                     content_type=content_type or self._codec,
@@ -173,6 +183,19 @@ class GatewayClient:
                 raise ReplyTimeoutError(f"no reply to {correlation_id} within {timeout:.3f} s") from exc
         finally:
             self._pending.pop(correlation_id, None)
+
+    def _signature(self, payload: bytes, correlation_id: str) -> dict[str, str]:
+        """x-cmn-key-id / x-cmn-signed-at / x-cmn-signature when this client was given a key."""
+        if self._key_id is None or self._secret is None:
+            return {}
+        return sign(
+            self._key_id,
+            self._secret,
+            now_ms=int(self._clock.time() * 1000),
+            correlation_id=correlation_id,
+            reply_to=self._requester.reply_address,
+            body=payload,
+        )
 
     def _on_reply(self, message: ReplyMessage) -> None:
         future = self._pending.get(message.correlation_id or "")

@@ -5,19 +5,26 @@ one process, a map of futures makes concurrent duplicates wait for the first cal
 across replicas, a store that supports claims (Redis ``SET NX``) lets exactly one replica call the
 upstream while duplicates elsewhere wait for its result. Only responses are remembered; a failure
 (timeout, open circuit) is not, and releases the claim, so a retry may succeed.
+
+A key is scoped to its caller and upstream (``principal:upstream:key``, ``anonymous`` for callers
+without a principal), so no caller ever sees another's result, and carries a fingerprint of the
+request (method, path, body, forwarded headers): the same key on a different request is refused
+with ``invalid_request``, as Stripe and the IETF Idempotency-Key draft answer it, rather than
+answered with a response to something else.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import msgpack
 
 from gateway.clock import Clock, Deadline
-from gateway.envelope.models import RequestEnvelope
-from gateway.errors import DeadlineExceededError
+from gateway.errors import DeadlineExceededError, IdempotencyMismatchError
 from gateway.upstream.base import UpstreamResponse
 
 Call = Callable[[], Awaitable[UpstreamResponse]]
@@ -44,31 +51,64 @@ class ClaimingStore(Protocol):
     async def claimed(self, key: str) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """A caller's idempotency key, scoped, with the fingerprint of the request it was first used for."""
+
+    scope: str
+    fingerprint: bytes
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        principal: str,
+        upstream: str,
+        key: str,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> IdempotencyKey:
+        digest = hashlib.sha256()
+        for part in (method, path, *sorted(f"{k.lower()}:{v}" for k, v in headers.items())):
+            digest.update(part.encode())
+            digest.update(b"\x00")
+        digest.update(body or b"")
+        # Length prefixes delimit the parts: a user name or upstream may itself contain ':'.
+        return cls(f"{len(principal)}:{principal}:{len(upstream)}:{upstream}:{key}", digest.digest())
+
+
 class Deduplicator:
     def __init__(self, store: ResultStore | None, ttl: float, clock: Clock, *, poll_interval: float = 0.02) -> None:
         self._store = store
         self._ttl = ttl
         self._clock = clock
         self._poll = poll_interval
-        self._pending: dict[str, asyncio.Future[UpstreamResponse]] = {}
+        self._pending: dict[str, tuple[bytes, asyncio.Future[UpstreamResponse]]] = {}
 
-    async def run(self, envelope: RequestEnvelope, deadline: Deadline, call: Call) -> UpstreamResponse:
-        if envelope.idempotency_key is None or self._store is None:
+    @property
+    def enabled(self) -> bool:
+        return self._store is not None
+
+    async def run(self, idem: IdempotencyKey | None, deadline: Deadline, call: Call) -> UpstreamResponse:
+        if idem is None or self._store is None:
             return await call()
-        key = f"{envelope.tenant or ''}:{envelope.upstream}:{envelope.idempotency_key}"
+        key = idem.scope
         pending = self._pending.get(key)
         if pending is not None:
-            return _replayed(await asyncio.shield(pending))
+            _same_request(pending[0], idem.fingerprint)
+            return _replayed(await asyncio.shield(pending[1]))
         # Registered before the first await, so a duplicate arriving meanwhile waits for this call.
         future: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_consume_exception)
-        self._pending[key] = future
+        self._pending[key] = (idem.fingerprint, future)
         try:
             cached = await self._store.get(key)
             if cached is not None:
-                response = _replayed(_unpack(cached))
+                response = _replayed(_unpack(cached, idem.fingerprint))
             else:
-                response = await self._first_hand(self._store, key, deadline, call)
+                response = await self._first_hand(self._store, idem, deadline, call)
             future.set_result(response)
             return response
         except BaseException as exc:
@@ -77,13 +117,16 @@ class Deduplicator:
         finally:
             del self._pending[key]
 
-    async def _first_hand(self, store: ResultStore, key: str, deadline: Deadline, call: Call) -> UpstreamResponse:
+    async def _first_hand(
+        self, store: ResultStore, idem: IdempotencyKey, deadline: Deadline, call: Call
+    ) -> UpstreamResponse:
+        key = idem.scope
         if not isinstance(store, ClaimingStore):
             response = await call()
-            await store.put(key, _pack(response), self._ttl)
+            await store.put(key, _pack(response, idem.fingerprint), self._ttl)
             return response
         while not await store.claim(key, max(deadline.remaining(self._clock), 0.001)):
-            finished = await self._result_of_other(store, key, deadline)
+            finished = await self._result_of_other(store, idem, deadline)
             if finished is not None:
                 return _replayed(finished)
             # The other replica's call failed and released its claim: try to take it ourselves.
@@ -92,17 +135,19 @@ class Deduplicator:
         except BaseException:
             await store.release(key)
             raise
-        await store.put(key, _pack(response), self._ttl)
+        await store.put(key, _pack(response, idem.fingerprint), self._ttl)
         await store.release(key)  # after the put: a waiter that sees no claim finds the result
         return response
 
-    async def _result_of_other(self, store: ClaimingStore, key: str, deadline: Deadline) -> UpstreamResponse | None:
-        while await store.claimed(key):
+    async def _result_of_other(
+        self, store: ClaimingStore, idem: IdempotencyKey, deadline: Deadline
+    ) -> UpstreamResponse | None:
+        while await store.claimed(idem.scope):
             if deadline.expired(self._clock):
                 raise DeadlineExceededError("a duplicate of this request is still being served by another replica")
             await self._clock.sleep(self._poll)
-        cached = await store.get(key)
-        return _unpack(cached) if cached is not None else None
+        cached = await store.get(idem.scope)
+        return _unpack(cached, idem.fingerprint) if cached is not None else None
 
     def __repr__(self) -> str:
         return f"<Deduplicator {type(self._store).__name__} ttl={self._ttl}s [{len(self._pending)} pending]>"
@@ -113,13 +158,19 @@ def _replayed(response: UpstreamResponse) -> UpstreamResponse:
     return UpstreamResponse(response.status, response.headers, response.body, 0, response.endpoint, 0.0)
 
 
-def _pack(r: UpstreamResponse) -> bytes:
-    data = [r.status, dict(r.headers), r.body, r.attempts, r.endpoint, r.upstream_duration]
+def _same_request(first: bytes, this: bytes) -> None:
+    if first != this:
+        raise IdempotencyMismatchError("idempotency key reused for a different request")
+
+
+def _pack(r: UpstreamResponse, fingerprint: bytes) -> bytes:
+    data = [fingerprint, r.status, dict(r.headers), r.body, r.attempts, r.endpoint, r.upstream_duration]
     return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]  # untyped library
 
 
-def _unpack(raw: bytes) -> UpstreamResponse:
-    status, headers, body, attempts, endpoint, took = msgpack.unpackb(raw, raw=False)
+def _unpack(raw: bytes, fingerprint: bytes) -> UpstreamResponse:
+    first, status, headers, body, attempts, endpoint, took = msgpack.unpackb(raw, raw=False)
+    _same_request(first, fingerprint)
     return UpstreamResponse(status, headers, body, attempts, endpoint, took)
 
 

@@ -1,4 +1,9 @@
-"""handle(delivery): decode → admit → forward → encode → publish reply + telemetry → settle.
+"""handle(delivery): decode → guard → admit → forward → encode → publish reply + telemetry → settle.
+
+The guard answers three questions before any network I/O: may a reply go to this address
+(else nothing is sent there and the request is dead-lettered), who sent it (AMQP user_id or a
+signature), and may they use this upstream, and for which tenant. Every refusal is answered with
+its error code and raises a ``security.<kind>`` event.
 
 The one function that owns processing order. Every input gets an answer: bad input is answered
 with an error reply (when a reply address is known) and copied to the dead-letter queue; the
@@ -17,10 +22,12 @@ from typing import Protocol
 
 import structlog
 
+from gateway.access.guard import Guard
+from gateway.access.identity import ANONYMOUS_CALLER, Caller, Signed
 from gateway.admission import Admission
 from gateway.bus.base import Delivery, OutboundMessage, Transport
 from gateway.clock import Clock
-from gateway.dedupe import Deduplicator
+from gateway.dedupe import Deduplicator, IdempotencyKey
 from gateway.envelope.codec import (
     JSON,
     MSGPACK,
@@ -32,8 +39,8 @@ from gateway.envelope.codec import (
     normalise_content_type,
 )
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import GatewayError, InternalError, MessageRejectedError
-from gateway.events import MessageDeadLettered, Observer, RequestReceived
+from gateway.errors import GatewayError, InternalError, MessageRejectedError, ReplyToRefusedError
+from gateway.events import MessageDeadLettered, Observer, RequestReceived, SecurityRefused
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
 
@@ -54,6 +61,9 @@ class RequestTracer(Protocol):
 class Outcome:
     reply: Reply
     envelope: RequestEnvelope | None
+    reply_to: str | None  # checked by the guard; None when absent or refused
+    caller: Caller = ANONYMOUS_CALLER
+    tenant: str | None = None
     endpoint: str | None = None
     upstream_duration: float | None = None
 
@@ -67,6 +77,7 @@ class Pipeline:
         transport: Transport,
         forwarder: Forwarder,
         admission: Admission,
+        guard: Guard,
         telemetry: TelemetryService,
         observer: Observer,
         tracer: RequestTracer,
@@ -77,6 +88,7 @@ class Pipeline:
         self._transport = transport
         self._forwarder = forwarder
         self._admission = admission
+        self._guard = guard
         self._telemetry = telemetry
         self._observer = observer
         self._tracer = tracer
@@ -102,17 +114,30 @@ class Pipeline:
     # -- answering ------------------------------------------------------------------------
     async def _answer(self, delivery: Delivery, arrived: float) -> Outcome:
         try:
-            envelope = decode_request(delivery.body, delivery.content_type, max_bytes=self._admission.max_request_bytes)
+            envelope = decode_request(delivery.body, delivery.content_type, self._admission.decode_limits)
         except (DecodeError, OversizeError) as exc:
             rid = exc.request_id or delivery.correlation_id or ""
-            return Outcome(Reply(id=rid, error=exc, duration_ms=self._ms_since(arrived)), None)
+            error: GatewayError = exc
+            try:
+                reply_to = self._reply_to(delivery, None)
+            except ReplyToRefusedError as refused:
+                error, reply_to = refused, None
+            return Outcome(Reply(id=rid, error=error, duration_ms=self._ms_since(arrived)), None, reply_to)
         try:
-            response = await self._execute(envelope, delivery, arrived)
+            reply_to = self._reply_to(delivery, envelope)
+        except ReplyToRefusedError as exc:
+            return self._failed(envelope, exc, arrived, None)
+        caller = ANONYMOUS_CALLER
+        try:
+            caller = self._guard.identify(_proof(delivery))
+            tenant = self._guard.authorize(caller, envelope)
+            response = await self._execute(envelope, delivery, arrived, caller, tenant)
         except GatewayError as exc:
-            return self._failed(envelope, exc, arrived)
+            return self._failed(envelope, exc, arrived, reply_to, caller)
         except Exception as exc:
             log.exception("internal_error", request_id=envelope.id, upstream=envelope.upstream)
-            return self._failed(envelope, InternalError(f"internal error: {type(exc).__name__}"), arrived)
+            error = InternalError(f"internal error: {type(exc).__name__}")
+            return self._failed(envelope, error, arrived, reply_to, caller)
         reply = Reply(
             id=envelope.id,
             status=response.status,
@@ -123,9 +148,18 @@ class Pipeline:
             duration_ms=self._ms_since(arrived),
             upstream=envelope.upstream,
         )
-        return Outcome(reply, envelope, response.endpoint, response.upstream_duration)
+        return Outcome(reply, envelope, reply_to, caller, tenant, response.endpoint, response.upstream_duration)
 
-    async def _execute(self, envelope: RequestEnvelope, delivery: Delivery, arrived: float) -> UpstreamResponse:
+    def _reply_to(self, delivery: Delivery, envelope: RequestEnvelope | None) -> str | None:
+        """The checked reply address: the transport's, else the envelope's; ReplyToRefusedError if barred."""
+        reply_to = delivery.reply_to or (envelope.reply_to if envelope is not None else None)
+        if reply_to:
+            self._guard.reply_to(delivery.transport, reply_to)
+        return reply_to
+
+    async def _execute(
+        self, envelope: RequestEnvelope, delivery: Delivery, arrived: float, caller: Caller, tenant: str
+    ) -> UpstreamResponse:
         admitted = self._admission.admit(
             envelope,
             known=self._forwarder.knows(envelope.upstream),
@@ -134,10 +168,28 @@ class Pipeline:
         )
         trace: dict[str, str] = {}
         self._tracer.inject(trace)
-        request = OutboundRequest(envelope, admitted.body, admitted.headers, admitted.deadline, trace)
-        return await self._dedupe.run(envelope, admitted.deadline, lambda: self._forwarder.forward(request))
+        request = OutboundRequest(envelope, admitted.body, admitted.headers, admitted.deadline, trace, tenant=tenant)
+        idem = None
+        if envelope.idempotency_key is not None and self._dedupe.enabled:
+            idem = IdempotencyKey.of(
+                principal=caller.name,
+                upstream=envelope.upstream,
+                key=envelope.idempotency_key,
+                method=envelope.method,
+                path=envelope.path,
+                body=admitted.body,
+                headers=admitted.headers,
+            )
+        return await self._dedupe.run(idem, admitted.deadline, lambda: self._forwarder.forward(request))
 
-    def _failed(self, envelope: RequestEnvelope, exc: GatewayError, arrived: float) -> Outcome:
+    def _failed(
+        self,
+        envelope: RequestEnvelope,
+        exc: GatewayError,
+        arrived: float,
+        reply_to: str | None,
+        caller: Caller = ANONYMOUS_CALLER,
+    ) -> Outcome:
         reply = Reply(
             id=envelope.id,
             error=exc,
@@ -145,7 +197,7 @@ class Pipeline:
             duration_ms=self._ms_since(arrived),
             upstream=envelope.upstream,
         )
-        return Outcome(reply, envelope)
+        return Outcome(reply, envelope, reply_to, caller)
 
     # -- delivering -----------------------------------------------------------------------
     async def _deliver(self, delivery: Delivery, outcome: Outcome, arrived: float) -> None:
@@ -157,7 +209,7 @@ class Pipeline:
         error = reply.error
         dead_letter = error is not None and error.dead_letter
         jobs = [self._record(delivery, outcome, arrived, headers, dead_letter)]
-        reply_to = delivery.reply_to or (envelope.reply_to if envelope is not None else None)
+        reply_to = outcome.reply_to
         if reply_to:
             message = OutboundMessage(
                 destination=reply_to,
@@ -173,6 +225,17 @@ class Pipeline:
         await asyncio.gather(*jobs)
         if dead_letter and error is not None:
             self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
+        if error is not None and error.security_kind is not None:
+            self._observer.on_event(
+                SecurityRefused(
+                    kind=error.security_kind,
+                    reason=error.message,
+                    principal=outcome.caller.principal,
+                    upstream=envelope.upstream if envelope is not None else None,
+                    transport=delivery.transport,
+                    request_id=reply.id or None,
+                )
+            )
 
     @staticmethod
     def _encode(reply: Reply, codec: str) -> bytes:
@@ -209,7 +272,7 @@ class Pipeline:
             attempts=outcome.reply.attempts,
             upstream_duration=outcome.upstream_duration,
             transport=delivery.transport,
-            tenant=envelope.tenant if envelope is not None else None,
+            tenant=outcome.tenant,
             dead_lettered=dead,
             trace_headers=headers,
             via=self._transport,
@@ -237,3 +300,7 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self._transport.name}>"
+
+
+def _proof(delivery: Delivery) -> Signed:
+    return Signed(delivery.user_id, delivery.headers, delivery.correlation_id, delivery.reply_to, delivery.body)

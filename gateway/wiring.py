@@ -6,12 +6,18 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.bus.base import Transport
+from gateway.access.guard import Guard
+from gateway.access.identity import Identifier, SigningKey
+from gateway.access.policy import AccessPolicy
+from gateway.access.reply_address import ReplyAddresses
+from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY, Transport
+from gateway.clock import Clock
 from gateway.dedupe import ResultStore
 from gateway.pipeline import RequestTracer
+from gateway.secrets import SecretResolver
 
 if TYPE_CHECKING:
-    from gateway.app import Gateway
+    from gateway.app import Gateway, GatewayConfig
 
 log = structlog.get_logger("cmn.app")
 
@@ -127,3 +133,38 @@ async def build_transports(gw: Gateway) -> list[Transport]:
             kafka = transports[-1]
             gw.metrics.bind_consumer_lag(kafka.lag)  # type: ignore[attr-defined]  # KafkaTransport-only API
     return transports
+
+
+async def build_secrets(gw: Gateway) -> SecretResolver:
+    """Secrets named in the upstreams file: environment and files always, Key Vault when configured."""
+    from gateway.certs.keyvault import KeyVault
+    from gateway.certs.wiring import keyvault_settings
+
+    vault_settings = keyvault_settings(gw.settings)
+    if vault_settings is None:
+        return SecretResolver()
+    vault = KeyVault(vault_settings)
+    gw.resources.push_async_callback(vault.aclose)
+    return SecretResolver(vault=vault.secret)
+
+
+async def build_guard(config: GatewayConfig, secrets: SecretResolver, clock: Clock) -> Guard:
+    """Identity (signing keys resolved now), the access policy and the reply-address rules."""
+    s = config.settings
+    keys = {
+        key_id: SigningKey(key.principal, (await secrets.resolve(key.secret, purpose=f"security.keys.{key_id}")).encode())
+        for key_id, key in config.security.keys.items()
+    }
+    upstreams = config.upstreams.upstreams
+    policy = AccessPolicy({name: u.access for name, u in upstreams.items()}, config.security.principals)
+    open_upstreams = policy.open_upstreams(sorted(upstreams))
+    if open_upstreams:
+        log.warning("upstreams_open_to_every_caller", upstreams=open_upstreams, fix="give each an access: block")
+    if not s.require_identity:
+        log.warning("identity_not_required", note="callers without a user_id or signature are served as anonymous")
+    reserved = tuple(dict.fromkeys((REQUESTS, TELEMETRY, DEAD_LETTERS, s.requests_queue)))
+    return Guard(
+        Identifier(keys, clock=clock, max_age=s.signature_max_age, require_identity=s.require_identity),
+        policy,
+        ReplyAddresses(queue_pattern=s.reply_queue_pattern, topic_pattern=s.reply_topic_pattern, reserved=reserved),
+    )

@@ -28,6 +28,7 @@ class Delivery:
     transport: str
     timestamp_ms: int | None = None  # broker timestamp (Kafka record timestamp), epoch ms
     redelivered: bool = False
+    user_id: str | None = None  # AMQP user_id, validated by the broker; never set from Kafka
     token: Any = field(default=None, repr=False)
 
 
@@ -114,6 +115,11 @@ class Requester(Protocol):
     name: str
 
     async def start(self, on_reply: ReplyCallback) -> None: ...
+
+    @property
+    def reply_address(self) -> str | None:
+        """The reply_to this requester's requests carry (known once started)."""
+        ...
 
     async def send(self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]) -> None:
         """Publish one request to ``cmn.requests`` with this requester's reply address (confirmed)."""

@@ -104,6 +104,10 @@ class KafkaRequester:
     def reply_topic(self) -> str:
         return self._reply_topic
 
+    @property
+    def reply_address(self) -> str | None:
+        return self._reply_topic
+
     async def start(self, on_reply: ReplyCallback) -> None:
         if self._consumer is not None:
             raise RuntimeError("KafkaRequester already started")

@@ -304,6 +304,7 @@ def _delivery(message: DeliveredMessage) -> Delivery:
         transport=TRANSPORT_NAME,
         timestamp_ms=timestamp_ms(props.timestamp),
         redelivered=bool(message.redelivered),
+        user_id=props.user_id or None,  # the broker refuses a user_id other than the connection's user
         token=message,
     )
 

@@ -120,6 +120,11 @@ class RabbitRequester:
         self.reply_to = queue
         self._listening_on = channel
 
+    @property
+    def reply_address(self) -> str | None:
+        """What requests carry as reply_to now (what a signature binds)."""
+        return self.reply_to
+
     async def _deliver(self, message: DeliveredMessage) -> None:
         if self._on_reply is None:
             return

@@ -19,6 +19,7 @@ class OutboundRequest:
     headers: Mapping[str, str]  # already filtered of hop-by-hop headers, content-type set
     deadline: Deadline
     trace_headers: Mapping[str, str] = field(default_factory=dict)
+    tenant: str | None = None  # decided by the access policy: never the envelope's bare claim
 
     @property
     def upstream(self) -> str:

@@ -1,0 +1,34 @@
+"""The three questions the pipeline asks before any network I/O, behind one object.
+
+    reply_to(transport, address)   may a reply go there?            reply_to_refused
+    identify(proof)                who sent this?                   unauthenticated
+    authorize(caller, ...)         may they, and for which tenant?  forbidden
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.access.identity import Caller, Identifier, Signed
+from gateway.access.policy import AccessPolicy
+from gateway.access.reply_address import ReplyAddresses
+from gateway.envelope.models import RequestEnvelope
+
+
+@dataclass(frozen=True, slots=True)
+class Guard:
+    identifier: Identifier
+    policy: AccessPolicy
+    reply_addresses: ReplyAddresses
+
+    def reply_to(self, transport: str, address: str) -> None:
+        self.reply_addresses.check(transport, address)
+
+    def identify(self, proof: Signed) -> Caller:
+        return self.identifier.identify(proof)
+
+    def authorize(self, caller: Caller, envelope: RequestEnvelope) -> str:
+        """The tenant the request is counted under."""
+        return self.policy.authorize(
+            caller, upstream=envelope.upstream, method=envelope.method, path=envelope.path, tenant=envelope.tenant
+        )
