@@ -20,6 +20,9 @@ REQUIRED_ALERTS = {
     "CMNDeadLettersGrowing",
     "CMNConsumerLagHigh",
     "CMNCertificateExpiringSoon",
+    "CMNSecurityRefusals",
+    "CMNUnauthenticatedBurst",
+    "CMNUpstreamTLSVerificationFailed",
 }
 
 
@@ -50,6 +53,26 @@ def test_unit_tests_catch_a_loosened_threshold(tmp_path: Path) -> None:
     result = promtool("test", "rules", tmp_path / "alerts_test.yml")
     assert result.returncode != 0
     assert "CMNLatencyP95AboveObjective" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("threshold", "changed", "alert"),
+    [
+        ("> 0.2\n", "> 0.3\n", "CMNSecurityRefusals"),  # misses reply_to_refused at 0.25/s
+        ("> 0.2\n", "> 0.1\n", "CMNSecurityRefusals"),  # fires for invalid_header at 0.15/s
+        ("> 2\n", "> 6\n", "CMNUnauthenticatedBurst"),  # misses the 5/s burst
+        ("> 2\n", "> 0.5\n", "CMNUnauthenticatedBurst"),  # fires for a steady 1/s
+        ("[5m])) > 0\n", "[5m])) > 1\n", "CMNUpstreamTLSVerificationFailed"),  # misses a single failure
+    ],
+)
+def test_security_unit_tests_catch_a_moved_threshold(tmp_path: Path, threshold: str, changed: str, alert: str) -> None:
+    rules = RULES.read_text()
+    assert rules.count(threshold) == 1
+    (tmp_path / "alerts.yml").write_text(rules.replace(threshold, changed))
+    shutil.copy(RULE_TESTS, tmp_path / "alerts_test.yml")
+    result = promtool("test", "rules", tmp_path / "alerts_test.yml")
+    assert result.returncode != 0
+    assert alert in result.stdout + result.stderr
 
 
 def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
