@@ -30,6 +30,7 @@ TOPICS = {
     "dead letters": "cmn_messages_dead_lettered_total",
     "consumer lag": "cmn_kafka_consumer_lag",
     "certificate expiry": "cmn_certificate_expiry_timestamp_seconds",
+    "security refusals": "cmn_security_events_total",
 }
 
 
@@ -102,6 +103,21 @@ def test_every_topic_the_issue_names_has_a_panel(dashboard: dict[str, Any]) -> N
     assert not missing
     quantiles = " ".join(expressions(dashboard))
     assert all(f"histogram_quantile({q}," in quantiles for q in ("0.5", "0.95", "0.99"))
+
+
+def test_a_security_row_shows_refusals_by_kind(dashboard: dict[str, Any]) -> None:
+    panels = dashboard["panels"]
+    (row,) = [i for i, p in enumerate(panels) if p["type"] == "row" and p["title"] == "Security"]
+    following = next((i for i in range(row + 1, len(panels)) if panels[i]["type"] == "row"), len(panels))
+    in_row = panels[row + 1 : following]
+    by_kind = [
+        t["expr"]
+        for p in in_row
+        for t in p["targets"]
+        if "cmn_security_events_total" in t["expr"] and "by (kind)" in t["expr"]
+    ]
+    assert any("rate(cmn_security_events_total[$__rate_interval])" in e for e in by_kind), by_kind
+    assert all(panel["gridPos"]["y"] > panels[row]["gridPos"]["y"] for panel in in_row)
 
 
 async def test_every_query_is_valid_promql_for_a_real_prometheus(
