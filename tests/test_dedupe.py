@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.clock import Deadline, SystemClock
-from gateway.dedupe import Deduplicator
-from gateway.envelope.models import RequestEnvelope
-from gateway.errors import DeadlineExceededError, UpstreamTimeoutError
+from gateway.dedupe import Deduplicator, IdempotencyKey
+from gateway.errors import DeadlineExceededError, IdempotencyMismatchError, UpstreamTimeoutError
 from gateway.testing import FakeClock
 from gateway.upstream.base import UpstreamResponse
 from gateway.upstream.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
@@ -20,8 +19,15 @@ REDIS = "redis://127.0.0.1:6379/0"
 CLOCK = SystemClock()
 
 
-def envelope(key: str | None = "charge-1") -> RequestEnvelope:
-    return RequestEnvelope.model_validate({"id": uuid.uuid4().hex, "upstream": "payments", "idempotency_key": key})
+def envelope(
+    key: str | None = "charge-1", *, principal: str = "billing", path: str = "/charges"
+) -> IdempotencyKey | None:
+    """The scoped key the pipeline would build for a POST with this idempotency key (None: no key)."""
+    if key is None:
+        return None
+    return IdempotencyKey.of(
+        principal=principal, upstream="payments", key=key, method="POST", path=path, body=b"{}", headers={}
+    )
 
 
 def response(body: bytes = b"ok") -> UpstreamResponse:
@@ -139,3 +145,58 @@ async def test_concurrent_duplicates_in_one_replica_while_the_store_answers(
     results = await asyncio.gather(*(one.run(env, Deadline.after(CLOCK, 5), upstream) for _ in range(4)))
     assert upstream.calls == 1
     assert sorted(r.attempts for r in results) == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_another_caller_never_sees_a_result_under_the_same_key(
+    store: str, replicas: tuple[Deduplicator, Deduplicator]
+) -> None:
+    one, two = replicas if store == "redis" else (Deduplicator(MemoryIdempotencyStore(CLOCK), 60, CLOCK),) * 2
+    upstream = Upstream()
+    upstream.gate.set()
+    first = await one.run(envelope(principal="billing"), Deadline.after(CLOCK, 5), upstream)
+    other = await two.run(envelope(principal="mallory"), Deadline.after(CLOCK, 5), upstream)
+    assert (first.body, other.body, upstream.calls) == (b"call-1", b"call-2", 2)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_a_key_reused_for_a_different_request_is_refused(
+    store: str, replicas: tuple[Deduplicator, Deduplicator]
+) -> None:
+    one, two = replicas if store == "redis" else (Deduplicator(MemoryIdempotencyStore(CLOCK), 60, CLOCK),) * 2
+    upstream = Upstream()
+    upstream.gate.set()
+    await one.run(envelope(path="/charges"), Deadline.after(CLOCK, 5), upstream)
+    with pytest.raises(IdempotencyMismatchError, match="reused for a different request") as refused:
+        await two.run(envelope(path="/refunds"), Deadline.after(CLOCK, 5), upstream)
+    assert (refused.value.code, refused.value.security_kind, upstream.calls) == (
+        "invalid_request",
+        "idempotency_mismatch",
+        1,
+    )
+
+
+async def test_a_different_request_is_refused_while_the_first_is_still_running() -> None:
+    dedupe = Deduplicator(MemoryIdempotencyStore(CLOCK), 60, CLOCK)
+    upstream = Upstream()
+    first = asyncio.create_task(dedupe.run(envelope(path="/charges"), Deadline.after(CLOCK, 5), upstream))
+    await asyncio.sleep(0.01)
+    with pytest.raises(IdempotencyMismatchError):
+        await dedupe.run(envelope(path="/refunds"), Deadline.after(CLOCK, 5), upstream)
+    upstream.gate.set()
+    assert (await first).body == b"call-1"
+
+
+def test_the_fingerprint_covers_method_path_body_and_headers() -> None:
+    base = {"principal": "b", "upstream": "u", "key": "k", "method": "POST", "path": "/a", "body": b"1"}
+    reference = IdempotencyKey.of(**base, headers={"X-A": "1"})  # type: ignore[arg-type]
+    variants = [
+        {**base, "method": "PUT"},
+        {**base, "path": "/b"},
+        {**base, "body": b"2"},
+    ]
+    for variant in variants:
+        assert IdempotencyKey.of(**variant, headers={"X-A": "1"}).fingerprint != reference.fingerprint  # type: ignore[arg-type]
+    assert IdempotencyKey.of(**base, headers={"X-A": "2"}).fingerprint != reference.fingerprint  # type: ignore[arg-type]
+    assert IdempotencyKey.of(**base, headers={"x-a": "1"}).fingerprint == reference.fingerprint  # type: ignore[arg-type]
+    assert IdempotencyKey.of(**{**base, "principal": "c"}, headers={}).scope != reference.scope  # type: ignore[arg-type]
