@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.certs.bundle import CertificateBundle, parse_pem, parse_pkcs12
 from gateway.certs.errors import CertificateFormatError, CertificateSourceError
+from gateway.errors import ConfigError
 
 PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 PEM_CONTENT_TYPE = "application/x-pem-file"
@@ -97,6 +98,21 @@ class KeyVault:
                 "the secret holds another certificate than the certificate object"
             )
         return bundle
+
+    async def secret(self, name: str) -> str:
+        """The current value of secret ``name`` (a ``gateway.secrets.SecretResolver`` vault lookup).
+
+        Errors name the secret and the vault, never a value.
+        """
+        try:
+            secret = await self._secrets.get_secret(name)
+        except ResourceNotFoundError as exc:
+            raise ConfigError(f"Key Vault secret {name!r} not found in {self.settings.vault_url}") from exc
+        except AzureError as exc:
+            raise ConfigError(
+                f"Key Vault secret {name!r}: {self.settings.vault_url} failed ({type(exc).__name__})"
+            ) from exc
+        return secret.value or ""
 
     async def aclose(self) -> None:
         await self._certificates.close()

@@ -8,16 +8,25 @@ Minimal form::
 
 Everything else has a default; settings left unset here fall back to ``UpstreamDefaults``
 (filled by ``app.py`` from POOL_SIZE, CONNECTION_TIMEOUT, RETRY_ATTEMPTS).
+
+An endpoint URL never carries credentials (``user:password@``): they would end up in telemetry,
+metric labels and error messages. The upstream's ``auth:`` names where the credential lives instead::
+
+    auth: {bearer: {env: PAYMENTS_TOKEN}}
+    auth: {basic: {username: cmn, password: {file: /run/secrets/payments}}}
+    auth: {header: {name: X-Api-Key, value: {keyvault: payments-api-key}}}
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from gateway.access.config import AccessConfig
+from gateway.secrets import SecretRef
 
 MIB = 1024 * 1024
 
@@ -40,6 +49,12 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CREDENTIALS_IN_URL = (
+    "endpoint URLs may not carry credentials; set the upstream's auth: instead, "
+    "e.g. auth: {bearer: {env: VAR}} or auth: {basic: {username: u, password: {env: VAR}}}"
+)
+
+
 class EndpointConfig(_Model):
     url: str
     weight: int = Field(default=1, ge=1, le=1000)
@@ -47,7 +62,12 @@ class EndpointConfig(_Model):
     @field_validator("url")
     @classmethod
     def _base_url(cls, v: str) -> str:
+        # Checked on the raw text before any parser sees it, and the message never quotes the URL.
+        if "@" in urlsplit(v).netloc:
+            raise ValueError(CREDENTIALS_IN_URL)
         parsed = HttpUrl(v)
+        if parsed.username or parsed.password:
+            raise ValueError(CREDENTIALS_IN_URL)
         if parsed.scheme not in ("http", "https"):
             raise ValueError("endpoint url must be http:// or https://")
         if parsed.query or parsed.fragment:
@@ -136,6 +156,45 @@ class TlsConfig(_Model):
     verify_hostname: bool = True
 
 
+_TOKEN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # RFC 9110 token
+# Headers the HTTP client frames the message with: a credential may not take their place.
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "transfer-encoding", "connection", "keep-alive", "te", "upgrade"}
+)
+
+
+class BasicAuthConfig(_Model):
+    username: str = Field(min_length=1, max_length=256, pattern=r"^[^:\x00-\x1f\x7f]+$")
+    password: SecretRef
+
+
+class HeaderAuthConfig(_Model):
+    name: str = Field(min_length=1, max_length=128, pattern=_TOKEN)
+    value: SecretRef
+
+    @field_validator("name")
+    @classmethod
+    def _not_framing(cls, v: str) -> str:
+        if v.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {v} frames the HTTP message and cannot carry a credential")
+        return v
+
+
+class AuthConfig(_Model):
+    """Exactly one of ``bearer``, ``basic`` or ``header``; the secret is resolved once at start-up."""
+
+    bearer: SecretRef | None = None
+    basic: BasicAuthConfig | None = None
+    header: HeaderAuthConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AuthConfig:
+        given = [k for k in ("bearer", "basic", "header") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("auth is exactly one of bearer, basic or header")
+        return self
+
+
 LoadBalancer = Literal["least_request", "round_robin", "weighted", "random"]
 
 
@@ -152,6 +211,7 @@ class UpstreamConfig(_Model):
     rate_limit: RateLimitConfig = RateLimitConfig()
     tls: TlsConfig | None = None
     access: AccessConfig | None = Field(default=None, description="Who may call; absent = every caller.")
+    auth: AuthConfig | None = Field(default=None, description="The credential the gateway sends upstream.")
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -170,6 +230,9 @@ class UpstreamConfig(_Model):
 
 
 class UpstreamsFile(_Model):
+    # A rejected value may be a URL with a password in it: str() of the error must not quote it.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
     upstreams: dict[str, UpstreamConfig]
 
     @field_validator("upstreams")

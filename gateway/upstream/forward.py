@@ -1,7 +1,8 @@
 """The egress side as the pipeline sees it: upstream name → router → response.
 
-``build_forwarder`` is what ``app.py`` calls (inside the running loop). The forwarder owns every
-pool, breaker timer, health checker and Redis client it was built with; ``aclose`` releases them.
+``build_forwarder`` is what ``app.py`` calls (inside the running loop), with the upstreams'
+credentials already resolved (``gateway.upstream.auth.resolve_upstream_auth``). The forwarder owns
+every pool, breaker timer, health checker and Redis client it was built with; ``aclose`` releases them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from gateway.clock import Clock
-from gateway.errors import UnknownUpstreamError
+from gateway.errors import ConfigError, UnknownUpstreamError
 from gateway.events import BreakerStateChanged, Observer
 from gateway.upstream import policies
+from gateway.upstream.auth import Credential
 from gateway.upstream.balancer import make_balancer
 from gateway.upstream.base import OutboundRequest, UpstreamResponse
 from gateway.upstream.breaker import BreakerState, CircuitBreaker
@@ -111,6 +113,7 @@ class _Shared:
     rng: random.Random
     local_buckets: LocalBuckets
     shared_buckets: BucketBackend
+    credentials: Mapping[str, Credential]
 
 
 def build_forwarder(
@@ -123,8 +126,16 @@ def build_forwarder(
     redis_url: str | None = None,
     rng: random.Random | None = None,
     stats_interval: float | None = 10.0,
+    credentials: Mapping[str, Credential] | None = None,
 ) -> GatewayForwarder:
-    """Build every upstream's router; ``redis_url`` makes ``rate_limit.shared`` limits shared (else local)."""
+    """Build every upstream's router; ``redis_url`` makes ``rate_limit.shared`` limits shared (else local).
+
+    ``credentials`` holds the resolved credential of every upstream with ``auth:``; one missing is a
+    ConfigError (an upstream must never be called without the credential its file asks for).
+    """
+    credentials = dict(credentials or {})
+    if missing := sorted(n for n, c in upstreams.upstreams.items() if c.auth is not None and n not in credentials):
+        raise ConfigError(f"upstreams {', '.join(missing)} have auth: but no resolved credential was given")
     local = LocalBuckets(clock)
     redis = _redis_buckets(redis_url, local, clock, observer) if redis_url else None
     shared = _Shared(
@@ -135,6 +146,7 @@ def build_forwarder(
         rng=rng or random.Random(),
         local_buckets=local,
         shared_buckets=redis or local,
+        credentials=credentials,
     )
     routers = {name: _router(name, config, shared) for name, config in upstreams.upstreams.items()}
     return GatewayForwarder(routers, observer=observer, clock=clock, redis=redis, stats_interval=stats_interval)
@@ -155,6 +167,7 @@ def _router(name: str, config: UpstreamConfig, shared: _Shared) -> Router:
         rng=shared.rng,
         limiter=_limiter(name, config, shared),
         bulkhead=_bulkhead(name, config, shared),
+        credential=shared.credentials.get(name),
     )
 
 

@@ -1,17 +1,30 @@
-"""One HTTP exchange over aiohttp, with a bounded response read; aiohttp's errors end here."""
+"""One HTTP exchange over aiohttp, with a bounded response read; aiohttp's errors end here.
+
+Every message this module builds is the endpoint's origin plus a short reason (an OS error's text,
+a TLS verification message, an exception's class name). It never embeds ``str()`` or ``repr()`` of
+a foreign exception: aiohttp's carry object reprs (``ssl:<ssl.SSLContext object at 0x…>``) and
+request details, and these messages go back to callers.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
 from gateway.errors import InternalError, PayloadTooLargeError
-from gateway.upstream.outcome import AttemptTimeoutError, ConnectFailedError, ConnectionDroppedError
+from gateway.upstream.outcome import (
+    AttemptTimeoutError,
+    ConnectFailedError,
+    ConnectionDroppedError,
+    TlsVerificationFailedError,
+)
 
 # aiohttp decompresses bodies, so the framing headers of the wire no longer describe what we return.
 _FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding", "connection", "keep-alive"})
@@ -31,8 +44,8 @@ class Exchange:
 
     method: str
     url: str
-    headers: Mapping[str, str]
-    body: bytes | None
+    headers: Mapping[str, str] = field(repr=False)  # carries the upstream credential
+    body: bytes | None = field(repr=False)
     timeout: float
     connect_timeout: float
     max_response_bytes: int
@@ -57,14 +70,21 @@ async def exchange(session: aiohttp.ClientSession, ex: Exchange) -> HttpResult:
         raise
     except aiohttp.ConnectionTimeoutError as exc:
         raise AttemptTimeoutError(f"connect to {_origin(ex.url)} timed out", sent=False) from exc
-    except (aiohttp.ClientConnectorError, aiohttp.ClientSSLError) as exc:
-        raise ConnectFailedError(f"cannot connect to {_origin(ex.url)}: {exc}") from exc
+    except aiohttp.ClientConnectorCertificateError as exc:
+        reason = _verify_reason(exc.certificate_error)
+        raise TlsVerificationFailedError(
+            f"TLS verification of {_origin(ex.url)} failed: {reason}", reason=reason
+        ) from exc
+    except aiohttp.ClientSSLError as exc:
+        raise ConnectFailedError(f"TLS handshake with {_origin(ex.url)} failed ({_tls_reason(exc.os_error)})") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectFailedError(f"cannot connect to {_origin(ex.url)}: {_os_reason(exc.os_error)}") from exc
     except TimeoutError as exc:
         raise AttemptTimeoutError(f"{_origin(ex.url)} did not answer within {ex.timeout:.3f} s", sent=True) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-        raise ConnectionDroppedError(f"connection to {_origin(ex.url)} broke: {exc!r}") from exc
+        raise ConnectionDroppedError(f"connection to {_origin(ex.url)} broke: {_dropped_reason(exc)}") from exc
     except aiohttp.ClientError as exc:
-        raise InternalError(f"HTTP client error calling {_origin(ex.url)}: {exc!r}") from exc
+        raise InternalError(f"HTTP client error calling {_origin(ex.url)} ({type(exc).__name__})") from exc
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, url: str) -> bytes:
@@ -96,6 +116,37 @@ def _flatten(headers: CIMultiDictProxy[str]) -> dict[str, str]:
             value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         flat[key] = f"{flat[key]}, {value}" if key in flat else value
     return flat
+
+
+def _verify_reason(error: BaseException) -> str:
+    """OpenSSL's verification message ("certificate has expired", "Hostname mismatch, ...")."""
+    message = getattr(error, "verify_message", None)
+    return str(message).rstrip(".") if message else type(error).__name__
+
+
+def _tls_reason(error: OSError) -> str:
+    """An ssl.SSLError's reason code (WRONG_VERSION_NUMBER, TLSV1_ALERT_PROTOCOL_VERSION ...)."""
+    reason = getattr(error, "reason", None)
+    return str(reason) if reason else type(error).__name__
+
+
+def _os_reason(error: OSError) -> str:
+    """The OS's words ("Connection refused", "Name or service not known"), without addresses or objects."""
+    if isinstance(error, socket.gaierror):
+        return error.strerror or "name resolution failed"
+    if error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)
+    return type(error).__name__
+
+
+def _dropped_reason(error: aiohttp.ClientError) -> str:
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection"
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return "the response body was cut short"
+    if isinstance(error, OSError):
+        return _os_reason(error)
+    return type(error).__name__
 
 
 def _origin(url: str) -> str:

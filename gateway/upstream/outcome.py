@@ -19,6 +19,19 @@ class ConnectFailedError(UpstreamUnavailableError):
     kind: ClassVar[FailureKind] = "connect_error"
 
 
+class TlsVerificationFailedError(ConnectFailedError):
+    """The upstream's certificate did not verify (unknown CA, wrong name, expired): the request was never sent.
+
+    A security event (``tls_verification_failed``) is raised by the router on every such attempt,
+    even one a retry elsewhere recovers from, so ``security_kind`` stays None here: the reply path
+    must not count it a second time.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ConnectionDroppedError(UpstreamUnavailableError):
     """The connection broke after the request was (maybe) sent: reset, disconnect, truncated body."""
 

@@ -20,13 +20,14 @@ from gateway.errors import (
     PoolExhaustedError,
     UpstreamError,
 )
-from gateway.events import Observer, RetryAttempted, RetryBudgetExhausted
+from gateway.events import Observer, RetryAttempted, RetryBudgetExhausted, SecurityRefused
+from gateway.upstream.auth import Credential
 from gateway.upstream.base import OutboundRequest, UpstreamResponse
 from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.cluster import Cluster
 from gateway.upstream.host import Host
 from gateway.upstream.http import Exchange, HttpResult
-from gateway.upstream.outcome import AttemptTimeoutError, failure_kind
+from gateway.upstream.outcome import AttemptTimeoutError, TlsVerificationFailedError, failure_kind
 from gateway.upstream.ratelimit import RateLimiter
 from gateway.upstream.retry import RetryBudget, RetryPolicy, replayable
 
@@ -65,12 +66,14 @@ class Router:
         rng: random.Random,
         limiter: RateLimiter | None = None,
         bulkhead: Bulkhead | None = None,
+        credential: Credential | None = None,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
         self.budget = budget
         self.limiter = limiter
         self.bulkhead = bulkhead
+        self._credential = credential
         self._clock = clock
         self._observer = observer
         self._rng = rng
@@ -140,6 +143,13 @@ class Router:
         except PoolExhaustedError as exc:
             self.cluster.release(host)
             raise (self._deadline_error(deadline, exc) or exc) from exc
+        except TlsVerificationFailedError as exc:
+            self._observer.on_event(
+                SecurityRefused(
+                    "tls_verification_failed", exc.message, upstream=self.name, request_id=request.envelope.id
+                )
+            )
+            return self._failed(host, exc, started, deadline)
         except UpstreamError as exc:
             return self._failed(host, exc, started, deadline)
         except BaseException:
@@ -163,6 +173,8 @@ class Router:
     def _exchange(self, host: Host, request: OutboundRequest, timeout: float) -> Exchange:
         envelope = request.envelope
         headers = {**request.headers, **request.trace_headers}
+        if self._credential is not None:
+            headers = self._credential.apply(headers)  # the gateway's credential, never the caller's
         return Exchange(
             method=envelope.method,
             url=host.url + envelope.path,

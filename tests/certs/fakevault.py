@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class FakeKeyVault:
     requests: list[str] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
     token_requests: int = 0
+    plain_secrets: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # name → [(version, value)]
 
     def put(
         self,
@@ -56,6 +58,12 @@ class FakeKeyVault:
         version = uuid.uuid4().hex
         value = _secret_value(secret_from or bundle, content_type)
         self.versions.setdefault(name, []).append(Version(version, bundle, value, content_type))
+        return version
+
+    def put_secret(self, name: str, value: str) -> str:
+        """Add a new current version of a plain secret (no certificate behind it)."""
+        version = uuid.uuid4().hex
+        self.plain_secrets.setdefault(name, []).append((version, value))
         return version
 
     def settings(self, *, client_secret: str = CLIENT_SECRET) -> KeyVaultSettings:
@@ -130,6 +138,8 @@ class FakeKeyVault:
         if (challenge := self._challenge(request)) is not None:
             return challenge
         self.requests.append(request.path)
+        if request.match_info["name"] in self.plain_secrets:
+            return self._plain_secret(request.match_info["name"], request.match_info["version"])
         found = self._find(request)
         if found is None:
             return _not_found("SecretNotFound", request.match_info["name"])
@@ -144,6 +154,16 @@ class FakeKeyVault:
                 "managed": True,
             }
         )
+
+    def _plain_secret(self, name: str, version: str) -> web.Response:
+        versions = self.plain_secrets[name]
+        found = [(ver, val) for ver, val in versions if ver == version] if version else versions[-1:]
+        if not found:
+            return _not_found("SecretNotFound", name)
+        ver, value = found[0]
+        now = int(time.time())
+        attributes = {"enabled": True, "created": now, "updated": now, "recoveryLevel": "Recoverable+Purgeable"}
+        return web.json_response({"value": value, "id": f"{self.url}/secrets/{name}/{ver}", "attributes": attributes})
 
     def _certificate_json(self, name: str, v: Version) -> dict[str, Any]:
         der = v.bundle.certificate.public_bytes(serialization.Encoding.DER)

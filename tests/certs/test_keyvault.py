@@ -11,6 +11,8 @@ from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.certs.errors import CertificateFormatError, CertificateSourceError
 from gateway.certs.keyvault import PKCS12_CONTENT_TYPE, KeyVault, KeyVaultSource, build_credential
+from gateway.errors import ConfigError
+from gateway.secrets import SecretRef, SecretResolver
 from tests.certs.fakevault import CLIENT_ID, CLIENT_SECRET, TENANT, FakeKeyVault
 
 NOW = time.time()
@@ -108,3 +110,30 @@ async def test_default_credential_from_the_environment(
     assert bundle is not None
     assert bundle.version == version
     assert fake_vault.token_requests == 1
+
+
+async def test_a_plain_secret_is_read_for_the_secret_resolver(fake_vault: FakeKeyVault) -> None:
+    fake_vault.put_secret("payments-token", "first")
+    fake_vault.put_secret("payments-token", "s3cr3t-value")
+    async with KeyVault(fake_vault.settings()) as vault:
+        resolver = SecretResolver(environ={}, vault=vault.secret)
+        value = await resolver.resolve(SecretRef(keyvault="payments-token"), purpose="upstream payments auth")
+    assert value == "s3cr3t-value"  # the current version
+    assert fake_vault.requests == ["/secrets/payments-token/"]
+
+
+async def test_a_missing_secret_is_a_config_error_naming_it(fake_vault: FakeKeyVault) -> None:
+    async with KeyVault(fake_vault.settings()) as vault:
+        resolver = SecretResolver(environ={}, vault=vault.secret)
+        with pytest.raises(ConfigError, match=r"Key Vault secret 'absent' not found in https://127\.0\.0\.1:"):
+            await resolver.resolve(SecretRef(keyvault="absent"), purpose="upstream payments auth")
+
+
+async def test_a_vault_that_refuses_us_is_a_config_error_without_the_client_secret(fake_vault: FakeKeyVault) -> None:
+    fake_vault.put_secret("payments-token", "s3cr3t-value")
+    async with KeyVault(fake_vault.settings(client_secret="wrong-client-secret")) as vault:
+        with pytest.raises(ConfigError) as caught:
+            await vault.secret("payments-token")
+    assert "payments-token" in str(caught.value)
+    assert "wrong-client-secret" not in str(caught.value)
+    assert "s3cr3t-value" not in str(caught.value)

@@ -37,6 +37,7 @@ def outbound(
         body=body,
         headers=headers or {},
         deadline=Deadline.after(clock or SystemClock(), timeout),
+        tenant=tenant,  # as the access policy would decide it
     )
 
 
