@@ -22,6 +22,7 @@ from gateway.dedupe import Deduplicator, ResultStore
 from gateway.errors import ConfigError
 from gateway.events import Observer, ObserverGroup
 from gateway.pipeline import Pipeline, RequestTracer
+from gateway.secrets import SecretResolver
 from gateway.settings import Settings, describe_validation_error, read_yaml
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
@@ -128,7 +129,7 @@ class Gateway:
         tls = await build_certificates(self)
         secrets = await build_secrets(self)
         guard = await build_guard(self.config, secrets, self.clock)
-        self.forwarder = await self._build_forwarder(tls)
+        self.forwarder = await self._build_forwarder(tls, secrets)
         store: ResultStore | None = await build_dedupe_store(self)
         self.transports = self._given_transports or await build_transports(self)
         self.telemetry = TelemetryService(
@@ -143,7 +144,8 @@ class Gateway:
         await self.worker.start()
         log.info("gateway_started", instance=self.instance, transports=[t.name for t in self.transports])
 
-    async def _build_forwarder(self, tls: Any) -> Forwarder:
+    async def _build_forwarder(self, tls: Any, secrets: SecretResolver) -> Forwarder:
+        from gateway.upstream.auth import resolve_upstream_auth
         from gateway.upstream.forward import build_forwarder
 
         forwarder = build_forwarder(

@@ -48,11 +48,6 @@ async def resolve_upstream_auth(upstreams: UpstreamsFile, resolver: SecretResolv
     }
 
 
-def needs_vault(upstreams: UpstreamsFile) -> bool:
-    """True when some upstream's credential lives in Key Vault (the root then opens one)."""
-    return any(ref.keyvault is not None for ref in _refs(upstreams))
-
-
 async def resolve_credential(upstream: str, auth: AuthConfig, resolver: SecretResolver) -> Credential:
     purpose = f"upstream {upstream} auth"
     if auth.bearer is not None:
@@ -72,18 +67,3 @@ async def _secret(ref: SecretRef, resolver: SecretResolver, purpose: str) -> str
     if not _FORBIDDEN_IN_VALUE.isdisjoint(value):
         raise ConfigError(f"{purpose}: secret {ref.describe()} holds a line break or NUL, which no header may carry")
     return value
-
-
-def _refs(upstreams: UpstreamsFile) -> list[SecretRef]:
-    refs: list[SecretRef] = []
-    for config in upstreams.upstreams.values():
-        auth = config.auth
-        if auth is None:
-            continue
-        if auth.bearer is not None:
-            refs.append(auth.bearer)
-        if auth.basic is not None:
-            refs.append(auth.basic.password)
-        if auth.header is not None:
-            refs.append(auth.header.value)
-    return refs
