@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.clock import Clock, Deadline
+from gateway.envelope.bounds import DecodeLimits
 from gateway.envelope.codec import request_json_body
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import DeadlineExceededError, PayloadTooLargeError, UnknownUpstreamError
+from gateway.errors import DeadlineExceededError, InvalidRequestError, PayloadTooLargeError, UnknownUpstreamError
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the ones the HTTP client computes itself.
 HOP_BY_HOP = frozenset(
@@ -37,11 +38,23 @@ class Admitted:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Turns a decoded envelope into an admitted request, or refuses it with a wire error."""
+    """Turns a decoded envelope into an admitted request, or refuses it with a wire error.
+
+    It also owns the configurable bounds on decoding (``decode_limits``), which the pipeline applies
+    before there is an envelope to admit.
+    """
 
     clock: Clock
     default_timeout: float
     max_request_bytes: int
+    max_timeout_ms: int = field(kw_only=True)
+    max_envelope_depth: int = field(kw_only=True)
+    max_envelope_nodes: int = field(kw_only=True)
+    decode_limits: DecodeLimits = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        limits = DecodeLimits(self.max_request_bytes, self.max_envelope_depth, self.max_envelope_nodes)
+        object.__setattr__(self, "decode_limits", limits)  # derived once; the dataclass is frozen
 
     def admit(
         self, envelope: RequestEnvelope, *, known: bool, arrived_at: float, broker_timestamp_ms: int | None
@@ -49,6 +62,10 @@ class Admission:
         """``arrived_at`` is the monotonic instant the message reached the gateway."""
         if not known:
             raise UnknownUpstreamError(f"upstream {envelope.upstream!r} is not configured")
+        if envelope.timeout_ms is not None and envelope.timeout_ms > self.max_timeout_ms:
+            raise InvalidRequestError(
+                f"timeout_ms {envelope.timeout_ms} is over the gateway's cap of {self.max_timeout_ms} ms"
+            )
         deadline = self.deadline(envelope, arrived_at=arrived_at, broker_timestamp_ms=broker_timestamp_ms)
         if deadline.expired(self.clock):
             late_ms = -deadline.remaining(self.clock) * 1000
@@ -74,7 +91,15 @@ class Admission:
 
 
 def outbound_headers(headers: Mapping[str, str], *, json_body: bool) -> dict[str, str]:
-    out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+    """The headers sent upstream: hop-by-hop ones and every header the request's ``Connection``
+    names (RFC 9110 §7.6.1) are dropped."""
+    dropped = HOP_BY_HOP | _connection_options(headers)
+    out = {k: v for k, v in headers.items() if k.lower() not in dropped}
     if json_body and not any(k.lower() == "content-type" for k in out):
         out["Content-Type"] = "application/json"
     return out
+
+
+def _connection_options(headers: Mapping[str, str]) -> frozenset[str]:
+    named = (v for k, v in headers.items() if k.lower() == "connection")
+    return frozenset(option.strip().lower() for value in named for option in value.split(","))

@@ -155,6 +155,7 @@ class Gateway:
             observer=self.observer,
             tls=tls,
             redis_url=self.settings.redis_url,
+            credentials=await resolve_upstream_auth(self.config.upstreams, secrets),
         )
         self.resources.push_async_callback(forwarder.aclose)
         return forwarder
@@ -168,7 +169,14 @@ class Gateway:
             transport=transport,
             forwarder=self.forwarder,
             guard=guard,
-            admission=Admission(self.clock, settings.request_timeout, settings.max_request_bytes),
+            admission=Admission(
+                self.clock,
+                settings.request_timeout,
+                settings.max_request_bytes,
+                max_timeout_ms=settings.max_timeout_ms,
+                max_envelope_depth=settings.max_envelope_depth,
+                max_envelope_nodes=settings.max_envelope_nodes,
+            ),
             telemetry=self.telemetry,
             observer=self.observer,
             tracer=tracer,

@@ -19,7 +19,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def admission(clock: FakeClock) -> Admission:
-    return Admission(clock, default_timeout=30.0, max_request_bytes=1000)
+    return Admission(
+        clock,
+        default_timeout=30.0,
+        max_request_bytes=1000,
+        max_timeout_ms=60_000,
+        max_envelope_depth=32,
+        max_envelope_nodes=100_000,
+    )
 
 
 def now_ms(clock: FakeClock) -> int:

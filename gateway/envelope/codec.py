@@ -17,6 +17,14 @@ import msgpack
 import orjson
 from pydantic import ValidationError
 
+from gateway.envelope.bounds import (
+    DecodeLimits,
+    json_may_be_deep,
+    json_nodes_exceeded,
+    json_value_problem,
+    msgpack_shape_exceeded,
+)
+from gateway.envelope.models import SECURITY_ERRORS as _SECURITY_ERRORS
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
 
@@ -36,8 +44,8 @@ def normalise_content_type(content_type: str | None) -> str:
 class DecodeError(InvalidRequestError):
     """The request could not be decoded; ``request_id`` is what could be salvaged for the reply."""
 
-    def __init__(self, message: str, request_id: str | None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, request_id: str | None, *, security_kind: str | None = None) -> None:
+        super().__init__(message, security_kind=security_kind)
         self.request_id = request_id
 
 
@@ -47,36 +55,47 @@ class OversizeError(PayloadTooLargeError):
         self.request_id = request_id
 
 
-def decode_request(raw: bytes, content_type: str, *, max_bytes: int) -> RequestEnvelope:
-    """Bytes off the bus → a validated request envelope, or a DecodeError/OversizeError."""
+def decode_request(raw: bytes, content_type: str, limits: DecodeLimits) -> RequestEnvelope:
+    """Bytes off the bus → a validated request envelope, or a DecodeError/OversizeError.
+
+    The size is checked before anything is parsed, the node count of a message that could exceed
+    it before parsing (see ``bounds``), depth and value types right after.
+    """
     codec = normalise_content_type(content_type)
     if codec not in (JSON, MSGPACK):
         raise DecodeError(f"unsupported content type {content_type!r} (use {JSON} or {MSGPACK})", None)
-    try:
-        data = orjson.loads(raw) if codec == JSON else msgpack.unpackb(raw, raw=False, strict_map_key=True)
-    except (
-        orjson.JSONDecodeError,
-        ValueError,
-        msgpack.ExtraData,
-        msgpack.FormatError,
-        msgpack.StackError,
-    ) as exc:
-        raise DecodeError(f"body is not valid {codec.split('/')[1]}: {exc}", None) from exc
-    except Exception as exc:
-        raise DecodeError(f"body is not valid {codec.split('/')[1]}: {exc}", None) from exc
+    if len(raw) > limits.max_bytes:
+        raise OversizeError(f"request is {len(raw)} bytes, over the {limits.max_bytes}-byte limit", leading_id(raw))
+    data = _parse(raw, codec, limits)
     if not isinstance(data, dict):
         raise DecodeError("envelope must be a JSON object / msgpack map", None)
     request_id = _salvage_id(data)
-    if len(raw) > max_bytes:
-        raise OversizeError(f"request is {len(raw)} bytes, over the {max_bytes}-byte limit", request_id)
+    if (codec == MSGPACK or json_may_be_deep(raw, limits)) and (
+        problem := json_value_problem(data.get("json"), limits)
+    ):
+        raise DecodeError(problem, request_id)
     try:
         return RequestEnvelope.model_validate(data)
     except ValidationError as exc:
-        raise DecodeError(_describe(exc), request_id) from exc
+        raise DecodeError(_describe(exc), request_id, security_kind=_security_kind(exc)) from exc
+
+
+def _parse(raw: bytes, codec: str, limits: DecodeLimits) -> Any:
+    if len(raw) > limits.max_nodes:  # n bytes hold at most n values: smaller messages need no count
+        scan = json_nodes_exceeded if codec == JSON else msgpack_shape_exceeded
+        if problem := scan(raw, limits):
+            raise DecodeError(problem, leading_id(raw))
+    try:
+        return orjson.loads(raw) if codec == JSON else msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:  # the parsers raise a variety: ValueError, StackError, ExtraData ...
+        raise DecodeError(f"body is not valid {codec.split('/')[1]}: {_short(exc)}", leading_id(raw)) from exc
 
 
 def salvage_id(raw: bytes, content_type: str) -> str | None:
-    """Best-effort request id from bytes that failed somewhere after decoding."""
+    """Best-effort request id from bytes that failed somewhere after decoding (never a full parse of
+    a large message: see ``leading_id``)."""
+    if len(raw) > _SALVAGE_PARSE_BYTES:
+        return leading_id(raw)
     try:
         data = orjson.loads(raw) if normalise_content_type(content_type) == JSON else msgpack.unpackb(raw)
     except Exception:  # noqa: BLE001 - salvage is best effort by definition
@@ -84,9 +103,55 @@ def salvage_id(raw: bytes, content_type: str) -> str | None:
     return _salvage_id(data) if isinstance(data, dict) else None
 
 
+_SALVAGE_PARSE_BYTES = 64 * 1024
+# The id when it is the envelope's first key (as the SDK writes it): found without parsing the rest.
+_LEADING_JSON_ID = re.compile(rb'\A\s{0,64}\{\s{0,64}"id"\s{0,64}:\s{0,64}"([^"\\\x00-\x1f]{1,128})"')
+_MSGPACK_MAPS = {**{b: 1 for b in range(0x80, 0x90)}, 0xDE: 3, 0xDF: 5}  # map header → its size in bytes
+
+
+def leading_id(raw: bytes) -> str | None:
+    """The request id, when it is the first key of the envelope, read without parsing (either codec)."""
+    match = _LEADING_JSON_ID.match(raw)
+    if match is not None:
+        return _text(match.group(1))
+    head = _MSGPACK_MAPS.get(raw[0]) if raw else None
+    if head is None or raw[head : head + 3] != b"\xa2id" or len(raw) <= head + 3:
+        return None
+    first = raw[head + 3]
+    if 0xA1 <= first <= 0xBF:
+        start, size = head + 4, first & 0x1F
+    elif first == 0xD9 and len(raw) > head + 4:
+        start, size = head + 5, raw[head + 4]
+    else:
+        return None
+    return _text(raw[start : start + size]) if len(raw) >= start + size else None
+
+
+def _text(data: bytes) -> str | None:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if 0 < len(text) <= 128 else None
+
+
 def _salvage_id(data: Mapping[Any, Any]) -> str | None:
     rid = data.get("id")
     return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
+
+
+def _short(exc: Exception) -> str:
+    """A parser's complaint, bounded: it may quote the input."""
+    text = str(exc)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _security_kind(exc: ValidationError) -> str | None:
+    """A refused path or header is an attack worth a security event (the validators name their type)."""
+    for err in exc.errors():
+        if err["type"] in _SECURITY_ERRORS:
+            return str(err["type"])
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -6,8 +6,10 @@ import base64
 import binascii
 import re
 from typing import Any, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from gateway.errors import ErrorCode
 
@@ -16,7 +18,16 @@ CONTRACT_VERSION = "1"
 # A path must be origin-form: one leading slash, no scheme, no authority, no whitespace or control chars.
 _BAD_PATH = re.compile(r"^(?!/)|^//|[\s\x00-\x1f\x7f\\]")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
-_METHOD = re.compile(r"^[A-Z]{1,16}$")
+# RFC 9110 §5.6.2: token = 1*tchar. Methods (§9.1) and field names (§5.1) are tokens.
+_TCHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"
+_TOKEN = re.compile(f"[{_TCHARS}]+")
+_METHOD = re.compile(f"[{_TCHARS}]{{1,16}}")
+_REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})  # a tunnel, and an echo of the request's credentials
+# RFC 9110 §5.5: a field value holds no CR, LF or NUL; other controls but HTAB are refused as well.
+_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_ENCODING_ROUNDS = 4  # percent-decoding rounds tried on a path; more layers than that is refused
+# Validator error types that mean an attack, not a mistake: the codec raises a security event for them.
+SECURITY_ERRORS = frozenset({"invalid_path", "invalid_header"})
 
 
 class _Strict(BaseModel):
@@ -35,18 +46,37 @@ class RequestEnvelope(_Strict):
 
     id: str = Field(min_length=1, max_length=128, description="Request id; the reply carries it.")
     upstream: str = Field(min_length=1, max_length=128, description="Name of a configured upstream.")
-    method: str = Field(default="GET", description="HTTP method.", json_schema_extra={"pattern": "^[A-Za-z]{1,16}$"})
+    method: str = Field(
+        default="GET",
+        description="HTTP method: an RFC 9110 token; CONNECT and TRACE are refused.",
+        json_schema_extra={"pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]{1,16}$", "not": {"enum": ["CONNECT", "TRACE"]}},
+    )
     path: str = Field(
         default="/",
         max_length=8192,
-        description="Origin-form path and query: a single leading '/', no scheme or host.",
+        description=(
+            "Origin-form path and query: a single leading '/', no scheme or host, no '.' or '..' segments "
+            "(raw or percent-encoded)."
+        ),
         json_schema_extra={"pattern": "^/(?!/)[^\\s\\\\]*$"},
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="Forwarded minus hop-by-hop.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Forwarded minus hop-by-hop and those named in Connection. Names are RFC 9110 tokens; values "
+            "carry no CR, LF, NUL or other control characters but tab."
+        ),
+        json_schema_extra={
+            "propertyNames": {"pattern": "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$"},
+            "additionalProperties": {"type": "string", "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$"},
+        },
+    )
     json_: Any = Field(default=None, alias="json", description="JSON request body.")
     body: str | bytes | None = Field(default=None, description="Text body (raw bytes in msgpack).")
     body_b64: str | None = Field(default=None, description="Base64-encoded binary body.")
-    timeout_ms: int | None = Field(default=None, gt=0, description="Total budget incl. retries.")
+    timeout_ms: int | None = Field(
+        default=None, gt=0, description="Total budget incl. retries, ms; at most the gateway's MAX_TIMEOUT_MS."
+    )
     sent_at: int | None = Field(default=None, ge=0, description="Epoch ms of publication.")
     deadline: int | None = Field(default=None, ge=0, description="Absolute epoch-ms deadline.")
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
@@ -56,16 +86,38 @@ class RequestEnvelope(_Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
+        if not _METHOD.fullmatch(v):
+            raise ValueError("method must be an RFC 9110 token of at most 16 characters")
         v = v.upper()
-        if not _METHOD.match(v):
-            raise ValueError("method must be an HTTP token of letters")
+        if v in _REFUSED_METHODS:
+            raise ValueError(f"method {v} is not forwarded")
         return v
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
         if _BAD_PATH.search(v) or _SCHEME.match(v):
-            raise ValueError("path must start with a single '/' and carry no scheme, host or whitespace")
+            raise PydanticCustomError(
+                "invalid_path", "path must start with a single '/' and carry no scheme, host or whitespace"
+            )
+        if problem := dot_segment_problem(v.split("?", 1)[0]):
+            raise PydanticCustomError("invalid_path", problem)
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _TOKEN.fullmatch(name):
+                raise PydanticCustomError(
+                    "invalid_header", "header name {name} is not an RFC 9110 token", {"name": quoted(name)}
+                )
+            if _BAD_VALUE.search(value):
+                raise PydanticCustomError(
+                    "invalid_header",
+                    "header {name} has a control character (CR, LF, NUL ...) in its value",
+                    {"name": quoted(name)},
+                )
         return v
 
     @model_validator(mode="before")
@@ -98,6 +150,28 @@ class RequestEnvelope(_Strict):
     @property
     def has_json(self) -> bool:
         return "json_" in self.model_fields_set and self.json_ is not None
+
+
+def dot_segment_problem(path: str) -> str | None:
+    """Does this path (no query) hold a ``.`` or ``..`` segment, raw or percent-encoded, once or
+    several times over (``%2e``, ``%252e``), with ``%2F`` or ``%5C`` as separators? HTTP clients and
+    servers remove dot segments, so they would climb out of the endpoint's base path."""
+    for _ in range(_ENCODING_ROUNDS + 1):
+        for segment in path.replace("\\", "/").split("/"):
+            if segment.split(";", 1)[0] in (".", ".."):  # "..;" too: servers drop path parameters
+                return "path must not hold '.' or '..' segments (raw or percent-encoded)"
+        if "%" not in path:
+            return None
+        decoded = unquote(path)
+        if decoded == path:
+            return None
+        path = decoded
+    return f"path is percent-encoded more than {_ENCODING_ROUNDS} times over"
+
+
+def quoted(name: str, limit: int = 64) -> str:
+    """A caller's string made safe to put in an error message: ASCII-escaped and truncated."""
+    return ascii(name[:limit]) + ("..." if len(name) > limit else "")
 
 
 class ErrorInfo(_Strict):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+from dataclasses import replace
 from typing import Any, Literal
 
 import msgpack
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway.envelope.bounds import DecodeLimits
 from gateway.envelope.codec import (
     JSON,
     MSGPACK,
@@ -24,14 +26,16 @@ from gateway.envelope.codec import (
 )
 from gateway.errors import UpstreamTimeoutError
 
-LIMIT = 64 * 1024
+LIMITS = DecodeLimits(max_bytes=64 * 1024, max_depth=32, max_nodes=100_000)
 
 SURROGATES: tuple[Literal["Cs"]] = ("Cs",)  # mypy infers a bare ("Cs",) as tuple[str] here
+CONTROLS = "".join(map(chr, [*range(0x09), *range(0x0A, 0x20), 0x7F]))  # all C0 controls but tab, and DEL
 ids = st.text(st.characters(exclude_categories=SURROGATES), min_size=1, max_size=128)
 paths = st.from_regex(r"/[a-z0-9/_.-]{0,40}(\?[a-z=&0-9]{0,20})?", fullmatch=True).filter(
-    lambda p: not p.startswith("//")
+    lambda p: not p.startswith("//") and not {".", ".."} & set(p.split("?")[0].split("/"))
 )
-headers = st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True), st.text(max_size=40))
+header_values = st.text(st.characters(exclude_categories=SURROGATES, exclude_characters=CONTROLS), max_size=40)
+headers = st.dictionaries(st.from_regex(r"[A-Za-z][A-Za-z0-9-]{0,20}", fullmatch=True), header_values)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
@@ -44,7 +48,7 @@ def test_request_round_trips_through_both_codecs(
     rid: str, path: str, hdrs: dict[str, str], body: Any, codec: str
 ) -> None:
     doc = {"id": rid, "upstream": "payments", "method": "post", "path": path, "headers": hdrs, "json": body}
-    envelope = decode_request(encode_request(doc, codec), codec, max_bytes=LIMIT)
+    envelope = decode_request(encode_request(doc, codec), codec, LIMITS)
     assert (envelope.id, envelope.path, envelope.headers, envelope.method) == (rid, path, hdrs, "POST")
     assert envelope.json_ == body
 
@@ -52,7 +56,7 @@ def test_request_round_trips_through_both_codecs(
 @given(raw=st.binary(max_size=200), codec=st.sampled_from([JSON, MSGPACK]))
 def test_garbage_never_escapes_as_anything_but_a_wire_error(raw: bytes, codec: str) -> None:
     with contextlib.suppress(DecodeError):
-        decode_request(raw, codec, max_bytes=LIMIT)  # anything else raised fails the test
+        decode_request(raw, codec, LIMITS)  # anything else raised fails the test
 
 
 @pytest.mark.parametrize(
@@ -73,7 +77,7 @@ def test_garbage_never_escapes_as_anything_but_a_wire_error(raw: bytes, codec: s
 )
 def test_invalid_envelopes_name_the_field(doc: dict[str, Any], fragment: str) -> None:
     with pytest.raises(DecodeError) as info:
-        decode_request(orjson.dumps(doc), JSON, max_bytes=LIMIT)
+        decode_request(orjson.dumps(doc), JSON, LIMITS)
     assert fragment in info.value.message
     assert info.value.request_id == (doc.get("id") or None)
 
@@ -81,13 +85,13 @@ def test_invalid_envelopes_name_the_field(doc: dict[str, Any], fragment: str) ->
 def test_oversize_is_payload_too_large_and_keeps_the_id() -> None:
     raw = orjson.dumps({"id": "big", "upstream": "x", "body": "x" * 2000})
     with pytest.raises(OversizeError) as info:
-        decode_request(raw, JSON, max_bytes=1000)
+        decode_request(raw, JSON, replace(LIMITS, max_bytes=1000))
     assert (info.value.code, info.value.request_id) == ("payload_too_large", "big")
 
 
 def test_unknown_content_type_is_invalid() -> None:
     with pytest.raises(DecodeError, match="unsupported content type"):
-        decode_request(b"{}", "text/plain", max_bytes=LIMIT)
+        decode_request(b"{}", "text/plain", LIMITS)
 
 
 def test_content_type_aliases() -> None:
@@ -129,4 +133,4 @@ def test_error_reply_carries_code_and_message() -> None:
 
 def test_msgpack_request_body_may_be_raw_bytes() -> None:
     raw = msgpack.packb({"id": "m", "upstream": "x", "body": b"\x00\x01"}, use_bin_type=True)
-    assert decode_request(raw, MSGPACK, max_bytes=LIMIT).body_bytes() == b"\x00\x01"
+    assert decode_request(raw, MSGPACK, LIMITS).body_bytes() == b"\x00\x01"
