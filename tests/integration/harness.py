@@ -42,6 +42,14 @@ class Stack:
         return await kafka_dead_letters(self.bootstrap, count, timeout)
 
 
+def requester_for(stack: Stack, **kwargs: Any) -> Any:
+    """Another requester on a stack's queue (a second calling service)."""
+    if stack.kind == "rabbitmq":
+        return RabbitRequester(AMQP_URL, queue=stack.queue, telemetry=f"{stack.queue}.telemetry", **kwargs)
+    assert stack.bootstrap is not None
+    return KafkaRequester(stack.bootstrap, topic=stack.queue, **kwargs)
+
+
 def transport_and_requester(
     kind: str, queue: str, bootstrap: str | None, *, max_in_flight: int = 256
 ) -> tuple[Transport, Any]:
@@ -69,6 +77,7 @@ async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None)
         env: dict[str, Any] | None = None,
         max_in_flight: int = 256,
         certificates: dict[str, Any] | None = None,
+        security: dict[str, Any] | None = None,
     ) -> Stack:
         queue = f"t.requests.{uuid.uuid4().hex[:10]}"
         transport, requester = transport_and_requester(kind, queue, bootstrap, max_in_flight=max_in_flight)
@@ -77,6 +86,8 @@ async def stack_factory(stack: AsyncExitStack, kind: str, bootstrap: str | None)
         document: dict[str, Any] = {"upstreams": upstreams}
         if certificates is not None:
             document["certificates"] = certificates
+        if security is not None:
+            document["security"] = security
         gateway = Gateway(load_config(settings, document), observers=[events], transports=[transport])
         if kind == "rabbitmq":
             # Registered first, so it runs last: a consuming gateway would re-declare a deleted queue.
