@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.events import BreakerStateChanged, RequestCompleted, RequestReceived
+from gateway.events import SECURITY_KINDS, BreakerStateChanged, RequestCompleted, RequestReceived, SecurityRefused
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.server import MetricsServer
 from tests.fixtures.prometheus import PrometheusServer, StartPrometheus
@@ -64,6 +64,19 @@ async def test_prometheus_scrapes_the_requests_the_gateway_answered(
     assert await prometheus.wait_for_value('max(cmn_breaker_state{state="open"})', 1) == 1
 
     await rules_are_loaded_and_healthy(prometheus)
+
+
+async def test_the_first_security_refusal_of_a_kind_shows_in_increase(
+    metrics: Metrics, server: MetricsServer, prometheus_server: StartPrometheus
+) -> None:
+    prometheus = await prometheus_server([f"127.0.0.1:{server.port}"])
+    # Every kind is scraped at 0 before anything happens, so increase() has a sample to start from.
+    assert await prometheus.wait_for_value(f"count(cmn_security_events_total{JOB})", len(SECURITY_KINDS) + 1) == 8
+    metrics.on_event(SecurityRefused("reply_to_refused", "reply_to cmn.telemetry", "billing", transport="kafka"))
+    refused = 'sum(cmn_security_events_total{job="cmn-gateway", kind="reply_to_refused"})'
+    assert await prometheus.wait_for_value(refused, 1) == 1
+    rising = await prometheus.values(f"sum by (kind) (increase(cmn_security_events_total{JOB}[1m])) > 0", by="kind")
+    assert set(rising) == {"reply_to_refused"}
 
 
 async def rules_are_loaded_and_healthy(prometheus: PrometheusServer) -> None:
