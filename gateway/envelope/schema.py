@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from gateway.envelope.models import CONTRACT_VERSION, ReplyEnvelope, RequestEnvelope, TelemetryEvent
+from gateway.events import SECURITY_KINDS
 
 REQUESTS = "cmn.requests"
 TELEMETRY = "cmn.telemetry"
@@ -43,6 +44,12 @@ def _message(name: str, schema_file: str, summary: str, headers: dict[str, Any])
 
 
 _TRACE = {"traceparent": {"type": "string", "description": "W3C trace context, passed through."}}
+_TELEMETRY_TYPES = (
+    "type names the event: request.completed per answered request; breaker, endpoint, rate-limit and certificate "
+    "changes as they happen; security.<kind> for every request refused for security's sake, kind one of "
+    f"{', '.join(SECURITY_KINDS)}, with data kind, reason, principal, upstream, transport and request_id (never "
+    "a secret). RabbitMQ routes by type (bind security.# for every refusal); Kafka records carry it in header type."
+)
 
 
 def asyncapi() -> dict[str, Any]:
@@ -132,7 +139,10 @@ def asyncapi() -> dict[str, Any]:
                     "The reply envelope, in the request's codec.",
                     {"correlation_id": {"type": "string"}, **_TRACE},
                 ),
-                "telemetry": _message("telemetry", "telemetry.schema.json", "One telemetry event.", _TRACE),
+                "telemetry": {
+                    **_message("telemetry", "telemetry.schema.json", "One telemetry event.", _TRACE),
+                    "description": _TELEMETRY_TYPES,
+                },
                 "deadLetter": {
                     "name": "deadLetter",
                     "summary": "The original request bytes.",
