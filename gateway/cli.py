@@ -1,4 +1,4 @@
-"""`cmn`: serve, request, telemetry, demo, schemas, certs. The only place that reads the process environment."""
+"""`cmn`: serve, request, telemetry, demo, schemas, certs, audit. The only place that reads the process environment."""
 
 from __future__ import annotations
 
@@ -214,8 +214,15 @@ def _mount_certs() -> None:
     app.add_typer(certs_app, name="certs", help="Certificates: development CA, listing.")
 
 
+def _mount_audit() -> None:
+    from gateway.security.audit.cli import audit
+
+    app.command("audit")(audit)
+
+
 def main() -> None:
     _mount_certs()
+    _mount_audit()
     app()
 
 
