@@ -6,7 +6,8 @@ bound as callables and read by a collector during the scrape.
 
 Naming follows the Prometheus conventions: prefix ``cmn_``, base units (seconds), counters end in
 ``_total``. Every label value is bounded: methods fold onto the standard set, error codes onto the
-wire contract's codes, and names the gateway does not control (upstreams that failed routing,
+wire contract's codes, security refusals onto ``SECURITY_KINDS`` (who and why go to the log, never
+to a label), and names the gateway does not control (upstreams that failed routing,
 retry reasons) pass through a per-label cap, so a misbehaving publisher cannot grow the series count.
 """
 
