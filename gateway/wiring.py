@@ -152,7 +152,9 @@ async def build_guard(config: GatewayConfig, secrets: SecretResolver, clock: Clo
     """Identity (signing keys resolved now), the access policy and the reply-address rules."""
     s = config.settings
     keys = {
-        key_id: SigningKey(key.principal, (await secrets.resolve(key.secret, purpose=f"security.keys.{key_id}")).encode())
+        key_id: SigningKey(
+            key.principal, (await secrets.resolve(key.secret, purpose=f"security.keys.{key_id}")).encode()
+        )
         for key_id, key in config.security.keys.items()
     }
     upstreams = config.upstreams.upstreams

@@ -60,7 +60,7 @@ async def replicas() -> AsyncIterator[tuple[Deduplicator, Deduplicator]]:
 
 
 async def overlapping(
-    one: Deduplicator, two: Deduplicator, env: RequestEnvelope, upstream: Upstream
+    one: Deduplicator, two: Deduplicator, env: IdempotencyKey | None, upstream: Upstream
 ) -> tuple[asyncio.Task[UpstreamResponse], asyncio.Task[UpstreamResponse]]:
     """The same request on two replicas, the second arriving while the first is at the upstream."""
     deadline = Deadline.after(CLOCK, 5)

@@ -1,8 +1,8 @@
 """The three questions the pipeline asks before any network I/O, behind one object.
 
-    reply_to(transport, address)   may a reply go there?            reply_to_refused
-    identify(proof)                who sent this?                   unauthenticated
-    authorize(caller, ...)         may they, and for which tenant?  forbidden
+reply_to(transport, address)   may a reply go there?            reply_to_refused
+identify(proof)                who sent this?                   unauthenticated
+authorize(caller, ...)         may they, and for which tenant?  forbidden
 """
 
 from __future__ import annotations

@@ -59,9 +59,7 @@ class Signed:
 
 
 class Identifier:
-    def __init__(
-        self, keys: Mapping[str, SigningKey], *, clock: Clock, max_age: float, require_identity: bool
-    ) -> None:
+    def __init__(self, keys: Mapping[str, SigningKey], *, clock: Clock, max_age: float, require_identity: bool) -> None:
         self._keys = dict(keys)
         self._clock = clock
         self._max_age_ms = max_age * 1000

@@ -170,4 +170,3 @@ async def test_identity_can_be_required(make_stack: StackFactory, echo_upstream:
     reply = await stack.client.request("open", "GET", "/x")
     assert reply.error is not None and reply.error.code == "unauthenticated"
     assert echo_upstream.hits == 0
-

@@ -18,7 +18,9 @@ NOW_MS = 1_800_000_000_000
 
 def identifier(*, require: bool = False, max_age: float = 300) -> Identifier:
     clock = FakeClock(wall_start=NOW_MS / 1000)
-    return Identifier({"billing-2026": SigningKey("billing", SECRET)}, clock=clock, max_age=max_age, require_identity=require)
+    return Identifier(
+        {"billing-2026": SigningKey("billing", SECRET)}, clock=clock, max_age=max_age, require_identity=require
+    )
 
 
 def signed(
@@ -41,7 +43,9 @@ def test_the_scheme_is_exactly_the_documented_hmac() -> None:
     body = b'{"id":"1","upstream":"payments"}'
     message = f"{NOW_MS}\nbilling-2026\nc-1\ncmn.replies.x\n".encode() + body
     expected = "v1=" + hmac.new(SECRET, message, hashlib.sha256).hexdigest()
-    headers = signature.sign("billing-2026", SECRET, now_ms=NOW_MS, correlation_id="c-1", reply_to="cmn.replies.x", body=body)
+    headers = signature.sign(
+        "billing-2026", SECRET, now_ms=NOW_MS, correlation_id="c-1", reply_to="cmn.replies.x", body=body
+    )
     assert headers == {"x-cmn-key-id": "billing-2026", "x-cmn-signed-at": str(NOW_MS), "x-cmn-signature": expected}
 
 

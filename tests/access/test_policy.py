@@ -22,7 +22,9 @@ def policy() -> AccessPolicy:
             "path_prefixes": ["/v1/"],
         }
     )
-    return AccessPolicy({"payments": payments, "public": None}, {"billing": PrincipalConfig(tenants=frozenset({"acme"}))})
+    return AccessPolicy(
+        {"payments": payments, "public": None}, {"billing": PrincipalConfig(tenants=frozenset({"acme"}))}
+    )
 
 
 def allowed(caller: Caller, method: str = "GET", path: str = "/v1/charges", upstream: str = "payments") -> bool:
@@ -58,7 +60,11 @@ def test_methods_and_path_prefixes_narrow_the_allow_list() -> None:
 def test_a_refusal_is_forbidden_with_a_security_kind() -> None:
     with pytest.raises(ForbiddenError, match="mallory may not use upstream payments") as refused:
         policy().authorize(MALLORY, upstream="payments", method="GET", path="/v1/x", tenant=None)
-    assert (refused.value.code, refused.value.security_kind, refused.value.dead_letter) == ("forbidden", "forbidden", False)
+    assert (refused.value.code, refused.value.security_kind, refused.value.dead_letter) == (
+        "forbidden",
+        "forbidden",
+        False,
+    )
 
 
 def tenant(caller: Caller, claimed: str | None) -> str:

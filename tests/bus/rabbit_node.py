@@ -156,6 +156,12 @@ class RabbitNode:
         """Drop every client connection; the node keeps running."""
         self._ctl("close_all_connections", reason, timeout=30)
 
+    def add_user(self, name: str, password: str) -> str:
+        """A real broker user with full rights on the default vhost; returns its AMQP URL."""
+        self._ctl("add_user", name, password, timeout=30)
+        self._ctl("set_permissions", "-p", "/", name, ".*", ".*", ".*", timeout=30)
+        return f"amqp://{name}:{password}@127.0.0.1:{self.port}/"
+
     def _ctl(self, *args: str, timeout: float) -> str:
         result = subprocess.run(
             [CTL, "-n", self.name, *args], env=self._env, capture_output=True, timeout=timeout, check=False
