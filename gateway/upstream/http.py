@@ -8,6 +8,7 @@ request details, and these messages go back to callers.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import ssl
@@ -29,6 +30,13 @@ from gateway.upstream.outcome import (
 # aiohttp decompresses bodies, so the framing headers of the wire no longer describe what we return.
 _FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding", "connection", "keep-alive"})
 _CHUNK = 64 * 1024
+# asyncio and ssl raise some of these without an errno; the OS's words for them all the same.
+_ERRNO_OF: dict[type[OSError], int] = {
+    ConnectionRefusedError: errno.ECONNREFUSED,
+    ConnectionResetError: errno.ECONNRESET,
+    ConnectionAbortedError: errno.ECONNABORTED,
+    BrokenPipeError: errno.EPIPE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +142,8 @@ def _os_reason(error: OSError) -> str:
     """The OS's words ("Connection refused", "Name or service not known"), without addresses or objects."""
     if isinstance(error, socket.gaierror):
         return error.strerror or "name resolution failed"
-    if error.errno is not None and error.errno > 0:
-        return os.strerror(error.errno)
-    return type(error).__name__
+    number = error.errno if error.errno is not None and error.errno > 0 else _ERRNO_OF.get(type(error))
+    return os.strerror(number) if number is not None else type(error).__name__
 
 
 def _dropped_reason(error: aiohttp.ClientError) -> str:
