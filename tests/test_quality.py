@@ -1,4 +1,4 @@
-"""The house rules, enforced: mypy --strict, ruff (lint + format) and the one-way import layers."""
+"""The house rules, enforced: mypy --strict, ruff (lint + format), the one-way import layers and bandit."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ BIN = Path(sys.executable).parent
         [str(BIN / "ruff"), "format", "--check", "gateway", "tests"],
         [str(BIN / "mypy"), "gateway", "tests"],
         [str(BIN / "lint-imports")],
+        [str(BIN / "bandit"), "-q", "-c", "pyproject.toml", "-r", "gateway"],
     ],
-    ids=["ruff-check", "ruff-format", "mypy-strict", "import-layers"],
+    ids=["ruff-check", "ruff-format", "mypy-strict", "import-layers", "bandit"],
 )
 def test_codebase_is_clean(command: list[str]) -> None:
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)

@@ -283,7 +283,7 @@ class Metrics:
         try:
             self._dispatch(event)
             self._events += 1
-        except Exception:  # noqa: BLE001 - metrics must never fail the request that emitted the event
+        except Exception:  # noqa: BLE001  # nosec B110  # metrics must never fail the request that emitted the event
             pass
 
     def _dispatch(self, event: Event) -> None:

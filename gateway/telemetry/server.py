@@ -23,7 +23,7 @@ class MetricsServer:
         self,
         registry: CollectorRegistry,
         *,
-        host: str = "0.0.0.0",  # probes and scrapes come from outside the pod
+        host: str = "0.0.0.0",  # nosec B104  # probes and scrapes come from outside the pod
         port: int,
         readiness: Callable[[], bool],
     ) -> None:

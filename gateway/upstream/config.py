@@ -156,7 +156,7 @@ class TlsConfig(_Model):
     verify_hostname: bool = True
 
 
-_TOKEN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # RFC 9110 token
+_TOKEN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # nosec B105  # RFC 9110 token (a header name), not a credential
 # Headers the HTTP client frames the message with: a credential may not take their place.
 _RESERVED_HEADERS = frozenset(
     {"host", "content-length", "content-type", "transfer-encoding", "connection", "keep-alive", "te", "upgrade"}

@@ -143,7 +143,7 @@ def build_forwarder(
         clock=clock,
         observer=observer,
         tls=tls or StaticTlsContexts({n: c.tls for n, c in upstreams.upstreams.items() if c.tls is not None}),
-        rng=rng or random.Random(),
+        rng=rng or random.Random(),  # nosec B311  # balancer picks and backoff jitter, not secrets
         local_buckets=local,
         shared_buckets=redis or local,
         credentials=credentials,

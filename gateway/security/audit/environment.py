@@ -60,7 +60,7 @@ def _amqp(url: str | None) -> Iterator[Finding]:
     host = parts.hostname or "localhost"
     remote = not is_loopback(host)
     user = parts.username or "guest"
-    if user == "guest" or parts.password == "guest":
+    if "guest" in (user, parts.password):
         yield finding(
             r.DEFAULT_BROKER_ACCOUNT,
             f"AMQP_URL logs in to {host} with RabbitMQ's default guest account",
