@@ -95,7 +95,7 @@ class RedisBuckets:
         first = self._down_until == -math.inf
         self._down_until = self._clock.monotonic() + self._retry_interval
         if first:
-            reason = f"redis unreachable: {exc!r}"
+            reason = f"redis unreachable ({type(exc).__name__})"  # never the URL or an object repr
             log.warning("rate limits fall back to local buckets: %s", reason)
             self._observer.on_event(RateLimitBackendFallback(reason=reason))
 

@@ -67,7 +67,7 @@ async def test_unreachable_redis_falls_back_to_local_limits_and_says_so_once() -
     assert [wait == 0.0 for wait, _ in results] == [True, True, False]  # local buckets still limit
     assert down.degraded
     [event] = events_of(observer, RateLimitBackendFallback)
-    assert "redis unreachable" in event.reason
+    assert event.reason == "redis unreachable (ConnectionError)"
     clock.advance(5.0)
     await down.take([("svc", rate)])  # tries Redis again, still down: no second event
     assert len(observer.of_type(RateLimitBackendFallback)) == 1
