@@ -195,7 +195,15 @@ def _cluster(name: str, config: UpstreamConfig, shared: _Shared) -> Cluster:
     )
     health_policy = policies.health_policy(config)
     health = (
-        HealthChecker(name, hosts, health_policy, clock=shared.clock, observer=shared.observer, tls=shared.tls)
+        HealthChecker(
+            name,
+            hosts,
+            health_policy,
+            clock=shared.clock,
+            observer=shared.observer,
+            tls=shared.tls,
+            credential=shared.credentials.get(name),
+        )
         if health_policy is not None
         else None
     )

@@ -16,6 +16,7 @@ import aiohttp
 from gateway.clock import Clock
 from gateway.errors import GatewayError
 from gateway.events import EndpointHealthChanged, Observer
+from gateway.upstream.auth import Credential
 from gateway.upstream.host import Host
 from gateway.upstream.http import Exchange, exchange
 from gateway.upstream.tls import TlsContextProvider
@@ -41,6 +42,7 @@ class HealthChecker:
         clock: Clock,
         observer: Observer,
         tls: TlsContextProvider | None = None,
+        credential: Credential | None = None,
     ) -> None:
         self.upstream = upstream
         self.policy = policy
@@ -48,6 +50,7 @@ class HealthChecker:
         self._clock = clock
         self._observer = observer
         self._tls = tls
+        self._credential = credential  # probes of an upstream behind auth carry its credential too
         self._streaks = {h.url: 0 for h in self._hosts}  # >0: passes in a row, <0: failures in a row
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
@@ -93,7 +96,7 @@ class HealthChecker:
         probe = Exchange(
             method="GET",
             url=host.url + self.policy.path,
-            headers={},
+            headers=self._credential.apply({}) if self._credential is not None else {},
             body=None,
             timeout=self.policy.timeout,
             connect_timeout=self.policy.timeout,

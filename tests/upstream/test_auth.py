@@ -19,6 +19,8 @@ from gateway.settings import describe_validation_error, load_settings
 from gateway.upstream.auth import resolve_upstream_auth
 from gateway.upstream.config import UpstreamDefaults
 from gateway.upstream.forward import GatewayForwarder, build_forwarder
+from gateway.upstream.health import HealthChecker, HealthPolicy
+from gateway.upstream.host import Host
 from gateway.upstream.http import Exchange
 from tests.fixtures.upstreams import StartUpstream
 from tests.upstream.helpers import outbound, upstreams
@@ -185,3 +187,25 @@ async def test_without_auth_the_callers_authorization_passes_through(start_upstr
     async with fwd:
         await fwd.forward(outbound("svc", headers={"Authorization": "Bearer callers-own"}))
     assert seen == [["Bearer callers-own"]]
+
+
+async def test_health_probes_of_an_upstream_behind_auth_carry_its_credential(start_upstream: StartUpstream) -> None:
+    async def guarded(request: web.Request) -> web.Response:
+        return web.Response(status=200 if request.headers.get("Authorization") == f"Bearer {TOKEN}" else 401)
+
+    app = web.Application()
+    app.router.add_get("/healthz", guarded)
+    upstream = await start_upstream(app)
+    config = upstreams(svc={"endpoints": [upstream.url], "auth": {"bearer": {"env": "SVC_TOKEN"}}})
+    credential = (await resolve_upstream_auth(config, SecretResolver(environ={"SVC_TOKEN": TOKEN})))["svc"]
+    policy = HealthPolicy(path="/healthz", unhealthy_threshold=1)
+    verdicts = []
+    for given in (credential, None):
+        host = Host(upstream.url)
+        checker = HealthChecker(
+            "svc", [host], policy, clock=SystemClock(), observer=RecordingObserver(), credential=given
+        )
+        await checker.check_all()
+        await checker.aclose()
+        verdicts.append(host.healthy)
+    assert verdicts == [True, False]  # without it the upstream answers 401 and the probe fails
