@@ -15,6 +15,7 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gateway.errors import ConfigError
 from gateway.security.audit.findings import Severity
@@ -57,7 +58,11 @@ def audit(
         ctx = audit_context(settings, memory_limit(memory))
         findings = asyncio.run(run_audit(ctx, live=live))
     except ConfigError as exc:
-        err.print(f"[red]cmn audit: {exc.message}[/red]", highlight=False)
+        err.print(f"[red]cmn audit: {escape(exc.message)}[/red]", highlight=False, soft_wrap=True)
+        for item in getattr(exc, "secrets", []):
+            err.print(
+                f"cmn audit: {item.id} {escape(str(item.location))}: {item.title}", highlight=False, soft_wrap=True
+            )
         raise typer.Exit(2) from exc
     if output is Format.table:
         Console().print(table(findings, ctx.locator.file))

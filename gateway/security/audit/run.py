@@ -14,8 +14,16 @@ from gateway.security.audit.environment import environment_findings
 from gateway.security.audit.findings import Finding
 from gateway.security.audit.live import broker_findings, tls_findings
 from gateway.security.audit.locate import YamlLocator
-from gateway.security.audit.static import static_findings
+from gateway.security.audit.static import secret_findings, static_findings
 from gateway.settings import Settings, read_yaml
+
+
+class RefusedConfig(ConfigError):
+    """The gateway would not start on this file; ``secrets`` are those written in it all the same."""
+
+    def __init__(self, message: str, secrets: list[Finding]) -> None:
+        super().__init__(message)
+        self.secrets = secrets
 
 
 def audit_context(settings: Settings, memory: MemoryLimit, now: float | None = None) -> AuditContext:
@@ -24,8 +32,11 @@ def audit_context(settings: Settings, memory: MemoryLimit, now: float | None = N
     if path is None:
         raise ConfigError("CMN_UPSTREAMS_FILE is not set: give --config PATH or set CMN_UPSTREAMS_FILE")
     document = read_yaml(path)
-    config = load_config(settings, document)
     locator = YamlLocator(_display(path), path.read_text())
+    try:
+        config = load_config(settings, document)
+    except ConfigError as exc:
+        raise RefusedConfig(exc.message, list(secret_findings(locator, document))) from exc
     return AuditContext(settings, config, document, locator, memory, SystemClock().time() if now is None else now)
 
 

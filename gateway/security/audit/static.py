@@ -22,6 +22,7 @@ from gateway.app import defaults_from
 from gateway.security.audit import findings as r
 from gateway.security.audit.context import AuditContext, is_loopback
 from gateway.security.audit.findings import Finding, finding
+from gateway.security.audit.locate import YamlLocator
 from gateway.upstream.config import UpstreamConfig
 
 _SECRET_KEY_PARTS = ("password", "passwd", "secret", "token", "apikey", "authorization", "bearer", "privatekey")
@@ -33,7 +34,7 @@ _FLOOR_LIMIT = 100.0
 def static_findings(ctx: AuditContext) -> Iterator[Finding]:
     for name, upstream in ctx.config.upstreams.upstreams.items():
         yield from _upstream(ctx, name, upstream)
-    yield from _secrets(ctx, ctx.document, ())
+    yield from secret_findings(ctx.locator, ctx.document)
 
 
 def _upstream(ctx: AuditContext, name: str, upstream: UpstreamConfig) -> Iterator[Finding]:
@@ -100,7 +101,12 @@ def _raw_upstream(ctx: AuditContext, name: str) -> Mapping[str, Any]:
     return raw if isinstance(raw, Mapping) else {}
 
 
-def _secrets(ctx: AuditContext, node: Any, path: tuple[str | int, ...], secret: bool = False) -> Iterator[Finding]:
+def secret_findings(locator: YamlLocator, document: Mapping[str, Any]) -> Iterator[Finding]:
+    """Secrets written in the raw document; needs no valid configuration (a refused file is in git too)."""
+    return _secrets(locator, document, ())
+
+
+def _secrets(ctx: YamlLocator, node: Any, path: tuple[str | int, ...], secret: bool = False) -> Iterator[Finding]:
     """Walk the document; ``secret`` is set below a key that names a secret, where every scalar that
     is not a reference's ``env``/``file``/``keyvault`` value is the secret itself."""
     if isinstance(node, Mapping):
@@ -110,7 +116,7 @@ def _secrets(ctx: AuditContext, node: Any, path: tuple[str | int, ...], secret: 
                 continue
             inside = secret or _names_secret(str(key))
             if inside and _is_literal(value):
-                yield finding(r.LITERAL_SECRET, f"{key} holds a literal value (not shown)", ctx.locator.at(*here))
+                yield finding(r.LITERAL_SECRET, f"{key} holds a literal value (not shown)", ctx.at(*here))
             else:
                 yield from _secrets(ctx, value, here, inside)
     elif isinstance(node, list):
@@ -120,12 +126,10 @@ def _secrets(ctx: AuditContext, node: Any, path: tuple[str | int, ...], secret: 
         yield from _secret_text(ctx, node, path)
 
 
-def _secret_text(ctx: AuditContext, text: str, path: tuple[str | int, ...]) -> Iterator[Finding]:
+def _secret_text(ctx: YamlLocator, text: str, path: tuple[str | int, ...]) -> Iterator[Finding]:
     scheme, _, rest = text.strip().partition(" ")
     if scheme.lower() in ("bearer", "basic") and rest.strip():
-        yield finding(
-            r.LITERAL_SECRET, f"a {scheme} credential is written in the file (not shown)", ctx.locator.at(*path)
-        )
+        yield finding(r.LITERAL_SECRET, f"a {scheme} credential is written in the file (not shown)", ctx.at(*path))
     elif "://" in text:
         try:
             parts = urlsplit(text.strip())
@@ -136,7 +140,7 @@ def _secret_text(ctx: AuditContext, text: str, path: tuple[str | int, ...]) -> I
             yield finding(
                 r.URL_CREDENTIALS,
                 f"the URL to {parts.hostname} carries a {'password' if password else 'user name'} (not shown)",
-                ctx.locator.at(*path),
+                ctx.at(*path),
             )
 
 
