@@ -16,7 +16,7 @@ from gateway.errors import ConfigError
 from gateway.events import RecordingObserver
 from gateway.secrets import SecretResolver
 from gateway.settings import describe_validation_error, load_settings
-from gateway.upstream.auth import resolve_upstream_auth
+from gateway.upstream.auth import Credential, resolve_upstream_auth
 from gateway.upstream.config import UpstreamDefaults
 from gateway.upstream.forward import GatewayForwarder, build_forwarder
 from gateway.upstream.health import HealthChecker, HealthPolicy
@@ -113,6 +113,13 @@ async def test_a_credential_never_shows_in_a_repr() -> None:
     assert TOKEN not in repr({"svc": credential})
     exchange = Exchange("GET", "http://a/", credential.apply({}), None, 1.0, 1.0, 1024)
     assert TOKEN not in repr(exchange)
+
+
+def test_applying_a_credential_drops_every_spelling_of_the_callers_header() -> None:
+    credential = Credential("authorization", f"Bearer {TOKEN}", "bearer env:SVC_TOKEN")
+    forged = {"Authorization": "Bearer a", "AUTHORIZATION": "Bearer b", "authorization": "c", "X-Other": "y"}
+    assert credential.apply(forged) == {"X-Other": "y", "authorization": f"Bearer {TOKEN}"}
+    assert forged["Authorization"] == "Bearer a"  # the caller's mapping is left as it was
 
 
 async def test_missing_and_unusable_secrets_stop_start_up_without_showing_them() -> None:
