@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.admission import Admission, outbound_headers
+from gateway.envelope.bounds import DecodeLimits
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import DeadlineExceededError, PayloadTooLargeError, UnknownUpstreamError
+from gateway.errors import DeadlineExceededError, InvalidRequestError, PayloadTooLargeError, UnknownUpstreamError
 from gateway.testing import FakeClock
 
 
@@ -91,3 +92,29 @@ def test_hop_by_hop_headers_dropped_and_json_typed() -> None:
     out = outbound_headers({"Connection": "close", "Host": "evil", "X-Ok": "1", "TE": "trailers"}, json_body=True)
     assert out == {"X-Ok": "1", "Content-Type": "application/json"}
     assert outbound_headers({"content-type": "text/plain"}, json_body=True) == {"content-type": "text/plain"}
+
+
+def test_timeout_over_the_cap_is_invalid_and_names_the_cap(clock: FakeClock, admission: Admission) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        admission.admit(envelope(timeout_ms=60_001), known=True, arrived_at=clock.monotonic(), broker_timestamp_ms=None)
+    assert info.value.code == "invalid_request"
+    assert info.value.message == "timeout_ms 60001 is over the gateway's cap of 60000 ms"
+
+
+def test_timeout_at_the_cap_is_admitted(clock: FakeClock, admission: Admission) -> None:
+    admitted = admission.admit(
+        envelope(timeout_ms=60_000), known=True, arrived_at=clock.monotonic(), broker_timestamp_ms=None
+    )
+    assert admitted.deadline.remaining(clock) == pytest.approx(60.0)
+
+
+def test_decode_limits_come_from_the_admission(admission: Admission) -> None:
+    assert admission.decode_limits == DecodeLimits(max_bytes=1000, max_depth=32, max_nodes=100_000)
+
+
+def test_headers_named_in_connection_are_dropped() -> None:
+    headers = {"Connection": "keep-alive, X-Secret ,x-other", "X-Secret": "s", "X-Other": "o", "X-Kept": "k"}
+    assert outbound_headers(headers, json_body=False) == {"X-Kept": "k"}
+    # Every Connection header counts, whatever its case.
+    headers = {"connection": "X-A", "CONNECTION": "X-B", "X-A": "a", "X-B": "b", "X-C": "c"}
+    assert outbound_headers(headers, json_body=False) == {"X-C": "c"}
