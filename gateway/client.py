@@ -14,7 +14,7 @@ import base64
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry import propagate, trace
@@ -27,6 +27,9 @@ from gateway.clock import Clock, SystemClock
 from gateway.envelope.codec import JSON, decode_reply, encode_request
 from gateway.envelope.models import ReplyEnvelope, TelemetryEvent
 from gateway.errors import UpstreamTimeoutError
+
+if TYPE_CHECKING:
+    from gateway.bus.kafka_security import KafkaSecurity
 
 _MISSING: Any = object()
 
@@ -76,12 +79,15 @@ class GatewayClient:
         return cls(RabbitRequester(url, **kwargs), codec=codec, key_id=key_id, secret=secret)
 
     @classmethod
-    def kafka(cls, bootstrap: str, **kwargs: Any) -> GatewayClient:
+    def kafka(cls, bootstrap: str, *, security: KafkaSecurity | None = None, **kwargs: Any) -> GatewayClient:
+        """``security``: SASL and TLS for every connection (``gateway.bus.kafka_security``); PLAINTEXT if None."""
         from gateway.bus.kafka import KafkaRequester
+        from gateway.bus.kafka_security import PLAINTEXT
 
         codec = kwargs.pop("codec", JSON)
         key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
-        return cls(KafkaRequester(bootstrap, **kwargs), codec=codec, key_id=key_id, secret=secret)
+        requester = KafkaRequester(bootstrap, security=security or PLAINTEXT, **kwargs)
+        return cls(requester, codec=codec, key_id=key_id, secret=secret)
 
     async def start(self) -> GatewayClient:
         if not self._started:

@@ -112,7 +112,19 @@ async def build_transports(gw: Gateway) -> list[Transport]:
         )
     if bootstrap:
         from gateway.bus.kafka import KafkaTransport
+        from gateway.bus.kafka_security import security_from_settings
 
+        security = security_from_settings(s)
+        if security.tls:
+            from gateway.certs.wiring import broker_tls_context
+
+            context, manager = await broker_tls_context(
+                gw.config.certificates, ca_file=s.kafka_ssl_ca_file, client_certificate=s.kafka_ssl_certificate,
+                settings=s, clock=gw.clock, observer=gw.observer,
+            )  # fmt: skip
+            if manager is not None:
+                gw.resources.push_async_callback(manager.aclose)
+            security = security.with_ssl_context(context)
         session_ms = s.kafka_session_timeout_ms
         if s.embedded and "kafka_session_timeout_ms" not in s.model_fields_set:
             session_ms = 1000  # Tansu joins a group in half a session: keep the embedded broker snappy
@@ -126,6 +138,7 @@ async def build_transports(gw: Gateway) -> list[Transport]:
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(100, session_ms // 4),
                 fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
+                security=security,
                 clock=gw.clock,
             )
         )

@@ -90,6 +90,7 @@ class EmbeddedBroker:
         advertised: str | None = None,
         binary: str | None = None,
         log_file: Path | None = None,
+        authentication: bool = False,
         startup_timeout: float = 10.0,
         stop_timeout: float = 5.0,
         clock: Clock | None = None,
@@ -101,6 +102,8 @@ class EmbeddedBroker:
         self._advertised = advertised  # "host:port" clients are told to use (a fault-injecting proxy)
         self._binary = binary
         self._log_file = log_file
+        # Tansu's --authentication: clients must log in (SCRAM-SHA-256/512; Tansu 0.6.0 offers no PLAIN).
+        self._authentication = authentication
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._clock = clock or SystemClock()
@@ -147,6 +150,8 @@ class EmbeddedBroker:
         advertised = f"tcp://{self._advertised}" if self._advertised else url
         args = ["broker", "--listener-url", url, "--advertised-listener-url", advertised]
         args += ["--storage-engine", self._storage]
+        if self._authentication:
+            args.append("--authentication")
         output = self._log_file.open("ab") if self._log_file is not None else asyncio.subprocess.DEVNULL
         try:
             return await asyncio.create_subprocess_exec(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import ssl
 from collections.abc import Collection, Mapping
 
 import structlog
@@ -31,6 +30,7 @@ from gateway.bus.base import (
 from gateway.bus.kafka_offsets import OffsetBook
 from gateway.bus.kafka_producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
+from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
@@ -65,8 +65,7 @@ class KafkaTransport:
         session_timeout_ms: int = 10000,
         heartbeat_interval_ms: int = 3000,
         fetch_max_wait_ms: int = 5,
-        ssl_context: ssl.SSLContext | None = None,
-        security_protocol: str = "PLAINTEXT",
+        security: KafkaSecurity = PLAINTEXT,
         commit_interval_ms: int = 75,
         linger_ms: int = 2,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
@@ -76,7 +75,7 @@ class KafkaTransport:
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self._options = KafkaOptions(bootstrap, security_protocol, ssl_context)
+        self._options = KafkaOptions(bootstrap, security)
         self._group_id = group_id
         self._max_in_flight = max_in_flight
         self._resume_at = max_in_flight - max(1, max_in_flight // 4)
@@ -127,9 +126,9 @@ class KafkaTransport:
         consumer.subscribe([self._topic], listener=_Rebalance(self))
         try:
             await consumer.start()
-        except KafkaError as exc:
+        except START_ERRORS as exc:
             await consumer.stop()
-            raise KafkaUnavailableError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
+            raise self._options.start_error(exc) from exc
         self._consumer = consumer
         self._consuming = True
         self._poll_task = asyncio.create_task(self._poll_loop(consumer), name="kafka-poll")
@@ -391,6 +390,7 @@ __all__ = [
     "KafkaProducerLink",
     "KafkaRecordRejectedError",
     "KafkaRequester",
+    "KafkaSecurity",
     "KafkaTelemetryStream",
     "KafkaTransport",
     "KafkaUnavailableError",

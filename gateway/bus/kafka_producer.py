@@ -25,6 +25,7 @@ from gateway.bus.kafka_records import (
     encode_headers,
     message_headers,
 )
+from gateway.bus.kafka_security import START_ERRORS
 from gateway.clock import Clock, SystemClock
 
 # Replies carry upstream bodies up to MAX_RESPONSE_BYTES (10 MiB by default), base64-encoded when
@@ -92,9 +93,9 @@ class KafkaProducerLink:
                 )
                 try:
                     await producer.start()
-                except KafkaError as exc:
+                except START_ERRORS as exc:
                     await producer.stop()
-                    raise KafkaUnavailableError(f"cannot reach Kafka at {self._options.bootstrap}: {exc}") from exc
+                    raise self._options.start_error(exc) from exc
                 self._producer = producer
             return self._producer
 

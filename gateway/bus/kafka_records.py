@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +10,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import Delivery
+from gateway.bus.kafka_security import PLAINTEXT, KafkaSecurity, login_refused
 from gateway.errors import BusUnavailableError, MessageRejectedError
 
 DEFAULT_CONTENT_TYPE = "application/json"
@@ -26,6 +26,10 @@ class KafkaUnavailableError(BusUnavailableError):
     included. A request whose reply hits this stays unsettled and comes again."""
 
 
+class KafkaLoginRefusedError(KafkaUnavailableError):
+    """Kafka refused the SASL login (wrong username or password, or the mechanism not enabled)."""
+
+
 class KafkaRecordRejectedError(MessageRejectedError):
     """Kafka refused this record for good (too large for the producer or broker, an invalid or
     forbidden topic): sending the same record again cannot succeed."""
@@ -36,17 +40,22 @@ class KafkaOptions:
     """Connection options every Kafka client of ours shares."""
 
     bootstrap: str
-    security_protocol: str = "PLAINTEXT"
-    ssl_context: ssl.SSLContext | None = None
+    security: KafkaSecurity = PLAINTEXT
     client_id: str = "cmn-gateway"
 
     def client_kwargs(self) -> dict[str, Any]:
-        return {
-            "bootstrap_servers": self.bootstrap,
-            "security_protocol": self.security_protocol,
-            "ssl_context": self.ssl_context,
-            "client_id": self.client_id,
-        }
+        """Keyword arguments of every aiokafka producer, consumer and admin client we create."""
+        return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id, **self.security.client_kwargs()}
+
+    def start_error(self, exc: BaseException) -> KafkaUnavailableError:
+        """The error for a client that could not start; it names the login, never the password."""
+        where = f"Kafka at {self.bootstrap} ({self.security.describe()})"
+        if login_refused(self.security, exc):
+            return KafkaLoginRefusedError(
+                f"{where} refused the login: wrong username or password, or the mechanism is not enabled "
+                f"[{type(exc).__name__}]"
+            )
+        return KafkaUnavailableError(f"cannot reach {where}: {exc}")
 
 
 def encode_headers(headers: Mapping[str, str]) -> KafkaHeaders:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ssl
 import uuid
 from collections.abc import Mapping
 
@@ -28,6 +27,7 @@ from gateway.bus.kafka_records import (
     KafkaOptions,
     decode_headers,
 )
+from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity
 from gateway.clock import Clock, SystemClock
 
 log = structlog.get_logger("cmn.bus.kafka")
@@ -51,7 +51,11 @@ async def open_reader(
         fetch_max_wait_ms=fetch_max_wait_ms,
         **options.client_kwargs(),
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except START_ERRORS as exc:
+        await consumer.stop()
+        raise options.start_error(exc) from exc
     try:
         consumer.assign(partitions)
         if from_beginning:
@@ -80,12 +84,11 @@ class KafkaRequester:
         fetch_max_wait_ms: int = 5,
         linger_ms: int = 1,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
-        ssl_context: ssl.SSLContext | None = None,
-        security_protocol: str = "PLAINTEXT",
+        security: KafkaSecurity = PLAINTEXT,
         delete_reply_topic: bool | None = None,
         clock: Clock | None = None,
     ) -> None:
-        self._options = KafkaOptions(bootstrap, security_protocol, ssl_context, client_id="cmn-client")
+        self._options = KafkaOptions(bootstrap, security, client_id="cmn-client")
         self._reply_topic = reply_topic or f"cmn.replies.{uuid.uuid4().hex}"
         # A topic named for this client alone is deleted when it closes (else one is left behind per
         # client ever started); a topic the caller chose may be shared, so it stays unless asked.

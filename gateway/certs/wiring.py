@@ -6,19 +6,24 @@ gateway.upstream (the layers are siblings).
 
 from __future__ import annotations
 
+import contextlib
+import ssl
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import ValidationError
 
+from gateway.certs.bundle import CertificateBundle
 from gateway.certs.config import CertificatesConfig
 from gateway.certs.configured import build_manager
+from gateway.certs.errors import UnknownCertificateError
 from gateway.certs.keyvault import KeyVaultSettings
 from gateway.certs.manager import CertificateManager
 from gateway.certs.provider import UpstreamTlsContexts
-from gateway.certs.tls import TlsSettings
+from gateway.certs.tls import TlsSettings, client_context, load_bundle
 from gateway.clock import Clock
-from gateway.errors import ConfigError
+from gateway.errors import CertificateError, ConfigError
 from gateway.events import Observer
 
 
@@ -95,3 +100,46 @@ async def build_certificate_manager(
         await manager.aclose()
         raise
     return manager, provider
+
+
+async def broker_tls_context(
+    certificates: Mapping[str, Any] | CertificatesConfig | None,
+    *,
+    ca_file: str | Path | None,
+    client_certificate: str | None,
+    settings: AzureSettings,
+    clock: Clock,
+    observer: Observer | None = None,
+) -> tuple[ssl.SSLContext, CertificateManager | None]:
+    """A client context for a broker (Kafka SSL): trusts ``ca_file``, else the system store, and with
+    ``client_certificate`` (a name under ``certificates:``) presents that certificate.
+
+    With a certificate, a started manager for it alone comes back too; the caller closes it. Each
+    renewal is loaded into the same context, so connections opened afterwards present the new one.
+    """
+    context = client_context(ca_file=ca_file)
+    if client_certificate is None:
+        return context, None
+    config = certificates_config(certificates)
+    item = config.items.get(client_certificate)
+    if item is None:
+        raise UnknownCertificateError(
+            f"the broker client certificate {client_certificate!r} is not configured under `certificates:`"
+        )
+    config = config.model_copy(update={"items": {client_certificate: item}})
+    manager = build_manager(config, clock=clock, observer=observer, keyvault=keyvault_settings(settings))
+    try:
+        await manager.start()
+        bundle = manager.current(client_certificate)
+        assert bundle is not None  # start() loaded it or raised
+        load_bundle(context, bundle)
+    except BaseException:
+        await manager.aclose()
+        raise
+
+    def renewed(new: CertificateBundle) -> None:
+        with contextlib.suppress(CertificateError):  # keeps presenting the old one; the manager reported it
+            load_bundle(context, new)
+
+    manager.add_listener(renewed)
+    return context, manager
