@@ -85,7 +85,7 @@ class Router:
     async def forward(self, request: OutboundRequest) -> UpstreamResponse:
         self._admit(request)
         if self.limiter is not None:
-            await self.limiter.acquire(request.envelope.tenant, request.deadline)
+            await self.limiter.acquire(request.tenant, request.deadline)
         self.budget.on_request(self._clock.monotonic())
         if self.bulkhead is None:
             return await self._attempts(request)
