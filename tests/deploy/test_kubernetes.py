@@ -21,6 +21,7 @@ EXPECTED = {
     ("PodDisruptionBudget", "cmn-service"),
     ("HorizontalPodAutoscaler", "cmn-service"),
     ("NetworkPolicy", "cmn-service"),
+    ("CronJob", "cmn-audit"),
 }
 
 
