@@ -8,8 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
+import aio_pika
 import orjson
 
+from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
 from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
 from tests.integration.harness import StackFactory
@@ -43,9 +45,23 @@ async def test_request_and_telemetry_commands(make_stack: StackFactory, echo_ups
     assert code == 0, err
     reply = orjson.loads(out)
     assert reply["status"] == 200 and reply["json"]["path"] == "/cli?x=1"
+    if stack.kind == "rabbitmq":
+        await mark_shared_telemetry_stream()  # the stack's own stream is not the one `cmn telemetry` reads
     code, out, err = await cmn("telemetry", "--from-beginning", "--count", "1", env=env)
     assert code == 0, err
     assert orjson.loads(out.splitlines()[0])["type"]
+
+
+async def mark_shared_telemetry_stream() -> None:
+    """One event on the shared cmn.telemetry stream, which no other test need have written."""
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange("cmn.telemetry", aio_pika.ExchangeType.TOPIC, durable=True)
+        stream = await channel.declare_queue("cmn.telemetry", durable=True, arguments=dict(STREAM_ARGUMENTS))
+        await stream.bind(exchange, routing_key="#")
+        event = orjson.dumps({"type": "test.marker", "ts": 0.0, "gateway": "test", "data": {}})
+        await exchange.publish(aio_pika.Message(event, content_type="application/json"), routing_key="test.marker")
 
 
 async def test_request_to_unknown_upstream_exits_nonzero_with_the_error(make_stack: StackFactory) -> None:
