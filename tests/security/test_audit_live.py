@@ -111,3 +111,17 @@ async def test_guest_login_not_tried_when_the_broker_is_unreachable(tmp_path: Pa
         document = {"upstreams": {"local": {**upstream("http://127.0.0.1:1", tmp_path), "tls": None}}}
         found = await live_audit(tmp_path, document, {"AMQP_URL": url})
     assert [f.id for f in found if f.id.startswith("CMN-LIVE")] == ["CMN-LIVE-007"]
+
+
+async def test_keyvault_certificates_are_read_only_when_live(tmp_path: Path) -> None:
+    document = {
+        "upstreams": {"local": {**upstream("http://127.0.0.1:1", tmp_path), "tls": None}},
+        "certificates": {"partner": {"source": "keyvault"}},
+    }
+    path = write(tmp_path, document)
+    settings = load_settings(**{**GOOD_ENV, "AMQP_URL": "", "CMN_UPSTREAMS_FILE": str(path)})
+    ctx = audit_context(settings, MemoryLimit(512 * MIB, "--memory-limit"))
+    assert "CMN-CERT-002" not in {f.id for f in await run_audit(ctx)}
+    (unusable,) = [f for f in await run_audit(ctx, live=True) if f.id == "CMN-CERT-002"]
+    assert unusable.location.key == "certificates.partner"
+    assert "AZURE_VAULT_URL" in unusable.message
