@@ -35,6 +35,7 @@ class RequestCompleted:
     tenant: str | None = None
     endpoint: str | None = None
     dead_lettered: bool = False
+    principal: str | None = None  # who called: the broker's user_id or the signing key's principal
     trace_id: str | None = None
 
 

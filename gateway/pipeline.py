@@ -273,6 +273,7 @@ class Pipeline:
             upstream_duration=outcome.upstream_duration,
             transport=delivery.transport,
             tenant=outcome.tenant,
+            principal=outcome.caller.principal,
             dead_lettered=dead,
             trace_headers=headers,
             via=self._transport,

@@ -189,6 +189,7 @@ def request_fields(event: RequestCompleted) -> MutableMapping[str, Any]:
         "transport": event.transport,
         "endpoint": event.endpoint,
         "tenant": event.tenant,
+        "principal": event.principal,
         "trace_id": event.trace_id,
         "dead_lettered": event.dead_lettered or None,
     }

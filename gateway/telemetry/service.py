@@ -71,6 +71,7 @@ class TelemetryService:
         upstream_duration: float | None = None,
         transport: str | None = None,
         tenant: str | None = None,
+        principal: str | None = None,
         dead_lettered: bool = False,
         trace_headers: Mapping[str, str] | None = None,
         via: TelemetryPublisher | None = None,
@@ -87,6 +88,7 @@ class TelemetryService:
             upstream_duration=upstream_duration,
             transport=transport,
             tenant=tenant,
+            principal=principal,
             endpoint=endpoint,
             dead_lettered=dead_lettered,
         )

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.client import GatewayClient
-from gateway.events import SecurityRefused
+from gateway.events import RequestCompleted, SecurityRefused
 from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
 from tests.integration.harness import Stack, StackFactory, requester_for
@@ -105,6 +105,18 @@ async def test_tenants_follow_the_principal(make_stack: StackFactory, echo_upstr
     assert (own.status, declared.status) == (200, 200)
     assert foreign.error is not None and foreign.error.code == "forbidden"
     assert squatter.error is not None and squatter.error.code == "forbidden"
+    completed = {e.request_id: e for e in stack.events.events if isinstance(e, RequestCompleted)}
+    assert (completed[own.id].principal, completed[own.id].tenant) == ("billing", "billing")
+    assert (completed[declared.id].principal, completed[declared.id].tenant) == ("billing", "acme")
+
+
+async def test_anonymous_requests_are_limited_as_one_tenant(make_stack: StackFactory, echo_upstream: Upstream) -> None:
+    """Leaving out `tenant` used to skip the per-tenant bucket altogether."""
+    limited = {"open": {"endpoints": [echo_upstream.url], "rate_limit": {"per_tenant": {"rate": 0.001, "burst": 2}}}}
+    stack = await make_stack(limited)
+    replies = await asyncio.gather(*(stack.client.request("open", "GET", f"/n/{i}") for i in range(4)))
+    codes = sorted(r.error.code if r.error else "ok" for r in replies)
+    assert codes == ["ok", "ok", "rate_limited", "rate_limited"]
 
 
 @pytest.mark.usefixtures("signing_keys")
