@@ -12,6 +12,7 @@ that names the reference, never the value.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -72,7 +73,8 @@ class SecretResolver:
             return value
         if ref.file is not None:
             try:
-                return Path(ref.file).read_text().rstrip("\r\n")
+                text = await asyncio.to_thread(Path(ref.file).read_text)
+                return text.rstrip("\r\n")
             except OSError as exc:
                 raise ConfigError(f"{purpose}: cannot read secret file {ref.file}: {exc.strerror}") from exc
         assert ref.keyvault is not None  # exactly one is set
@@ -82,8 +84,9 @@ class SecretResolver:
             return await self._vault(ref.keyvault)
         except ConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the SDK's errors end here, named by type only
-            raise ConfigError(f"{purpose}: Key Vault secret {ref.keyvault} could not be read ({type(exc).__name__})") from exc
+        except Exception as exc:  # the SDK's errors end here, named by type only
+            reason = type(exc).__name__
+            raise ConfigError(f"{purpose}: Key Vault secret {ref.keyvault} could not be read ({reason})") from exc
 
     def __repr__(self) -> str:
         return f"<SecretResolver {'with' if self._vault else 'without'} Key Vault>"
