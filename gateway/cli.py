@@ -103,7 +103,7 @@ def serve(
         raise typer.Exit(1) from exc
 
 
-def _client(settings: Settings, msgpack: bool) -> Any:
+async def _client(settings: Settings, msgpack: bool) -> Any:
     from gateway.client import GatewayClient
     from gateway.envelope.codec import JSON, MSGPACK
 
@@ -111,7 +111,32 @@ def _client(settings: Settings, msgpack: bool) -> Any:
     if settings.amqp_url:
         return GatewayClient.rabbitmq(settings.amqp_url, codec=codec, queue=settings.requests_queue)
     bootstrap = settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.embedded_broker_port}"
-    return GatewayClient.kafka(bootstrap, codec=codec, topic=settings.requests_queue)
+    security = await _kafka_security(settings)
+    return GatewayClient.kafka(bootstrap, codec=codec, topic=settings.requests_queue, security=security)
+
+
+async def _kafka_security(settings: Settings) -> Any:
+    """KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* as the gateway reads them. A named client
+    certificate is loaded once from CMN_UPSTREAMS_FILE's `certificates:` (a CLI run needs no renewals)."""
+    from gateway.bus.kafka_security import security_from_settings
+    from gateway.certs.wiring import broker_tls_context
+    from gateway.clock import SystemClock
+
+    security = security_from_settings(settings)
+    if not security.tls:
+        return security
+    certificates = None
+    if settings.kafka_ssl_certificate:
+        from gateway.app import load_config
+
+        certificates = load_config(settings).certificates
+    context, manager = await broker_tls_context(
+        certificates, ca_file=settings.kafka_ssl_ca_file, client_certificate=settings.kafka_ssl_certificate,
+        settings=settings, clock=SystemClock(),
+    )  # fmt: skip
+    if manager is not None:
+        await manager.aclose()  # the context keeps the certificate it loaded
+    return security.with_ssl_context(context)
 
 
 @app.command()
@@ -136,7 +161,7 @@ def request(
         kwargs["body"] = body
 
     async def main() -> int:
-        async with _client(settings, msgpack) as client:
+        async with await _client(settings, msgpack) as client:
             reply = await client.request(
                 upstream, method.upper(), path, timeout=timeout, idempotency_key=idempotency_key, **kwargs
             )
@@ -161,7 +186,7 @@ def telemetry(
 
     async def main() -> None:
         seen = 0
-        async with _client(settings, False) as client:
+        async with await _client(settings, False) as client:
             async for event in client.telemetry(from_beginning=from_beginning):
                 sys.stdout.write(event.model_dump_json() + "\n")
                 sys.stdout.flush()

@@ -111,6 +111,8 @@ class KafkaTransport:
         if self._consumer is not None:
             raise RuntimeError("KafkaTransport already started")
         self._handler = handler
+        if self._options.security.sasl and not self._options.security.tls:
+            log.warning("kafka_sasl_without_tls", security=self._options.security.describe(), note="sent unencrypted")
         await self._producer.start()
         await self._producer.partitions_for(self._topic)  # subscribe finds no partitions until it exists
         consumer = AIOKafkaConsumer(
@@ -128,7 +130,7 @@ class KafkaTransport:
             await consumer.start()
         except START_ERRORS as exc:
             await consumer.stop()
-            raise self._options.start_error(exc) from exc
+            raise await self._options.start_error(exc) from exc
         self._consumer = consumer
         self._consuming = True
         self._poll_task = asyncio.create_task(self._poll_loop(consumer), name="kafka-poll")

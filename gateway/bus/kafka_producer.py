@@ -95,7 +95,7 @@ class KafkaProducerLink:
                     await producer.start()
                 except START_ERRORS as exc:
                     await producer.stop()
-                    raise self._options.start_error(exc) from exc
+                    raise await self._options.start_error(exc) from exc
                 self._producer = producer
             return self._producer
 

@@ -7,16 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import Delivery
-from gateway.bus.kafka_security import PLAINTEXT, KafkaSecurity, login_refused
+from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity, login_refused
 from gateway.errors import BusUnavailableError, MessageRejectedError
 
 DEFAULT_CONTENT_TYPE = "application/json"
 CONTENT_TYPE = "content-type"
 CORRELATION_ID = "correlation_id"
 REPLY_TO = "reply_to"
+PROBE_TIMEOUT_MS = 5000  # the one connection that finds out why a client could not start
 
 KafkaHeaders = list[tuple[str, bytes]]
 
@@ -47,15 +50,31 @@ class KafkaOptions:
         """Keyword arguments of every aiokafka producer, consumer and admin client we create."""
         return {"bootstrap_servers": self.bootstrap, "client_id": self.client_id, **self.security.client_kwargs()}
 
-    def start_error(self, exc: BaseException) -> KafkaUnavailableError:
+    async def start_error(self, exc: BaseException) -> KafkaUnavailableError:
         """The error for a client that could not start; it names the login, never the password."""
         where = f"Kafka at {self.bootstrap} ({self.security.describe()})"
+        if self.security.sasl and isinstance(exc, KafkaConnectionError):
+            exc = await self._probe_login() or exc
         if login_refused(self.security, exc):
             return KafkaLoginRefusedError(
                 f"{where} refused the login: wrong username or password, or the mechanism is not enabled "
                 f"[{type(exc).__name__}]"
             )
         return KafkaUnavailableError(f"cannot reach {where}: {exc}")
+
+    async def _probe_login(self) -> BaseException | None:
+        """aiokafka reports any failed bootstrap as "Unable to bootstrap" and only logs why; one direct
+        connection to the first bootstrap server (the same handshake and login) finds out why."""
+        host, _, port = self.bootstrap.split(",")[0].strip().rpartition(":")
+        try:
+            connection = await create_conn(
+                host, int(port), client_id=self.client_id, request_timeout_ms=PROBE_TIMEOUT_MS,
+                **self.security.client_kwargs(),
+            )  # fmt: skip
+        except (*START_ERRORS, OSError, TimeoutError) as exc:
+            return exc
+        connection.close()
+        return None
 
 
 def encode_headers(headers: Mapping[str, str]) -> KafkaHeaders:

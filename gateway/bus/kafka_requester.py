@@ -55,7 +55,7 @@ async def open_reader(
         await consumer.start()
     except START_ERRORS as exc:
         await consumer.stop()
-        raise options.start_error(exc) from exc
+        raise await options.start_error(exc) from exc
     try:
         consumer.assign(partitions)
         if from_beginning:

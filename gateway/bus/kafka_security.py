@@ -16,12 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import structlog
 from aiokafka.errors import KafkaError
 
 from gateway.errors import ConfigError
-
-log = structlog.get_logger("cmn.bus.kafka")
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -148,8 +145,6 @@ def security_from_settings(settings: KafkaSecuritySettings) -> KafkaSecurity:
         )
     except ConfigError as exc:
         raise ConfigError(f"{exc.message} (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*)") from None
-    if protocol == "SASL_PLAINTEXT":
-        log.warning("kafka_sasl_without_tls", security=security.describe(), note="messages and credentials unencrypted")
     return security
 
 
