@@ -163,7 +163,8 @@ async def test_one_hostile_message_raises_peak_rss_by_at_most_3x_its_size(
     answer = decode_reply(reply.body, reply.content_type)
     rise = after - before
     print(
-        f"\n[{shape} from {SOURCE}] message {len(raw) / MIB:.2f} MiB: VmHWM {before / MIB:.1f} -> {after / MIB:.1f} MiB, "
+        f"\n[{shape} from {SOURCE}] message {len(raw) / MIB:.2f} MiB: "
+        f"VmHWM {before / MIB:.1f} -> {after / MIB:.1f} MiB, "
         f"rise {rise / MIB:.1f} MiB = {rise / len(raw):.2f}x the message; reply error: {answer.get('error')}"
     )
     if SOURCE == REPO:
