@@ -111,3 +111,24 @@ def test_bad_field_is_named(upstream: dict[str, object], field: str) -> None:
         UpstreamsFile.model_validate({"upstreams": {"pay": upstream}})
     locations = [".".join(str(p) for p in e["loc"]) for e in caught.value.errors()]
     assert any(loc.startswith(f"upstreams.pay.{field}") for loc in locations), locations
+
+
+def test_the_readmes_every_setting_block_loads() -> None:
+    """The README promises its block lists every per-upstream setting in a form the gateway accepts."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from gateway.app import load_config
+    from gateway.settings import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    marker = readme.index("Every per-upstream setting")
+    block = re.search(r"```yaml\n(.*?)```", readme[marker:], re.S)
+    assert block is not None
+    config = load_config(Settings.model_validate({}), yaml.safe_load(block.group(1)))
+    payments = config.upstreams.upstreams["payments"]
+    assert payments.access is not None and payments.auth is not None
+    documented = set(yaml.safe_load(block.group(1))["upstreams"]["payments"])
+    assert documented == set(type(payments).model_fields), "the README's block misses a setting"
