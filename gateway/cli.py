@@ -103,16 +103,17 @@ def serve(
         raise typer.Exit(1) from exc
 
 
-async def _client(settings: Settings, msgpack: bool) -> Any:
+async def _client(settings: Settings, msgpack: bool, **signing: Any) -> Any:
+    """A client for the configured broker; ``signing`` is ``key_id`` and ``secret`` when given."""
     from gateway.client import GatewayClient
     from gateway.envelope.codec import JSON, MSGPACK
 
     codec = MSGPACK if msgpack else JSON
     if settings.amqp_url:
-        return GatewayClient.rabbitmq(settings.amqp_url, codec=codec, queue=settings.requests_queue)
+        return GatewayClient.rabbitmq(settings.amqp_url, codec=codec, queue=settings.requests_queue, **signing)
     bootstrap = settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.embedded_broker_port}"
     security = await _kafka_security(settings)
-    return GatewayClient.kafka(bootstrap, codec=codec, topic=settings.requests_queue, security=security)
+    return GatewayClient.kafka(bootstrap, codec=codec, topic=settings.requests_queue, security=security, **signing)
 
 
 async def _kafka_security(settings: Settings) -> Any:
@@ -139,6 +140,20 @@ async def _kafka_security(settings: Settings) -> Any:
     return security.with_ssl_context(context)
 
 
+def _signing(key_id: str | None, secret_file: Path | None) -> dict[str, str]:
+    if key_id is None and secret_file is None:
+        return {}
+    if key_id is None or secret_file is None:
+        console.print("[red]cmn: --key-id and --secret-file go together[/red]")
+        raise typer.Exit(2)
+    try:
+        secret = secret_file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        console.print(f"[red]cmn: cannot read {secret_file}: {exc.strerror}[/red]")
+        raise typer.Exit(2) from exc
+    return {"key_id": key_id, "secret": secret}
+
+
 @app.command()
 def request(
     upstream: str,
@@ -150,9 +165,14 @@ def request(
     timeout: Annotated[float, typer.Option(help="Seconds.")] = 10.0,
     msgpack: Annotated[bool, typer.Option(help="Use the msgpack codec.")] = False,
     idempotency_key: Annotated[str | None, typer.Option()] = None,
+    key_id: Annotated[str | None, typer.Option(help="Sign the envelope with this key (security.keys).")] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="File holding the signing key's secret (never on the command line).")
+    ] = None,
 ) -> None:
     """Send one request through the bus and print the reply."""
     settings = _settings()
+    signing = _signing(key_id, secret_file)
     headers = dict(h.split(":", 1) for h in header or [])
     kwargs: dict[str, Any] = {"headers": {k.strip(): v.strip() for k, v in headers.items()}}
     if json_body is not None:
@@ -161,7 +181,7 @@ def request(
         kwargs["body"] = body
 
     async def main() -> int:
-        async with await _client(settings, msgpack) as client:
+        async with await _client(settings, msgpack, **signing) as client:
             reply = await client.request(
                 upstream, method.upper(), path, timeout=timeout, idempotency_key=idempotency_key, **kwargs
             )

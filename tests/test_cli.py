@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aio_pika
 import orjson
+import pytest
 
 from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
 from tests.fixtures.rabbit import AMQP_URL
@@ -125,3 +126,27 @@ async def test_demo_runs_end_to_end() -> None:
     code, out, err = await cmn("demo", "--requests", "60", "--concurrency", "8", timeout=120)
     assert code == 0, err
     assert "latency p95" in out and "requests" in out
+
+
+async def test_request_signs_with_a_key_from_a_file(
+    make_stack: StackFactory, echo_upstream: Upstream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CMN_TEST_KEY_CLI", "cli-secret-1")
+    security = {"keys": {"cli-1": {"principal": "ops", "secret": {"env": "CMN_TEST_KEY_CLI"}}}}
+    guarded = {"echo": {"endpoints": [echo_upstream.url], "access": {"allow": ["ops"]}}}
+    stack = await make_stack(guarded, security=security)
+    if stack.kind == "rabbitmq":
+        env = {"AMQP_URL": AMQP_URL, "CMN_REQUESTS_QUEUE": stack.queue}
+    else:
+        env = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap or "", "CMN_REQUESTS_QUEUE": stack.queue}
+    secret = tmp_path / "secret"
+    secret.write_text("cli-secret-1\n")
+    code, out, err = await cmn(
+        "request", "echo", "GET", "/", "--key-id", "cli-1", "--secret-file", str(secret), env=env
+    )
+    assert code == 0, err
+    assert orjson.loads(out)["status"] == 200
+    code, out, _ = await cmn("request", "echo", "GET", "/", env=env)
+    assert code == 1 and orjson.loads(out)["error"]["code"] == "forbidden"
+    code, _, err = await cmn("request", "echo", "GET", "/", "--key-id", "cli-1", env=env)
+    assert code == 2 and "go together" in err
