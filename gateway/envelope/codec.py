@@ -25,7 +25,7 @@ from gateway.envelope.bounds import (
     msgpack_shape_exceeded,
 )
 from gateway.envelope.models import SECURITY_ERRORS as _SECURITY_ERRORS
-from gateway.envelope.models import RequestEnvelope
+from gateway.envelope.models import RequestEnvelope, quoted
 from gateway.errors import GatewayError, InvalidRequestError, PayloadTooLargeError
 
 JSON = "application/json"
@@ -154,10 +154,19 @@ def _security_kind(exc: ValidationError) -> str | None:
     return None
 
 
+_PLAIN_LOC = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _loc_part(part: str | int) -> str:
+    """A field name, or the caller's own key (an extra field, a header name) quoted safely."""
+    text = str(part)
+    return text if _PLAIN_LOC.fullmatch(text) else quoted(text)
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
-        loc = ".".join(str(p) for p in err["loc"]) or "envelope"
+        loc = ".".join(_loc_part(p) for p in err["loc"]) or "envelope"
         msg = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)

@@ -77,7 +77,7 @@ bombs = st.builds(_chain, st.integers(1, 40)) | st.builds(
 )
 
 
-envelopes = st.fixed_dictionaries(
+fields = st.fixed_dictionaries(
     {"id": st.just("r1"), "upstream": st.just("payments")},
     optional={
         "method": methods,
@@ -89,6 +89,12 @@ envelopes = st.fixed_dictionaries(
         "sent_at": st.integers(0, 2**63),
         "deadline": st.integers(0, 2**63),
     },
+)
+
+
+# Unknown keys too (their names end up in the error message, which may become a header).
+envelopes = st.builds(
+    lambda extra, known: {**extra, **known}, st.dictionaries(st.text(max_size=8), scalars, max_size=2), fields
 )
 
 

@@ -141,3 +141,9 @@ def test_methods_must_be_tokens(codec: str, method: str) -> None:
 @pytest.mark.parametrize(("method", "expected"), [("get", "GET"), ("M-SEARCH", "M-SEARCH"), ("PROPFIND", "PROPFIND")])
 def test_token_methods_pass_upper_cased(codec: str, method: str, expected: str) -> None:
     assert decode(codec, method=method).method == expected
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_unknown_keys_are_named_safely(codec: str) -> None:
+    error = refused(codec, **{"\r\nX-Injected: 1": 1})
+    assert error.message == "'\\r\\nX-Injected: 1': Extra inputs are not permitted"
