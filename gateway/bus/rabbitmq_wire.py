@@ -80,13 +80,8 @@ class LeanPublisher:
             self.general += 1
             return None
         number = channel.number
-        payload = b"".join(
-            (
-                self._method(number, exchange, routing_key, mandatory),
-                frame(FRAME_HEADER, number, header),
-                *body_frames(number, body, channel.max_content_size),
-            )
-        )
+        head = (self._method(number, exchange, routing_key, mandatory), frame(FRAME_HEADER, number, header))
+        payloads = _payloads(channel, head, number, body)
         channel.delivery_tag += 1
         tag = channel.delivery_tag
         confirmation = channel.create_future()
@@ -94,7 +89,8 @@ class LeanPublisher:
         if mandatory and props.message_id:
             _match_returns(channel, props.message_id, tag, confirmation)
         # No await between taking the tag and queueing the frames: confirms match tags in order.
-        channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
+        for payload in payloads:
+            channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
         self.lean += 1
         return confirmation
 
@@ -149,6 +145,22 @@ def publish_method(exchange: str, routing_key: str, *, mandatory: bool = False) 
     return b"".join(
         (struct.pack(">HHH", BASIC_CLASS, PUBLISH_METHOD, 0), short_str(exchange), short_str(routing_key), bits)
     )
+
+
+# A body this large is queued frame by frame rather than joined into one payload: joining holds the
+# frames and their concatenation at once, twice the body (a 10 MiB dead-letter copy of a refused
+# request raised peak RSS by 2x its size; frame by frame, the frames only move from the write queue
+# to the socket's buffer).
+LARGE_BODY = 256 * 1024
+
+
+def _payloads(channel: aiormq.Channel, head: tuple[bytes, bytes], number: int, body: bytes) -> list[bytes]:
+    frames = body_frames(number, body, channel.max_content_size)
+    queue = channel.write_queue
+    room = queue.maxsize - queue.qsize() if queue.maxsize else len(frames) + 1
+    if len(body) < LARGE_BODY or room < len(frames) + 1:
+        return [b"".join((*head, *frames))]
+    return [b"".join(head), *frames]
 
 
 def body_frames(channel_number: int, body: bytes, max_size: int) -> list[bytes]:
