@@ -215,7 +215,11 @@ def telemetry(
                     return
 
     with contextlib.suppress(KeyboardInterrupt):
-        _run(main())
+        try:
+            _run(main())
+        except GatewayError as exc:
+            console.print(f"[red]cmn: {exc.message}[/red]")
+            raise typer.Exit(1) from exc
 
 
 @app.command()
