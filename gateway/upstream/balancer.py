@@ -13,8 +13,8 @@ import random
 from collections.abc import Sequence
 from typing import Protocol
 
-from gateway.upstream.config import LoadBalancer
 from gateway.upstream.host import Host
+from gateway.upstream.kinds import LoadBalancer
 
 
 class Balancer(Protocol):

@@ -19,11 +19,10 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 from gateway.clock import Clock
-from gateway.upstream.config import FailureKind
+from gateway.upstream.kinds import FAILURE_KINDS, FailureKind, WindowType
 from gateway.upstream.window import TimeWindow
 
 _FAILED, _SLOW = 1, 2
@@ -37,7 +36,7 @@ class BreakerState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
-    window_type: Literal["count", "time"] = "count"  # the last N calls, or the calls of the last N seconds
+    window_type: WindowType = "count"  # the last N calls, or the calls of the last N seconds
     window_size: int = 50
     minimum_calls: int = 10
     failure_rate_threshold: float = 50.0  # percent
@@ -45,9 +44,7 @@ class BreakerPolicy:
     slow_call_duration: float = 10.0
     open_duration: float = 10.0
     half_open_calls: int = 3
-    failure_on: frozenset[FailureKind] = field(
-        default_factory=lambda: frozenset({"connect_error", "timeout", "reset", "5xx"})
-    )
+    failure_on: frozenset[FailureKind] = FAILURE_KINDS
 
 
 class _CountWindow:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 from gateway.errors import CircuitOpenError
 from gateway.upstream.balancer import Balancer
-from gateway.upstream.config import FailureKind
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.host import Host
+from gateway.upstream.kinds import FailureKind
 from gateway.upstream.outlier import OutlierDetector
 from gateway.upstream.pool import ConnectionPool
 

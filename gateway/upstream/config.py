@@ -27,10 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, mod
 
 from gateway.access.config import AccessConfig
 from gateway.secrets import SecretRef
+from gateway.upstream.kinds import FAILURE_KINDS, FailureKind, LoadBalancer, WindowType
 
 MIB = 1024 * 1024
-
-FailureKind = Literal["connect_error", "timeout", "reset", "5xx"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +87,7 @@ class TimeoutsConfig(_Model):
 
 class BreakerConfig(_Model):
     enabled: bool = True
-    window_type: Literal["count", "time"] = "count"
+    window_type: WindowType = "count"
     window_size: int = Field(default=50, ge=1, description="Calls (count) or seconds (time).")
     minimum_calls: int = Field(default=10, ge=1)
     failure_rate_threshold: float = Field(default=50.0, gt=0, le=100, description="Percent.")
@@ -96,7 +95,7 @@ class BreakerConfig(_Model):
     slow_call_duration: float = Field(default=10.0, gt=0, description="Seconds.")
     open_duration: float = Field(default=10.0, gt=0, description="Seconds before half-open.")
     half_open_calls: int = Field(default=3, ge=1, description="Probe calls allowed in half-open.")
-    failure_on: frozenset[FailureKind] = frozenset({"connect_error", "timeout", "reset", "5xx"})
+    failure_on: frozenset[FailureKind] = FAILURE_KINDS
 
 
 class RetryConfig(_Model):
@@ -193,9 +192,6 @@ class AuthConfig(_Model):
         if len(given) != 1:
             raise ValueError("auth is exactly one of bearer, basic or header")
         return self
-
-
-LoadBalancer = Literal["least_request", "round_robin", "weighted", "random"]
 
 
 class UpstreamConfig(_Model):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from gateway.errors import UpstreamTimeoutError, UpstreamUnavailableError
-from gateway.upstream.config import FailureKind
+from gateway.upstream.kinds import FailureKind
 
 
 class ConnectFailedError(UpstreamUnavailableError):

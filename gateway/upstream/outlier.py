@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.events import EndpointEjected, EndpointRestored, Observer
-from gateway.upstream.config import FailureKind
 from gateway.upstream.host import Host
+from gateway.upstream.kinds import FailureKind
 
 
 @dataclass(frozen=True, slots=True)

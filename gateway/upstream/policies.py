@@ -1,6 +1,15 @@
-"""The upstreams file resolved into the frozen policies each component takes (defaults filled in)."""
+"""The upstreams file resolved into the frozen policies each component takes (defaults filled in).
+
+A policy field takes the config field of the same name (``derive``); only what differs is written
+out: a default from the environment, or a config field that carries a prefix.
+"""
 
 from __future__ import annotations
+
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
 
 from gateway.upstream.breaker import BreakerPolicy
 from gateway.upstream.bulkhead import BulkheadPolicy
@@ -12,35 +21,40 @@ from gateway.upstream.ratelimit import Rate
 from gateway.upstream.retry import BudgetPolicy, RetryPolicy
 from gateway.upstream.router import RoutePolicy
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+P = TypeVar("P", bound="DataclassInstance")
+
+
+def derive(policy: type[P], config: BaseModel, *, prefix: str = "", **given: Any) -> P:
+    """``policy`` with each field from ``config``'s field ``prefix + name``, unless ``given``.
+
+    Every policy field must come from one or the other: a policy field the config lacks is a
+    TypeError here, not a silent dataclass default.
+    """
+    known = type(config).model_fields
+    values: dict[str, Any] = {}
+    for f in fields(policy):
+        if f.name in given:
+            values[f.name] = given[f.name]
+        elif prefix + f.name in known:
+            values[f.name] = getattr(config, prefix + f.name)
+        else:
+            raise TypeError(f"{policy.__name__}.{f.name} has no {type(config).__name__}.{prefix}{f.name}")
+    return policy(**values)
+
 
 def pool_policy(config: UpstreamConfig, defaults: UpstreamDefaults) -> PoolPolicy:
-    pool = config.pool
-    return PoolPolicy(
-        max_size=pool.max_size or defaults.pool_size,
-        acquire_timeout=pool.acquire_timeout,
-        idle_timeout=pool.idle_timeout,
-    )
+    return derive(PoolPolicy, config.pool, max_size=config.pool.max_size or defaults.pool_size)
 
 
 def retry_policy(config: UpstreamConfig, defaults: UpstreamDefaults) -> RetryPolicy:
-    retry = config.retry
-    return RetryPolicy(
-        attempts=retry.attempts or defaults.retry_attempts,
-        backoff_base=retry.backoff_base,
-        backoff_max=retry.backoff_max,
-        on_statuses=retry.on_statuses,
-        on_connect_error=retry.on_connect_error,
-        on_timeout=retry.on_timeout,
-        respect_retry_after=retry.respect_retry_after,
-        max_retry_after=retry.max_retry_after,
-    )
+    return derive(RetryPolicy, config.retry, attempts=config.retry.attempts or defaults.retry_attempts)
 
 
 def budget_policy(config: UpstreamConfig) -> BudgetPolicy:
-    retry = config.retry
-    return BudgetPolicy(
-        ratio=retry.budget_ratio, min_per_second=retry.budget_min_per_second, window=retry.budget_window
-    )
+    return derive(BudgetPolicy, config.retry, prefix="budget_")
 
 
 def route_policy(config: UpstreamConfig, defaults: UpstreamDefaults) -> RoutePolicy:
@@ -55,53 +69,23 @@ def route_policy(config: UpstreamConfig, defaults: UpstreamDefaults) -> RoutePol
 
 
 def breaker_policy(config: UpstreamConfig) -> BreakerPolicy | None:
-    b = config.breaker
-    if not b.enabled:
-        return None
-    return BreakerPolicy(
-        window_type=b.window_type,
-        window_size=b.window_size,
-        minimum_calls=b.minimum_calls,
-        failure_rate_threshold=b.failure_rate_threshold,
-        slow_call_rate_threshold=b.slow_call_rate_threshold,
-        slow_call_duration=b.slow_call_duration,
-        open_duration=b.open_duration,
-        half_open_calls=b.half_open_calls,
-        failure_on=b.failure_on,
-    )
+    return derive(BreakerPolicy, config.breaker) if config.breaker.enabled else None
 
 
 def outlier_policy(config: UpstreamConfig) -> OutlierPolicy | None:
-    o = config.outlier_detection
-    if not o.enabled:
-        return None
-    return OutlierPolicy(
-        consecutive_failures=o.consecutive_failures,
-        base_ejection_time=o.base_ejection_time,
-        max_ejection_time=o.max_ejection_time,
-        max_ejection_percent=o.max_ejection_percent,
-    )
+    outlier = config.outlier_detection
+    return derive(OutlierPolicy, outlier) if outlier.enabled else None
 
 
 def health_policy(config: UpstreamConfig) -> HealthPolicy | None:
-    h = config.health_check
-    if h is None:
-        return None
-    return HealthPolicy(
-        path=h.path,
-        interval=h.interval,
-        timeout=h.timeout,
-        healthy_threshold=h.healthy_threshold,
-        unhealthy_threshold=h.unhealthy_threshold,
-        expected_statuses=h.expected_statuses,
-    )
+    return None if config.health_check is None else derive(HealthPolicy, config.health_check)
 
 
 def bulkhead_policy(config: UpstreamConfig) -> BulkheadPolicy | None:
     limits = config.limits
     if limits.max_concurrent is None:
         return None
-    return BulkheadPolicy(max_concurrent=limits.max_concurrent, max_queued=limits.max_queued)
+    return derive(BulkheadPolicy, limits, max_concurrent=limits.max_concurrent)
 
 
 def rates(config: UpstreamConfig) -> tuple[Rate | None, Rate | None]:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.testing import FakeClock
 from gateway.upstream.breaker import BreakerPolicy, BreakerState, CircuitBreaker
-from gateway.upstream.config import FailureKind
+from gateway.upstream.kinds import FailureKind
 from tests.upstream.helpers import parked
 
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN

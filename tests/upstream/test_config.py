@@ -132,3 +132,89 @@ def test_the_readmes_every_setting_block_loads() -> None:
     assert payments.access is not None and payments.auth is not None
     documented = set(yaml.safe_load(block.group(1))["upstreams"]["payments"])
     assert documented == set(type(payments).model_fields), "the README's block misses a setting"
+
+
+NOT_DEFAULT = {
+    "endpoints": ["http://a:1"],
+    "pool": {"max_size": 3, "acquire_timeout": 1.5, "idle_timeout": 7.0},
+    "retry": {
+        "attempts": 4, "backoff_base": 0.5, "backoff_max": 2.5, "on_statuses": [500], "on_connect_error": False,
+        "on_timeout": False, "respect_retry_after": False, "max_retry_after": 1.0,
+        "budget_ratio": 0.5, "budget_min_per_second": 3.0, "budget_window": 4.0,
+    },
+    "breaker": {
+        "window_type": "time", "window_size": 9, "minimum_calls": 4, "failure_rate_threshold": 25.0,
+        "slow_call_rate_threshold": 75.0, "slow_call_duration": 2.0, "open_duration": 3.0, "half_open_calls": 2,
+        "failure_on": ["5xx"],
+    },
+    "outlier_detection": {
+        "consecutive_failures": 2, "base_ejection_time": 1.0, "max_ejection_time": 9.0, "max_ejection_percent": 30.0
+    },
+    "health_check": {
+        "path": "/h", "interval": 1.0, "timeout": 0.5, "healthy_threshold": 4, "unhealthy_threshold": 5,
+        "expected_statuses": [204],
+    },
+    "limits": {"max_concurrent": 8, "max_queued": 6},
+}  # fmt: skip
+
+
+def test_every_policy_field_comes_from_the_upstreams_file_not_a_dataclass_default() -> None:
+    """Each config value set away from its default reaches the component's policy under the same name."""
+    from dataclasses import asdict, fields
+
+    from gateway.upstream.policies import budget_policy, health_policy, outlier_policy, retry_policy
+
+    config = UpstreamsFile.model_validate({"upstreams": {"pay": NOT_DEFAULT}}).upstreams["pay"]
+    defaults = UpstreamDefaults()
+    resolved = {
+        "pool": pool_policy(config, defaults),
+        "retry": retry_policy(config, defaults),
+        "breaker": breaker_policy(config),
+        "outlier_detection": outlier_policy(config),
+        "health_check": health_policy(config),
+        "limits": bulkhead_policy(config),
+    }
+    for section, policy in resolved.items():
+        assert policy is not None
+        given = NOT_DEFAULT[section]
+        assert isinstance(given, dict)
+        for f in fields(policy):
+            value = asdict(policy)[f.name]
+            expected = given[f.name]
+            assert value == (frozenset(expected) if isinstance(value, frozenset) else expected), (section, f.name)
+    budget = budget_policy(config)
+    assert (budget.ratio, budget.min_per_second, budget.window) == (0.5, 3.0, 4.0)
+
+
+def test_a_policy_field_without_a_config_field_is_an_error_not_a_silent_default() -> None:
+    from dataclasses import dataclass
+
+    from gateway.upstream.config import PoolConfig
+    from gateway.upstream.policies import derive
+
+    @dataclass(frozen=True)
+    class Grown:
+        max_size: int = 1
+        warm_up: float = 0.0  # a policy field the upstreams file does not offer
+
+    with pytest.raises(TypeError, match=r"Grown\.warm_up has no PoolConfig\.warm_up"):
+        derive(Grown, PoolConfig(max_size=2))
+    assert derive(Grown, PoolConfig(max_size=2), warm_up=1.0) == Grown(2, 1.0)
+
+
+def test_components_take_their_literals_from_kinds_not_the_pydantic_edge() -> None:
+    """breaker, outlier, balancer, outcome and cluster sit below config.py: they may not import it."""
+    import ast
+    from pathlib import Path
+
+    from gateway.upstream import config, kinds
+    from gateway.upstream.outcome import AttemptTimeoutError, ConnectFailedError, ConnectionDroppedError
+
+    package = Path(kinds.__file__).parent
+    for name in ("breaker", "outlier", "balancer", "outcome", "cluster"):
+        tree = ast.parse((package / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "gateway.upstream.config" not in imported, name
+        assert "gateway.upstream.kinds" in imported, name
+    assert config.BreakerConfig().failure_on == kinds.FAILURE_KINDS
+    assert {ConnectFailedError.kind, ConnectionDroppedError.kind, AttemptTimeoutError.kind} < kinds.FAILURE_KINDS
