@@ -189,6 +189,33 @@ async def test_at_most_max_in_flight_handlers_run_and_fetching_pauses_when_full(
     await handler.wait()
 
 
+async def test_lag_counts_the_records_behind_a_held_handler_then_falls_to_zero(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    behind = 7
+    transport = kafka_transport(max_in_flight=1)
+    # Produced before the start, so the first fetch already sees the partition's end.
+    await produce(kafka_bootstrap, transport.topic, [b"l%d" % i for i in range(behind + 1)], partition=0)
+    release = asyncio.Event()
+
+    async def hold_the_first(delivery: Delivery) -> None:
+        if delivery.token[1] == 0:
+            await release.wait()
+
+    handler = Recorder(transport, behind + 1, work=hold_the_first)
+    await transport.start(handler)
+
+    async def lag_is(expected: int) -> bool:
+        return transport.lag().get(0) == expected
+
+    await wait_until(lambda: lag_is(behind))
+    assert transport.in_flight == 1  # one record held; the other seven wait on the broker
+    release.set()
+    await handler.wait()
+    await wait_until(lambda: lag_is(0))
+    assert transport.lag()[0] == 0
+
+
 async def test_dead_letter_keeps_original_bytes_and_headers_and_adds_the_error(
     kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
 ) -> None:
