@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from gateway.upstream.config import EndpointConfig, UpstreamDefaults, UpstreamsFile
 from gateway.upstream.policies import breaker_policy, bulkhead_policy, pool_policy, rates, route_policy
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 EVERY_SETTING = """
 upstreams:
@@ -166,7 +171,7 @@ def test_every_policy_field_comes_from_the_upstreams_file_not_a_dataclass_defaul
 
     config = UpstreamsFile.model_validate({"upstreams": {"pay": NOT_DEFAULT}}).upstreams["pay"]
     defaults = UpstreamDefaults()
-    resolved = {
+    resolved: dict[str, DataclassInstance | None] = {
         "pool": pool_policy(config, defaults),
         "retry": retry_policy(config, defaults),
         "breaker": breaker_policy(config),
