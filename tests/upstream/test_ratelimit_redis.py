@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -72,3 +73,20 @@ async def test_unreachable_redis_falls_back_to_local_limits_and_says_so_once() -
     await down.take([("svc", rate)])  # tries Redis again, still down: no second event
     assert len(observer.of_type(RateLimitBackendFallback)) == 1
     await down.aclose()
+
+
+async def test_concurrent_takes_from_two_replicas_spend_exactly_the_burst(prefix: str) -> None:
+    """The script is one atomic step: 100 takes racing from two clients at a burst of 10 get 10 tokens.
+    A read-then-write from the client side would let several racers read the same level."""
+    clock, observer = FakeClock(), RecordingObserver()
+    one, two = backend(REDIS, prefix, clock, observer), backend(REDIS, prefix, clock, observer)
+    rate = Rate(0.001, 10.0)  # one token per ~17 minutes: nothing refills during the test
+    try:
+        results = await asyncio.gather(*((one if i % 2 else two).take([("race", rate)]) for i in range(100)))
+    finally:
+        await one.aclose()
+        await two.aclose()
+    granted = [wait for wait, _ in results if wait == 0.0]
+    assert len(granted) == 10
+    assert all(index == 0 for wait, index in results if wait > 0)
+    assert observer.events == []  # really through Redis, not the local fallback
