@@ -223,3 +223,26 @@ async def test_ejection_closes_the_endpoints_idle_connections(start_upstream: St
     assert statuses == [500, 200, 500, 200]
     assert [e.endpoint for e in events_of(observer, EndpointEjected)] == [bad]
     assert closed_while_running == failing.opened  # not left idle for the 30 s keep-alive
+
+
+async def test_retry_after_is_honoured_between_the_two_hits(start_upstream: StartUpstream) -> None:
+    """A 503 with ``Retry-After: 1`` and a 5 s deadline: the retry waits the second the upstream asked
+    for, although the backoff alone would be at most 20 ms."""
+    hits: list[float] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        hits.append(asyncio.get_running_loop().time())
+        if len(hits) == 1:
+            return web.Response(status=503, headers={"Retry-After": "1"})
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    upstream = await start_upstream(app)
+    observer = RecordingObserver()
+    config = {"endpoints": [upstream.url], "retry": {"attempts": 2, "backoff_base": 0.01, "backoff_max": 0.02}}
+    async with forwarder(observer, **config) as fwd:
+        response = await fwd.forward(outbound(timeout=5.0))
+    assert response.status == 200 and response.attempts == 2
+    assert len(hits) == 2
+    assert hits[1] - hits[0] >= 1.0
