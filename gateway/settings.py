@@ -11,53 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.errors import ConfigError
 
-KNOWN_ENV_VARS: frozenset[str] = frozenset(
-    {
-        "POOL_SIZE",
-        "CONNECTION_TIMEOUT",
-        "RETRY_ATTEMPTS",
-        "AZURE_VAULT_URL",
-        "AZURE_CLIENT_ID",
-        "AZURE_CLIENT_SECRET",
-        "AZURE_TENANT_ID",
-        "OTLP_ENDPOINT",
-        "OTLP_PROTOCOL",
-        "TRACE_SAMPLING_RATIO",
-        "ENABLE_METRICS",
-        "METRICS_PORT",
-        "AMQP_URL",
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "KAFKA_GROUP_ID",
-        "KAFKA_FETCH_MAX_WAIT_MS",
-        "KAFKA_SESSION_TIMEOUT_MS",
-        "CMN_UPSTREAMS_FILE",
-        "REDIS_URL",
-        "LOG_LEVEL",
-        "LOG_FORMAT",
-        "MAX_IN_FLIGHT",
-        "REQUEST_TIMEOUT",
-        "MAX_REQUEST_BYTES",
-        "MAX_RESPONSE_BYTES",
-        "IDEMPOTENCY_TTL",
-        "EMBEDDED_BROKER_PORT",
-        "CMN_INSTANCE",
-        "CMN_REQUESTS_QUEUE",
-        "REQUIRE_IDENTITY",
-        "SIGNATURE_MAX_AGE",
-        "REPLY_QUEUE_PATTERN",
-        "REPLY_TOPIC_PATTERN",
-        "MAX_TIMEOUT_MS",
-        "MAX_ENVELOPE_DEPTH",
-        "MAX_ENVELOPE_NODES",
-        "KAFKA_SECURITY_PROTOCOL",
-        "KAFKA_SASL_MECHANISM",
-        "KAFKA_SASL_USERNAME",
-        "KAFKA_SASL_PASSWORD",
-        "KAFKA_SSL_CA_FILE",
-        "KAFKA_SSL_CERTIFICATE",
-    }
-)
-
 
 class Settings(BaseSettings):
     """Every knob the gateway reads from its environment. Names are the public contract."""
@@ -67,7 +20,9 @@ class Settings(BaseSettings):
     # Network settings (the spec's)
     pool_size: int = Field(10, gt=0, alias="POOL_SIZE", description="Per-endpoint connection maximum.")
     connection_timeout: float = Field(30.0, gt=0, alias="CONNECTION_TIMEOUT", description="Connect timeout, s.")
-    retry_attempts: int = Field(3, ge=0, le=20, alias="RETRY_ATTEMPTS", description="Retries after the first try.")
+    retry_attempts: int = Field(
+        3, ge=1, le=20, alias="RETRY_ATTEMPTS", description="Attempts per request, the first included (1: no retry)."
+    )
     request_timeout: float = Field(30.0, gt=0, alias="REQUEST_TIMEOUT", description="Default total budget, s.")
     max_request_bytes: int = Field(10 * 1024 * 1024, gt=0, alias="MAX_REQUEST_BYTES")
     max_response_bytes: int = Field(10 * 1024 * 1024, gt=0, alias="MAX_RESPONSE_BYTES")
@@ -140,6 +95,12 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """No broker configured: `cmn serve` starts the embedded Kafka-protocol broker."""
         return not self.amqp_url and not self.kafka_bootstrap_servers
+
+
+KNOWN_ENV_VARS: frozenset[str] = frozenset(
+    field.alias for field in Settings.model_fields.values() if field.alias is not None
+)
+"""Every variable ``Settings`` reads (its aliases): deploy checks that manifests set nothing else."""
 
 
 def load_settings(**overrides: Any) -> Settings:

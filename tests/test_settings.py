@@ -6,7 +6,8 @@ import pytest
 
 from gateway.app import load_config
 from gateway.errors import ConfigError
-from gateway.settings import load_settings
+from gateway.settings import KNOWN_ENV_VARS, Settings, load_settings
+from tests.fixtures.upstreams import Upstream
 
 
 def test_spec_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,3 +65,46 @@ def test_missing_upstreams_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CMN_UPSTREAMS_FILE", "/nonexistent/upstreams.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(load_settings())
+
+
+@pytest.mark.parametrize("attempts", [1, 2, 4])
+async def test_retry_attempts_counts_every_attempt_the_first_included(
+    attempts: int, echo_upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RETRY_ATTEMPTS=N is N upstream hits for a request that keeps failing: 1 is no retry at all."""
+    from gateway.app import defaults_from
+    from gateway.clock import SystemClock
+    from gateway.events import RecordingObserver
+    from gateway.upstream.forward import build_forwarder
+    from tests.upstream.helpers import outbound, upstreams
+
+    monkeypatch.setenv("RETRY_ATTEMPTS", str(attempts))
+    settings = load_settings()
+    forwarder = build_forwarder(
+        upstreams(svc={"endpoints": [echo_upstream.url], "retry": {"backoff_base": 0.001, "backoff_max": 0.001}}),
+        defaults_from(settings),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+    )
+    async with forwarder:
+        response = await forwarder.forward(outbound(path="/?status=503"))
+    assert (response.status, response.attempts, echo_upstream.hits) == (503, attempts, attempts)
+    description = Settings.model_fields["retry_attempts"].description
+    assert description is not None and "first included" in description
+
+
+def test_retry_attempts_zero_stops_start_up_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRY_ATTEMPTS", "0")
+    with pytest.raises(ConfigError, match=r"RETRY_ATTEMPTS: Input should be greater than or equal to 1"):
+        load_settings()
+
+
+def test_known_env_vars_are_the_settings_aliases_and_the_readme_names_each() -> None:
+    """KNOWN_ENV_VARS is derived: a new setting is known (to deploy checks) and documented, or this fails."""
+    aliases = {f.alias for f in Settings.model_fields.values()}
+    assert None not in aliases, "every setting is read under an explicit environment name"
+    assert aliases == KNOWN_ENV_VARS
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Configuration") :]
+    missing = sorted(name for name in KNOWN_ENV_VARS if f"`{name}`" not in section)
+    assert not missing, f"the README's Configuration section does not name {missing}"
