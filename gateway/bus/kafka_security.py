@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 from aiokafka.errors import KafkaError
 
 from gateway.errors import ConfigError
+from gateway.tls import client_context
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -30,7 +31,8 @@ MECHANISMS: tuple[SaslMechanism, ...] = SaslMechanism.__args__  # type: ignore[a
 class KafkaSecurity:
     """Security protocol, SASL mechanism and credentials, TLS context. PLAINTEXT by default.
 
-    TLS protocols without a context trust the system store (``ssl.create_default_context()``).
+    TLS protocols without a context trust the system store, with the defaults of every other TLS
+    connection (``gateway.tls.client_context()``: TLS 1.3 minimum, certificate and name verified).
     """
 
     protocol: SecurityProtocol = "PLAINTEXT"
@@ -50,7 +52,7 @@ class KafkaSecurity:
                 "does not authenticate with them: use SASL_SSL (or SASL_PLAINTEXT)"
             )
         if self.tls and self.ssl_context is None:
-            object.__setattr__(self, "ssl_context", ssl.create_default_context())
+            object.__setattr__(self, "ssl_context", client_context())
         elif not self.tls and self.ssl_context is not None:
             raise ConfigError(
                 f"a TLS context is given but Kafka security protocol {self.protocol} does not use TLS: "

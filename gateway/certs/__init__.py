@@ -4,6 +4,8 @@ manager = build_manager(config.certificates, clock=clock, observer=observer, key
 async with manager:
     ssl_context = await manager.get_certificate("cert-name")
     tls = UpstreamTlsContexts(manager, {"partner": TlsSettings(client_certificate="cert-name")})
+
+``TlsSettings`` and the one client-context builder live in ``gateway.tls``, below this package.
 """
 
 from gateway.certs.bundle import CertificateBundle
@@ -12,7 +14,7 @@ from gateway.certs.configured import build_manager
 from gateway.certs.keyvault import KeyVaultSettings
 from gateway.certs.manager import CertificateManager, ManagedCertificate
 from gateway.certs.provider import UpstreamTlsContexts
-from gateway.certs.tls import TlsSettings, client_context, server_context
+from gateway.certs.tls import server_context
 
 __all__ = [
     "CertificateBundle",
@@ -20,9 +22,7 @@ __all__ = [
     "CertificatesConfig",
     "KeyVaultSettings",
     "ManagedCertificate",
-    "TlsSettings",
     "UpstreamTlsContexts",
     "build_manager",
-    "client_context",
     "server_context",
 ]

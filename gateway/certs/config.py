@@ -24,6 +24,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from gateway.tls import DEFAULT_MIN_VERSION, TlsVersion
+
 DEFAULT_DEV_DIR = Path("~/.cmn/certs")
 
 
@@ -69,7 +71,7 @@ class CertificatesConfig(BaseModel):
 
     poll_interval: float = Field(300.0, gt=0)
     renew_before: float = Field(14 * 86400.0, ge=0)
-    min_version: Literal["1.2", "1.3"] = "1.3"
+    min_version: TlsVersion = DEFAULT_MIN_VERSION
     dev_dir: Path = DEFAULT_DEV_DIR
     items: dict[str, CertificateItem] = Field(default_factory=dict)
 

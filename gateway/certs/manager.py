@@ -22,10 +22,10 @@ from cryptography import x509
 from gateway.certs.bundle import CertificateBundle
 from gateway.certs.errors import CertificateError, UnknownCertificateError
 from gateway.certs.source import CertificateSource
-from gateway.certs.tls import TlsVersion, client_context
 from gateway.certs.validation import validate_bundle
 from gateway.clock import Clock
 from gateway.events import CertificateRenewalFailed, CertificateRenewed, NullObserver, Observer
+from gateway.tls import DEFAULT_MIN_VERSION, TlsSettings, TlsVersion, client_context
 
 DAY = 86400.0
 
@@ -79,7 +79,7 @@ class CertificateManager:
         observer: Observer | None = None,
         poll_interval: float = 300.0,
         renew_before: float = 14 * DAY,
-        min_version: TlsVersion = "1.3",
+        min_version: TlsVersion = DEFAULT_MIN_VERSION,
         resources: Sequence[AsyncCloseable] = (),
     ) -> None:
         self._entries = {c.name: c for c in certificates}
@@ -183,7 +183,7 @@ class CertificateManager:
 
     def _install(self, entry: ManagedCertificate, bundle: CertificateBundle) -> None:
         validate_bundle(bundle, now=self._clock.time(), trusted=entry.trusted, expected_name=entry.expected_name)
-        context = client_context(bundle=bundle, min_version=self._min_version)
+        context = client_context(TlsSettings(min_version=self._min_version), certificate=bundle)
         self._active[entry.name] = _Active(bundle, context)
         for listener in self._listeners:
             listener(bundle)

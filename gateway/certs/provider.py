@@ -1,7 +1,8 @@
 """Per-upstream TLS contexts that follow certificate rotation.
 
 ``UpstreamTlsContexts`` satisfies gateway.upstream.tls.TlsContextProvider structurally (this
-package does not import the upstream layer; app.py converts TlsConfig → TlsSettings).
+package does not import the upstream layer). Both take ``gateway.tls.TlsSettings``, the upstreams
+file's ``tls:`` block converted once at the edge, and build through ``gateway.tls.client_context``.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from dataclasses import dataclass
 from gateway.certs.bundle import CertificateBundle
 from gateway.certs.errors import CertificateError, UnknownCertificateError
 from gateway.certs.manager import CertificateManager
-from gateway.certs.tls import TlsSettings, client_context
-
-__all__ = ["TlsSettings", "UpstreamTlsContexts"]
+from gateway.tls import DEFAULT_TLS, TlsSettings, client_context
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,7 @@ class UpstreamTlsContexts:
         manager: CertificateManager,
         tls_by_upstream: Mapping[str, TlsSettings],
         *,
-        default: TlsSettings | None = TlsSettings(),  # noqa: B008 - frozen value, safe to share
+        default: TlsSettings | None = DEFAULT_TLS,
     ) -> None:
         self._manager = manager
         self._settings = dict(tls_by_upstream)
@@ -59,7 +58,7 @@ class UpstreamTlsContexts:
         bundle = self._bundle(settings)
         built = self._built.get(upstream)
         if built is None or built.bundle is not bundle:
-            built = _Built(bundle, _context(settings, bundle))
+            built = _Built(bundle, client_context(settings, certificate=bundle))
             self._built[upstream] = built
         return built.context
 
@@ -85,7 +84,7 @@ class UpstreamTlsContexts:
             if settings.client_certificate != bundle.name:
                 continue
             try:
-                self._built[upstream] = _Built(bundle, _context(settings, bundle))
+                self._built[upstream] = _Built(bundle, client_context(settings, certificate=bundle))
             except CertificateError:
                 # e.g. the upstream's ca_file vanished: drop the stale context so the next call
                 # rebuilds and raises the clear error instead of quietly using the old certificate.
@@ -95,12 +94,3 @@ class UpstreamTlsContexts:
         mtls = sum(1 for s in self._settings.values() if s.client_certificate is not None)
         count = len(self._settings)
         return f"<UpstreamTlsContexts {count} upstreams ({mtls} mTLS), {len(self._built)} built>"
-
-
-def _context(settings: TlsSettings, bundle: CertificateBundle | None) -> ssl.SSLContext:
-    return client_context(
-        bundle=bundle,
-        ca_file=settings.ca_file,
-        min_version=settings.min_version,
-        verify_hostname=settings.verify_hostname,
-    )

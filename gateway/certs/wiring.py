@@ -1,7 +1,8 @@
 """What app.py calls: `certificates:` + upstream TLS settings + Azure settings → a running manager.
 
-The arguments are taken structurally, so this package imports neither gateway.settings nor
-gateway.upstream (the layers are siblings).
+TLS settings are ``gateway.tls.TlsSettings`` (the upstreams file's ``tls:`` blocks, converted at the
+edge); the Azure settings are taken structurally, so this package imports neither gateway.settings
+nor gateway.upstream (the layers are siblings).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import contextlib
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -21,10 +22,10 @@ from gateway.certs.errors import UnknownCertificateError
 from gateway.certs.keyvault import KeyVaultSettings
 from gateway.certs.manager import CertificateManager
 from gateway.certs.provider import UpstreamTlsContexts
-from gateway.certs.tls import TlsSettings, client_context, load_bundle
 from gateway.clock import Clock
 from gateway.errors import CertificateError, ConfigError
 from gateway.events import Observer
+from gateway.tls import TlsSettings, client_context, present_certificate
 
 
 class AzureSettings(Protocol):
@@ -40,19 +41,6 @@ class AzureSettings(Protocol):
     def azure_tenant_id(self) -> str | None: ...
 
 
-class UpstreamTls(Protocol):
-    """gateway.upstream.config.TlsConfig, field for field."""
-
-    @property
-    def ca_file(self) -> str | None: ...
-    @property
-    def client_certificate(self) -> str | None: ...
-    @property
-    def min_version(self) -> Literal["1.2", "1.3"]: ...
-    @property
-    def verify_hostname(self) -> bool: ...
-
-
 def keyvault_settings(settings: AzureSettings) -> KeyVaultSettings | None:
     if not settings.azure_vault_url:
         return None
@@ -62,10 +50,6 @@ def keyvault_settings(settings: AzureSettings) -> KeyVaultSettings | None:
         client_id=settings.azure_client_id,
         client_secret=settings.azure_client_secret,
     )
-
-
-def tls_settings(tls: UpstreamTls) -> TlsSettings:
-    return TlsSettings(tls.ca_file, tls.client_certificate, tls.min_version, tls.verify_hostname)
 
 
 def certificates_config(section: Mapping[str, Any] | CertificatesConfig | None) -> CertificatesConfig:
@@ -79,7 +63,7 @@ def certificates_config(section: Mapping[str, Any] | CertificatesConfig | None) 
 
 async def build_certificate_manager(
     certificates: Mapping[str, Any] | CertificatesConfig | None,
-    tls_by_upstream: Mapping[str, UpstreamTls],
+    tls_by_upstream: Mapping[str, TlsSettings],
     settings: AzureSettings,
     *,
     clock: Clock,
@@ -93,7 +77,7 @@ async def build_certificate_manager(
     config = certificates_config(certificates)
     manager = build_manager(config, clock=clock, observer=observer, keyvault=keyvault_settings(settings))
     try:
-        provider = UpstreamTlsContexts(manager, {n: tls_settings(t) for n, t in tls_by_upstream.items()})
+        provider = UpstreamTlsContexts(manager, tls_by_upstream)
         await manager.start()
         await provider.prepare()
     except BaseException:
@@ -112,12 +96,14 @@ async def broker_tls_context(
     observer: Observer | None = None,
 ) -> tuple[ssl.SSLContext, CertificateManager | None]:
     """A client context for a broker (Kafka SSL): trusts ``ca_file``, else the system store, and with
-    ``client_certificate`` (a name under ``certificates:``) presents that certificate.
+    ``client_certificate`` (a name under ``certificates:``) presents that certificate. The defaults
+    (minimum version, verification) are those of every other ``TlsSettings``.
 
     With a certificate, a started manager for it alone comes back too; the caller closes it. Each
     renewal is loaded into the same context, so connections opened afterwards present the new one.
     """
-    context = client_context(ca_file=ca_file)
+    tls = TlsSettings(ca_file=str(ca_file) if ca_file is not None else None, client_certificate=client_certificate)
+    context = client_context(tls)  # a bad CA bundle stops us before any certificate source is asked
     if client_certificate is None:
         return context, None
     config = certificates_config(certificates)
@@ -132,14 +118,14 @@ async def broker_tls_context(
         await manager.start()
         bundle = manager.current(client_certificate)
         assert bundle is not None  # start() loaded it or raised
-        load_bundle(context, bundle)
+        present_certificate(context, bundle)
     except BaseException:
         await manager.aclose()
         raise
 
     def renewed(new: CertificateBundle) -> None:
         with contextlib.suppress(CertificateError):  # keeps presenting the old one; the manager reported it
-            load_bundle(context, new)
+            present_certificate(context, new)
 
     manager.add_listener(renewed)
     return context, manager

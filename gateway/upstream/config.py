@@ -20,13 +20,13 @@ metric labels and error messages. The upstream's ``auth:`` names where the crede
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 from gateway.access.config import AccessConfig
 from gateway.secrets import SecretRef
+from gateway.tls import DEFAULT_TLS, TlsVersion
 from gateway.upstream.kinds import FAILURE_KINDS, FailureKind, LoadBalancer, WindowType
 
 MIB = 1024 * 1024
@@ -149,10 +149,14 @@ class RateLimitConfig(_Model):
 
 
 class TlsConfig(_Model):
-    ca_file: str | None = None
-    client_certificate: str | None = Field(default=None, description="Name known to the certificate manager.")
-    min_version: Literal["1.2", "1.3"] = "1.3"
-    verify_hostname: bool = True
+    """The ``tls:`` block; ``policies.tls_by_upstream`` turns it into ``gateway.tls.TlsSettings``."""
+
+    ca_file: str | None = DEFAULT_TLS.ca_file
+    client_certificate: str | None = Field(
+        default=DEFAULT_TLS.client_certificate, description="Name known to the certificate manager."
+    )
+    min_version: TlsVersion = DEFAULT_TLS.min_version
+    verify_hostname: bool = DEFAULT_TLS.verify_hostname
 
 
 _TOKEN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"  # nosec B105  # RFC 9110 token (a header name), not a credential

@@ -142,7 +142,7 @@ def build_forwarder(
         defaults=defaults,
         clock=clock,
         observer=observer,
-        tls=tls or StaticTlsContexts({n: c.tls for n, c in upstreams.upstreams.items() if c.tls is not None}),
+        tls=tls or StaticTlsContexts(policies.tls_by_upstream(upstreams)),
         rng=rng or random.Random(),  # nosec B311  # balancer picks and backoff jitter, not secrets
         local_buckets=local,
         shared_buckets=redis or local,

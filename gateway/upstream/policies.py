@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from gateway.tls import TlsSettings
 from gateway.upstream.breaker import BreakerPolicy
 from gateway.upstream.bulkhead import BulkheadPolicy
-from gateway.upstream.config import UpstreamConfig, UpstreamDefaults
+from gateway.upstream.config import UpstreamConfig, UpstreamDefaults, UpstreamsFile
 from gateway.upstream.health import HealthPolicy
 from gateway.upstream.outlier import OutlierPolicy
 from gateway.upstream.pool import PoolPolicy
@@ -94,6 +95,11 @@ def rates(config: UpstreamConfig) -> tuple[Rate | None, Rate | None]:
     upstream = Rate.of(limit.upstream.rate, limit.upstream.burst) if limit.upstream is not None else None
     tenant = Rate.of(limit.per_tenant.rate, limit.per_tenant.burst) if limit.per_tenant is not None else None
     return upstream, tenant
+
+
+def tls_by_upstream(upstreams: UpstreamsFile) -> dict[str, TlsSettings]:
+    """Each ``tls:`` block as the one TLS type; upstreams without one take ``TlsSettings()``."""
+    return {name: derive(TlsSettings, u.tls) for name, u in upstreams.upstreams.items() if u.tls is not None}
 
 
 def _first(value: int | None, default: int) -> int:

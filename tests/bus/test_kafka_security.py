@@ -28,10 +28,11 @@ from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_records import KafkaLoginRefusedError, KafkaUnavailableError
 from gateway.bus.kafka_security import KafkaSecurity, security_from_settings
 from gateway.certs.devca import DevCertificateAuthority, write_leaf
-from gateway.certs.tls import client_context, server_context
+from gateway.certs.tls import server_context
 from gateway.client import GatewayClient
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
+from gateway.tls import TlsSettings, client_context
 from tests.fixtures.kafka import FAST_GROUP, KafkaFront, _kbytes, _kstring, kafka_behind_front, unique
 from tests.fixtures.upstreams import Upstream
 
@@ -254,9 +255,8 @@ async def test_sasl_ssl_with_a_ca_file_serves_a_request(
             "KAFKA_SSL_CA_FILE": ca_file,
         }
         gateway = gateway_for(bootstrap, echo_upstream, env)
-        security = KafkaSecurity(
-            "SASL_SSL", "SCRAM-SHA-256", "cmn-client", USERS["cmn-client"], ssl_context=client_context(ca_file=ca_file)
-        )
+        trust = client_context(TlsSettings(ca_file=str(ca_file)))
+        security = KafkaSecurity("SASL_SSL", "SCRAM-SHA-256", "cmn-client", USERS["cmn-client"], ssl_context=trust)
         client = GatewayClient.kafka(bootstrap, security=security, topic=gateway.settings.requests_queue)
         body = await round_trip(gateway, client)
     assert body["path"] == "/secured"
@@ -289,7 +289,7 @@ async def test_ssl_presents_the_client_certificate_named_under_certificates(
         bootstrap = f"127.0.0.1:{front.port}"
         env = {"KAFKA_SECURITY_PROTOCOL": "SSL", "KAFKA_SSL_CA_FILE": ca_file, "KAFKA_SSL_CERTIFICATE": "kafka-client"}
         gateway = gateway_for(bootstrap, echo_upstream, env, certificates=certificates)
-        client_tls = client_context(ca_file=ca_file, bundle=ca.issue("client", [], now=now))
+        client_tls = client_context(TlsSettings(ca_file=str(ca_file)), certificate=ca.issue("client", [], now=now))
         client = GatewayClient.kafka(
             bootstrap, security=KafkaSecurity("SSL", ssl_context=client_tls), topic=gateway.settings.requests_queue
         )

@@ -1,4 +1,4 @@
-"""amqps with the contexts gateway.certs builds: a private RabbitMQ node with a TLS 1.3 listener that
+"""amqps with the contexts gateway.tls builds: a private RabbitMQ node with a TLS 1.3 listener that
 requires client certificates from the development CA."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from gateway.certs.bundle import CertificateBundle
 from gateway.certs.devca import DevCertificateAuthority
-from gateway.certs.tls import client_context
+from gateway.tls import client_context
 from tests.bus.rabbit_node import RabbitNode
 from tests.fixtures.upstreams import free_port
 
@@ -63,7 +63,7 @@ def _client(node: TlsRabbitNode) -> CertificateBundle:
 
 
 async def test_amqps_with_a_client_certificate(tls_node: TlsRabbitNode) -> None:
-    context = client_context(bundle=_client(tls_node), ca_pem=tls_node.ca.ca_pem)
+    context = client_context(certificate=_client(tls_node), ca_pem=tls_node.ca.ca_pem)
     connection = await aio_pika.connect(tls_node.tls_url, ssl_context=context)
     async with connection:
         channel = await connection.channel()
@@ -82,7 +82,7 @@ async def test_amqps_without_a_client_certificate_is_refused(tls_node: TlsRabbit
 
 async def test_amqps_server_must_be_trusted(tls_node: TlsRabbitNode) -> None:
     stranger = DevCertificateAuthority.create(now=time.time())
-    context = client_context(bundle=_client(tls_node), ca_pem=stranger.ca_pem)
+    context = client_context(certificate=_client(tls_node), ca_pem=stranger.ca_pem)
     with pytest.raises((ConnectionError, OSError)) as caught:
         await aio_pika.connect(tls_node.tls_url, ssl_context=context)
     assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value) or "certificate verify failed" in str(caught.value)

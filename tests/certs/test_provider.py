@@ -11,10 +11,12 @@ import aiohttp
 import pytest
 
 from gateway.certs.devca import DevCertificateAuthority, DevSource
-from gateway.certs.errors import CertificateSourceError, UnknownCertificateError
+from gateway.certs.errors import UnknownCertificateError
 from gateway.certs.manager import CertificateManager, ManagedCertificate
-from gateway.certs.provider import TlsSettings, UpstreamTlsContexts
+from gateway.certs.provider import UpstreamTlsContexts
+from gateway.errors import CertificateError
 from gateway.testing import FakeClock
+from gateway.tls import TlsSettings
 from tests.fixtures.certs import StartTlsUpstream
 
 
@@ -113,5 +115,5 @@ async def test_a_context_that_cannot_be_rebuilt_fails_loudly_not_silently(
     await asyncio.to_thread(Path(ca_file).unlink)
     clock.advance(80 * 86400)
     assert await manager.refresh("partner")
-    with pytest.raises(CertificateSourceError, match="cannot load CA bundle"):
+    with pytest.raises(CertificateError, match="cannot load CA bundle"):
         provider.context_for("partner-api")

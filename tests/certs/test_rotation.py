@@ -16,9 +16,10 @@ import aiohttp
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.certs.keyvault import PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE, KeyVault, KeyVaultSource
 from gateway.certs.manager import CertificateManager, ManagedCertificate
-from gateway.certs.provider import TlsSettings, UpstreamTlsContexts
+from gateway.certs.provider import UpstreamTlsContexts
 from gateway.events import CertificateRenewed, RecordingObserver
 from gateway.testing import FakeClock
+from gateway.tls import TlsSettings
 from tests.certs.fakevault import FakeKeyVault
 from tests.fixtures.certs import StartTlsUpstream, TlsUpstream
 

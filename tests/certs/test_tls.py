@@ -1,4 +1,4 @@
-"""Real TLS handshakes against local aiohttp upstreams with the contexts gateway.certs.tls builds."""
+"""Real TLS handshakes against local aiohttp upstreams with the contexts gateway.tls.client_context builds."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 
 from gateway.certs.devca import DevCertificateAuthority
-from gateway.certs.errors import CertificateSourceError
-from gateway.certs.tls import client_context, load_ca_file
+from gateway.certs.tls import load_ca_file
+from gateway.errors import CertificateError
+from gateway.tls import TlsSettings, client_context
 from tests.fixtures.certs import StartTlsUpstream
 
 NOW = time.time()
@@ -44,7 +45,7 @@ async def test_tls12_only_upstream_is_refused_unless_configured(
     assert isinstance(caught.value.os_error, ssl.SSLError | ConnectionResetError)
     assert upstream.versions == []
 
-    body = await _get(upstream.url, client_context(ca_pem=dev_ca.ca_pem, min_version="1.2"))
+    body = await _get(upstream.url, client_context(TlsSettings(min_version="1.2"), ca_pem=dev_ca.ca_pem))
     assert body["tls"] == "TLSv1.2"
 
 
@@ -53,7 +54,7 @@ async def test_mtls_accepts_the_right_client_certificate(
 ) -> None:
     upstream = await start_tls_upstream(client_ca=dev_ca.ca_pem)
     client = dev_ca.issue("partner-client", ["partner-client"], now=NOW)
-    body = await _get(upstream.url, client_context(bundle=client, ca_pem=dev_ca.ca_pem))
+    body = await _get(upstream.url, client_context(certificate=client, ca_pem=dev_ca.ca_pem))
     assert body["client_serial"] == client.certificate.serial_number
 
 
@@ -73,7 +74,7 @@ async def test_mtls_rejects_a_client_certificate_from_another_ca(
     stranger = DevCertificateAuthority.create(now=NOW, common_name="Stranger CA")
     wrong = stranger.issue("partner-client", ["partner-client"], now=NOW)
     with pytest.raises(aiohttp.ClientError):
-        await _get(upstream.url, client_context(bundle=wrong, ca_pem=dev_ca.ca_pem))
+        await _get(upstream.url, client_context(certificate=wrong, ca_pem=dev_ca.ca_pem))
     assert upstream.client_serials == []
 
 
@@ -83,7 +84,7 @@ async def test_hostname_is_verified_unless_turned_off(
     upstream = await start_tls_upstream(sans=("other.example",))
     with pytest.raises(aiohttp.ClientConnectorCertificateError, match=r"(?i)hostname|IP address mismatch"):
         await _get(upstream.url, client_context(ca_pem=dev_ca.ca_pem))
-    body = await _get(upstream.url, client_context(ca_pem=dev_ca.ca_pem, verify_hostname=False))
+    body = await _get(upstream.url, client_context(TlsSettings(verify_hostname=False), ca_pem=dev_ca.ca_pem))
     assert body["tls"] == "TLSv1.3"
 
 
@@ -94,15 +95,15 @@ async def test_custom_ca_bundle_file_is_the_only_trust(
     other = tmp_path / "other-ca.pem"
     other.write_bytes(DevCertificateAuthority.create(now=NOW).ca_pem)
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
-        await _get(upstream.url, client_context(ca_file=other))
+        await _get(upstream.url, client_context(TlsSettings(ca_file=str(other))))
     with pytest.raises(aiohttp.ClientConnectorCertificateError):
         await _get(upstream.url, client_context())  # the system store does not know the dev CA
     mine = tmp_path / "ca.pem"
     mine.write_bytes(other.read_bytes() + dev_ca.ca_pem)
     assert len(load_ca_file(mine)) == 2
-    assert (await _get(upstream.url, client_context(ca_file=mine)))["tls"] == "TLSv1.3"
+    assert (await _get(upstream.url, client_context(TlsSettings(ca_file=str(mine)))))["tls"] == "TLSv1.3"
 
 
 def test_unreadable_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CertificateSourceError, match="cannot load CA bundle"):
-        client_context(ca_file=tmp_path / "missing.pem")
+    with pytest.raises(CertificateError, match="cannot load CA bundle"):
+        client_context(TlsSettings(ca_file=str(tmp_path / "missing.pem")))

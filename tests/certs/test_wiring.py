@@ -1,4 +1,5 @@
-"""gateway.certs.wiring against the real Settings and TlsConfig types the composition root passes in."""
+"""gateway.certs.wiring against the real Settings and the TLS settings the composition root passes in
+(the upstreams file's ``tls:`` blocks through ``policies.tls_by_upstream``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,21 @@ from gateway.errors import ConfigError
 from gateway.events import RecordingObserver
 from gateway.settings import Settings
 from gateway.testing import FakeClock
-from gateway.upstream.config import TlsConfig
+from gateway.tls import TlsSettings
+from gateway.upstream.config import UpstreamsFile
+from gateway.upstream.policies import tls_by_upstream
 from gateway.upstream.tls import TlsContextProvider
 from tests.fixtures.certs import StartTlsUpstream
 
 
 def _settings(**env: str) -> Settings:
     return Settings.model_validate(env)
+
+
+def _tls(blocks: dict[str, dict[str, str | None]]) -> dict[str, TlsSettings]:
+    """``tls:`` blocks as the composition root hands them over, read from an upstreams file."""
+    upstreams = {name: {"endpoints": ["https://127.0.0.1:1"], "tls": tls} for name, tls in blocks.items()}
+    return tls_by_upstream(UpstreamsFile.model_validate({"upstreams": upstreams}))
 
 
 def test_azure_settings_map_to_keyvault_settings() -> None:
@@ -49,7 +58,7 @@ async def test_builds_a_started_manager_and_a_provider_for_the_pool(
     tmp_path: Path, start_tls_upstream: StartTlsUpstream, dev_ca: DevCertificateAuthority
 ) -> None:
     section = {"dev_dir": str(tmp_path), "partner": {"source": "dev", "sans": ["partner-client"]}}
-    tls = {"partner-api": TlsConfig(ca_file=None, client_certificate="partner")}
+    tls = _tls({"partner-api": {"ca_file": None, "client_certificate": "partner"}})
     clock = FakeClock(wall_start=time.time())
     manager, provider = await build_certificate_manager(
         section, tls, _settings(), clock=clock, observer=RecordingObserver()
@@ -76,7 +85,7 @@ async def test_start_up_mistakes_stop_here(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="certificates: "):
         await build_certificate_manager({"items": {"x": {"source": "nfs"}}}, {}, _settings(), clock=clock)
     with pytest.raises(UnknownCertificateError, match="'missing'"):
-        await build_certificate_manager({}, {"api": TlsConfig(client_certificate="missing")}, _settings(), clock=clock)
+        await build_certificate_manager({}, _tls({"api": {"client_certificate": "missing"}}), _settings(), clock=clock)
     old = tmp_path / "old.pem"
     ca = DevCertificateAuthority.create(now=clock.time())
     expired = ca.issue("old", ["old"], now=clock.time(), not_before=clock.time() - 10 * 86400, days=1)

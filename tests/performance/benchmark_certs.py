@@ -24,10 +24,10 @@ from gateway.certs.bundle import CertificateBundle
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.certs.keyvault import KeyVault, KeyVaultSource
 from gateway.certs.manager import CertificateManager, ManagedCertificate
-from gateway.certs.provider import TlsSettings, UpstreamTlsContexts
-from gateway.certs.tls import client_context
+from gateway.certs.provider import UpstreamTlsContexts
 from gateway.events import RecordingObserver
 from gateway.testing import FakeClock
+from gateway.tls import TlsSettings, client_context
 from tests.certs.fakevault import FakeKeyVault
 from tests.certs.test_rotation import Traffic
 from tests.fixtures.certs import StartTlsUpstream
@@ -111,6 +111,6 @@ def _time_builds(bundle: CertificateBundle, ca_pem: bytes, n: int) -> float:
     samples = []
     for _ in range(n):
         started = time.perf_counter()
-        client_context(bundle=bundle, ca_pem=ca_pem)
+        client_context(certificate=bundle, ca_pem=ca_pem)
         samples.append(time.perf_counter() - started)
     return statistics.median(samples)

@@ -20,7 +20,8 @@ from gateway.clock import SystemClock
 from gateway.errors import UpstreamUnavailableError
 from gateway.events import EndpointHealthChanged, RecordingObserver
 from gateway.testing import FakeClock
-from gateway.upstream.config import TlsConfig, UpstreamDefaults
+from gateway.tls import TlsSettings
+from gateway.upstream.config import UpstreamDefaults
 from gateway.upstream.forward import build_forwarder
 from gateway.upstream.health import HealthChecker, HealthPolicy
 from gateway.upstream.host import Host
@@ -70,7 +71,7 @@ async def test_tls_context_comes_from_the_provider_on_every_request(tmp_path: Pa
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(cert, key)
     runner, port = await start_app(health_app({"status": 200}), ssl_context=server_context)
-    trusting = StaticTlsContexts({"svc": TlsConfig(ca_file=str(cert))}).context_for("svc")
+    trusting = StaticTlsContexts({"svc": TlsSettings(ca_file=str(cert))}).context_for("svc")
     assert trusting is not None and trusting.minimum_version is ssl.TLSVersion.TLSv1_3
     provider = SwappableContexts(trusting)
     fwd = build_forwarder(
@@ -93,7 +94,7 @@ async def test_tls_context_comes_from_the_provider_on_every_request(tmp_path: Pa
 
 def test_client_certificate_needs_the_certificate_manager() -> None:
     with pytest.raises(Exception, match="needs the certificate manager"):
-        StaticTlsContexts({"svc": TlsConfig(client_certificate="payments-client")})
+        StaticTlsContexts({"svc": TlsSettings(client_certificate="payments-client")})
 
 
 def health_app(state: dict[str, Any]) -> web.Application:
