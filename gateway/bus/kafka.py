@@ -232,6 +232,10 @@ class KafkaTransport:
                 log.warning("kafka_poll_failed", error=repr(exc), retry_in=backoff)
                 await self._clock.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+            except UnicodeDecodeError:
+                # A record aiokafka cannot decode (a header key that is not UTF-8, which any foreign
+                # producer can write) fails every fetch of its partition: walk past it.
+                await self._skip_unreadable(consumer)
             except Exception:  # a bug here must not stop consumption for good
                 log.exception("kafka_poll_crashed", retry_in=backoff)
                 await self._clock.sleep(backoff)
@@ -253,6 +257,42 @@ class KafkaTransport:
             for record in records:
                 self._dispatch(record)
 
+    async def _skip_unreadable(self, consumer: AIOKafkaConsumer) -> None:
+        """Read each assigned partition one record at a time from its position (the fetch that
+        failed is dropped by the seek): readable records are dispatched as usual, the first that
+        cannot be decoded is noted in the dead-letter topic, settled and skipped. Bounded by the
+        free handler slots; a walk cut short resumes when the next fetch fails again."""
+        for tp in consumer.assignment():
+            offset = await consumer.position(tp)
+            consumer.seek(tp, offset)
+            while self._consuming and len(self._tasks) < self._max_in_flight:
+                try:
+                    batch = await consumer.getmany(tp, timeout_ms=250, max_records=1)
+                except UnicodeDecodeError:
+                    await self._unreadable(tp, offset)
+                    consumer.seek(tp, offset + 1)
+                    break
+                records = batch.get(tp)
+                if not records:
+                    break
+                self._dispatch(records[0])
+                offset = records[0].offset + 1
+
+    async def _unreadable(self, tp: TopicPartition, offset: int) -> None:
+        log.error("kafka_record_unreadable", topic=tp.topic, partition=tp.partition, offset=offset)
+        note = {
+            ERROR_HEADER: "invalid_request: unreadable Kafka record (a header key is not UTF-8)",
+            "x-cmn-topic": tp.topic,
+            "x-cmn-partition": str(tp.partition),
+            "x-cmn-offset": str(offset),
+        }
+        try:
+            await self._producer.send(DEAD_LETTERS, b"", key=None, headers=note)
+        except (KafkaUnavailableError, KafkaRecordRejectedError):
+            log.exception("kafka_dead_letter_failed", topic=tp.topic, partition=tp.partition, offset=offset)
+        self._offsets.begin(tp, offset)
+        self._offsets.settle(tp, offset)
+
     def _dispatch(self, record: ConsumerRecord[bytes, bytes]) -> None:
         assert self._handler is not None
         delivery = to_delivery(record)
@@ -264,33 +304,31 @@ class KafkaTransport:
         task.add_done_callback(self._finished)
 
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        await self._handle(handler, delivery)
+        retry = 0
+        while self._offsets.is_pending(*delivery.token):
+            # Left unsettled on purpose (its reply or telemetry event was not confirmed). Kafka
+            # would only deliver it again after a rebalance, and until then this partition's
+            # commits could not pass it; so handle it again here, as a redelivery would. When
+            # draining, or once the partition is gone (forgotten), its next owner or run does.
+            if not self._consuming:
+                log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
+                return
+            delay = min(self._unsettled_retry * 2**retry, UNSETTLED_RETRY_MAX)
+            retry += 1
+            log.warning("kafka_delivery_unsettled_again", token=repr(delivery.token), attempt=retry, after=delay)
+            await self._clock.sleep(delay)
+            if self._consuming and self._offsets.is_pending(*delivery.token):
+                await self._handle(handler, delivery)
+
+    @staticmethod
+    async def _handle(handler: Handler, delivery: Delivery) -> None:
         try:
             await handler(delivery)
-            retry = 0
-            while self._offsets.is_pending(*delivery.token):
-                # Left unsettled on purpose (its reply or telemetry event was not confirmed). Kafka
-                # would only deliver it again after a rebalance, and until then this partition's
-                # commits could not pass it; so handle it again here, as a redelivery would. When
-                # draining, or once the partition is gone (forgotten), its next owner or run does.
-                if not self._consuming:
-                    log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
-                    return
-                delay = min(self._unsettled_retry * 2**retry, UNSETTLED_RETRY_MAX)
-                retry += 1
-                log.warning("kafka_delivery_unsettled_again", token=repr(delivery.token), attempt=retry, after=delay)
-                await self._clock.sleep(delay)
-                if self._consuming and self._offsets.is_pending(*delivery.token):
-                    await handler(delivery)
-        except Exception as exc:
-            # The pipeline answers every input itself; reaching here is a bug. Park the record in
-            # the dead-letter topic so one bad record cannot hold its partition's commits forever.
-            log.exception("kafka_handler_crashed", token=repr(delivery.token))
-            try:
-                await self.dead_letter(delivery, f"internal: handler crashed: {type(exc).__name__}")
-            except (KafkaUnavailableError, KafkaRecordRejectedError):
-                log.exception("kafka_dead_letter_failed", token=repr(delivery.token))
-                return  # stays unsettled: comes again after a restart or rebalance
-            await self.settle(delivery)
+        except Exception:
+            # The worker's guard (gateway.worker.guarded) parks a crash in the dead letters; a handler
+            # that raises anyway leaves the record unsettled, to be handled again like any other.
+            log.exception("kafka_handler_raised", token=repr(delivery.token))
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)

@@ -1,0 +1,79 @@
+"""Red-team findings against the hardened gateway, each kept as a regression test.
+
+Every test here failed before its fix: an attacker with publish rights on the bus (foreign Kafka
+producers, hostile envelopes) reached something the Security section of the README says it cannot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
+from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
+
+# A producer that writes a record header key which is not UTF-8 (aiokafka's pure-Python record
+# builder encodes keys with ``str.encode``; any Kafka client in another language can do the same).
+_NON_UTF8_HEADER_PRODUCER = """
+import asyncio, os, sys
+os.environ["AIOKAFKA_NO_EXTENSIONS"] = "1"
+from aiokafka import AIOKafkaProducer
+
+class RawKey(str):
+    def encode(self, *args, **kwargs):
+        return b"\\xff\\xfe"
+
+async def main(bootstrap, topic):
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await (await producer.send(topic, b"poison", partition=0, headers=[(RawKey("x"), b"v")]))
+    finally:
+        await producer.stop()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_a_kafka_record_with_a_non_utf8_header_key_does_not_stop_its_partition(
+    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
+) -> None:
+    """Found: aiokafka fails the whole fetch on such a record, every time; the poll loop retried
+    forever, nothing on the partition (before or after it) was handled and /readyz stayed green."""
+    transport = kafka_transport()
+    seen: list[bytes] = []
+    after = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        await transport.settle(delivery)
+        if delivery.body == b"after":
+            after.set()
+
+    await produce(kafka_bootstrap, transport.topic, [b"before"], partition=0)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _NON_UTF8_HEADER_PRODUCER, kafka_bootstrap, transport.topic
+    )
+    assert await proc.wait() == 0
+    await produce(kafka_bootstrap, transport.topic, [b"after"], partition=0)
+    await transport.start(handler)
+
+    await asyncio.wait_for(after.wait(), 30)
+    assert seen == [b"before", b"after"]
+    records = await read_topic(
+        kafka_bootstrap,
+        DEAD_LETTERS,
+        until=lambda rs: any(dict(r.headers).get("x-cmn-topic") == transport.topic.encode() for r in rs),
+    )
+    note = next(r for r in records if dict(r.headers).get("x-cmn-topic") == transport.topic.encode())
+    assert dict(note.headers)[ERROR_HEADER].startswith(b"invalid_request: unreadable Kafka record")
+    assert dict(note.headers)["x-cmn-offset"] == b"1"
+
+    async def all_committed() -> bool:
+        return (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id)).get(0) == 3
+
+    for _ in range(100):
+        if await all_committed():
+            break
+        await asyncio.sleep(0.1)
+    assert await all_committed()
