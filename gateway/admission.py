@@ -9,7 +9,7 @@ from gateway.clock import Clock, Deadline
 from gateway.envelope.bounds import DecodeLimits
 from gateway.envelope.codec import request_json_body
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import DeadlineExceededError, InvalidRequestError, PayloadTooLargeError, UnknownUpstreamError
+from gateway.errors import InvalidRequestError, PayloadTooLargeError, RequestExpiredError, UnknownUpstreamError
 
 # RFC 9110 §7.6.1 hop-by-hop headers, plus the ones the HTTP client computes itself.
 HOP_BY_HOP = frozenset(
@@ -69,7 +69,7 @@ class Admission:
         deadline = self.deadline(envelope, arrived_at=arrived_at, broker_timestamp_ms=broker_timestamp_ms)
         if deadline.expired(self.clock):
             late_ms = -deadline.remaining(self.clock) * 1000
-            raise DeadlineExceededError(f"request expired {late_ms:.0f} ms before it could be sent")
+            raise RequestExpiredError(f"request expired {late_ms:.0f} ms before it could be sent")
         body = request_json_body(envelope)
         if body is not None and len(body) > self.max_request_bytes:
             raise PayloadTooLargeError(f"request body is {len(body)} bytes, over {self.max_request_bytes}")

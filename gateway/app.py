@@ -132,10 +132,8 @@ class Gateway:
         self.forwarder = await self._build_forwarder(tls, secrets)
         store: ResultStore | None = await build_dedupe_store(self)
         self.transports = self._given_transports or await build_transports(self)
-        self.telemetry = TelemetryService(
-            observer=self.observer, clock=self.clock, instance=self.instance, publishers=self.transports
-        )
-        self.observer.add(self.telemetry)
+        self.telemetry = TelemetryService(clock=self.clock, instance=self.instance, publishers=self.transports)
+        self.observer.add(self.telemetry)  # the stream sink, beside metrics and the log line
         await self.telemetry.start()
         self.resources.push_async_callback(self.telemetry.aclose)
         lanes = [Lane(t, self._pipeline(t, tracer, store, guard)) for t in self.transports]

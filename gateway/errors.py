@@ -8,7 +8,8 @@
     ├── ForbiddenError                forbidden            no  (the caller may not use this upstream/tenant)
     ├── ReplyToRefusedError           reply_to_refused     yes (nothing is sent to the refused address)
     ├── PayloadTooLargeError          payload_too_large    yes
-    ├── DeadlineExceededError         deadline_exceeded    yes (never sent upstream)
+    ├── DeadlineExceededError         deadline_exceeded    no  (ran out inside the gateway: queued, between attempts)
+    │   └── RequestExpiredError       deadline_exceeded    yes (already past its deadline on arrival; never sent)
     ├── UpstreamError                                      no  (transient, the upstream's fault)
     │   ├── UpstreamTimeoutError      timeout
     │   ├── UpstreamUnavailableError  upstream_unavailable
@@ -117,7 +118,17 @@ class PayloadTooLargeError(GatewayError):
 
 
 class DeadlineExceededError(GatewayError):
+    """The request's deadline ran out while the gateway held it (queued in a bulkhead, waiting on a
+    duplicate, backing off between attempts). Not the publisher's fault: answered, never dead-lettered.
+    A deadline that runs out *during* an attempt is the upstream's slowness: ``UpstreamTimeoutError``."""
+
     code: ClassVar[ErrorCode] = "deadline_exceeded"
+
+
+class RequestExpiredError(DeadlineExceededError):
+    """The request was already past its deadline when it arrived (admission): it is never sent upstream,
+    and it is the publisher's problem (a backlog, a clock, a tiny timeout), so it is dead-lettered."""
+
     dead_letter = True
 
 

@@ -8,7 +8,9 @@ its error code and raises a ``security.<kind>`` event.
 The one function that owns processing order. Every input gets an answer: bad input is answered
 with an error reply (when a reply address is known) and copied to the dead-letter queue; the
 request is settled only after its reply and telemetry event are confirmed by the broker, so a
-crash anywhere before that means redelivery, never loss.
+crash anywhere before that means redelivery, never loss. Publishing is not retried here: the
+transport answers "confirmed, or ``BusUnavailableError`` within its publish timeout", and this
+module decides what follows (leave the request unsettled: it comes again).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from gateway.envelope.codec import (
 )
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import GatewayError, InternalError, MessageRejectedError, ReplyToRefusedError
-from gateway.events import MessageDeadLettered, Observer, RequestReceived, SecurityRefused
+from gateway.events import MessageDeadLettered, Observer, RequestCompleted, RequestReceived, SecurityRefused
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
 
@@ -83,7 +85,6 @@ class Pipeline:
         tracer: RequestTracer,
         clock: Clock,
         dedupe: Deduplicator,
-        publish_attempts: int = 12,
     ) -> None:
         self._transport = transport
         self._forwarder = forwarder
@@ -94,7 +95,6 @@ class Pipeline:
         self._tracer = tracer
         self._clock = clock
         self._dedupe = dedupe
-        self._publish_attempts = publish_attempts
 
     async def handle(self, delivery: Delivery) -> None:
         arrived = self._clock.monotonic()
@@ -201,6 +201,13 @@ class Pipeline:
 
     # -- delivering -----------------------------------------------------------------------
     async def _deliver(self, delivery: Delivery, outcome: Outcome, arrived: float) -> None:
+        """Reply, telemetry event and dead-letter copy, at once; each publish once.
+
+        The transport owns retrying a publish: it returns once the broker confirmed, or raises
+        ``BusUnavailableError`` within its publish timeout. A raise here leaves the request unsettled
+        (``handle``): RabbitMQ redelivers it when the channel closes, Kafka's transport hands it over
+        again; either way it is answered again, never lost.
+        """
         reply, envelope = outcome.reply, outcome.envelope
         codec = normalise_content_type(delivery.content_type)
         codec = codec if codec in (JSON, MSGPACK) else JSON
@@ -208,7 +215,9 @@ class Pipeline:
         self._tracer.inject(headers)
         error = reply.error
         dead_letter = error is not None and error.dead_letter
-        jobs = [self._record(delivery, outcome, arrived, headers, dead_letter)]
+        completed = self._completed(delivery, outcome, arrived, dead_letter)
+        self._observer.on_event(completed)  # metrics and the log line
+        jobs = [self._telemetry.publish(completed, headers, via=self._transport)]
         reply_to = outcome.reply_to
         if reply_to:
             message = OutboundMessage(
@@ -221,7 +230,7 @@ class Pipeline:
             )
             jobs.append(self._publish_reply(message, reply, codec))
         if dead_letter and error is not None:
-            jobs.append(self._retrying(self._transport.dead_letter, delivery, error.header_value()))
+            jobs.append(self._transport.dead_letter(delivery, error.header_value()))
         await asyncio.gather(*jobs)
         if dead_letter and error is not None:
             self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
@@ -237,6 +246,26 @@ class Pipeline:
                 )
             )
 
+    def _completed(self, delivery: Delivery, outcome: Outcome, arrived: float, dead: bool) -> RequestCompleted:
+        """The one ``request.completed`` event of this request, for every sink."""
+        envelope, reply = outcome.envelope, outcome.reply
+        upstream = envelope.upstream if envelope is not None else "-"
+        return RequestCompleted(
+            request_id=reply.id,
+            upstream=upstream,
+            method=envelope.method if envelope is not None else "-",
+            status_code=reply.status,
+            duration=self._clock.monotonic() - arrived,
+            error_code=reply.error_code,
+            attempts=reply.attempts,
+            upstream_duration=outcome.upstream_duration,
+            transport=delivery.transport,
+            tenant=outcome.tenant,
+            endpoint=outcome.endpoint or upstream,
+            dead_lettered=dead,
+            principal=outcome.caller.principal,
+        )
+
     @staticmethod
     def _encode(reply: Reply, codec: str) -> bytes:
         try:
@@ -248,53 +277,13 @@ class Pipeline:
 
     async def _publish_reply(self, message: OutboundMessage, reply: Reply, codec: str) -> None:
         try:
-            await self._retrying(self._transport.publish, message)
+            await self._transport.publish(message)
         except MessageRejectedError as exc:
             # Refused for good (a reply too large for the bus, say): answer with the reason instead.
             log.warning("reply_rejected", request_id=reply.id, reason=exc.message)
             fallback = replace(reply, status=None, headers=None, body=None, error=exc)
             with contextlib.suppress(MessageRejectedError):  # the destination itself is refused: nothing to deliver
-                await self._retrying(self._transport.publish, replace(message, body=encode_reply(fallback, codec)))
-
-    async def _record(
-        self, delivery: Delivery, outcome: Outcome, arrived: float, headers: Mapping[str, str], dead: bool
-    ) -> None:
-        envelope = outcome.envelope
-        upstream = envelope.upstream if envelope is not None else "-"
-        await self._telemetry.record_request(
-            endpoint=outcome.endpoint or upstream,
-            upstream=upstream,
-            method=envelope.method if envelope is not None else "-",
-            status_code=outcome.reply.status,
-            duration=self._clock.monotonic() - arrived,
-            request_id=outcome.reply.id,
-            error_code=outcome.reply.error_code,
-            attempts=outcome.reply.attempts,
-            upstream_duration=outcome.upstream_duration,
-            transport=delivery.transport,
-            tenant=outcome.tenant,
-            principal=outcome.caller.principal,
-            dead_lettered=dead,
-            trace_headers=headers,
-            via=self._transport,
-        )
-
-    async def _retrying(self, fn, /, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]  # pass-through
-        """Publishing is retried for about a minute (a reconnect is usually under way) before giving up.
-
-        Giving up leaves the request unsettled: RabbitMQ redelivers it when the channel closes, Kafka
-        when the partition moves; either way it is answered again, never lost.
-        """
-        for attempt in range(self._publish_attempts):
-            try:
-                await fn(*args, **kwargs)
-                return
-            except MessageRejectedError:
-                raise  # sending the same message again cannot succeed
-            except Exception:
-                if attempt + 1 == self._publish_attempts:
-                    raise
-                await self._clock.sleep(min(0.1 * 2**attempt, 5.0))
+                await self._transport.publish(replace(message, body=encode_reply(fallback, codec)))
 
     def _ms_since(self, start: float) -> float:
         return (self._clock.monotonic() - start) * 1000

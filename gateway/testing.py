@@ -1,10 +1,20 @@
-"""Test doubles shipped with the package, so users' tests can use them too."""
+"""Test doubles shipped with the package, so users' tests can use them too: a fake clock and an
+in-memory transport (``MemoryTransport``) to run a pipeline, or a whole gateway, without a broker."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import replace
+
+from gateway.bus.base import Delivery, Handler, OutboundMessage
+from gateway.errors import MessageRejectedError
+
+log = logging.getLogger(__name__)
 
 
 class FakeClock:
@@ -48,3 +58,188 @@ class FakeClock:
 
     def __repr__(self) -> str:
         return f"<FakeClock t={self._now:.3f} sleepers={self.sleepers}>"
+
+
+class MemoryTransport:
+    """A ``Transport`` (gateway.bus.base) in memory, for testing a pipeline, or a component, without a broker.
+
+    It keeps the contract's promises as the real transports do: ``publish*`` and ``dead_letter`` return
+    once "confirmed" (kept in ``published``, ``telemetry``, ``dead_letters``) or raise what the broker
+    would (``fail_*``, ``refuse``); a delivery is settled once at most (twice is an error, as on AMQP);
+    one the handler left unsettled stays in ``unsettled`` until ``redeliver_unsettled``, which is what
+    a broker does when the channel closes; at most ``max_in_flight`` handlers run at once; ``drain``
+    stops taking requests and waits for those in flight. A handler that raises leaves its delivery
+    unsettled, like the real transports (the worker's guard is what dead-letters a crash).
+    """
+
+    def __init__(self, name: str = "memory", *, max_in_flight: int = 256, max_message_bytes: int | None = None) -> None:
+        self.name = name
+        self._max_in_flight = max_in_flight
+        self._max_message_bytes = max_message_bytes
+        self._handler: Handler | None = None
+        self._accepting = False
+        self._waiting: deque[Delivery] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._handled: dict[int, Delivery] = {}  # delivery tag -> delivery, handled and not yet settled
+        self._settled_tags: set[int] = set()
+        self._tags = itertools.count(1)
+        self._refused: set[str] = set()
+        self._reply_failure: Exception | None = None
+        self._telemetry_failure: Exception | None = None
+        self._dead_letter_failure: Exception | None = None
+        self.published: list[OutboundMessage] = []
+        self.telemetry: list[tuple[str, bytes, Mapping[str, str]]] = []
+        self.dead_letters: list[tuple[Delivery, str]] = []
+        self.settled: list[Delivery] = []
+        self.publish_attempts = 0  # publish calls, confirmed or not
+
+    # -- what a test does -------------------------------------------------------------------
+    def send(
+        self,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        reply_to: str | None = "replies",
+        correlation_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        user_id: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> Delivery:
+        """Put one request on the queue; it is handled once started and a slot is free."""
+        delivery = Delivery(
+            body=body,
+            content_type=content_type,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            headers=dict(headers or {}),
+            transport=self.name,
+            timestamp_ms=timestamp_ms,
+            user_id=user_id,
+            token=next(self._tags),
+        )
+        self._waiting.append(delivery)
+        self._dispatch()
+        return delivery
+
+    def refuse(self, destination: str) -> None:
+        """Publishes to ``destination`` are refused for good (``MessageRejectedError``), as for a bad name."""
+        self._refused.add(destination)
+
+    def fail_replies(self, error: Exception | None) -> None:
+        """Every ``publish`` raises ``error`` (a ``BusUnavailableError``: the broker away) until called with None."""
+        self._reply_failure = error
+
+    def fail_telemetry(self, error: Exception | None) -> None:
+        self._telemetry_failure = error
+
+    def fail_dead_letters(self, error: Exception | None) -> None:
+        self._dead_letter_failure = error
+
+    def redeliver_unsettled(self) -> None:
+        """What the broker does when the channel closes: every delivery handled but not settled comes
+        again, marked redelivered."""
+        handled, self._handled = list(self._handled.values()), {}
+        for delivery in handled:
+            self._waiting.append(replace(delivery, redelivered=True, token=next(self._tags)))
+        self._dispatch()
+
+    @property
+    def unsettled(self) -> list[Delivery]:
+        """Deliveries their handler finished with and did not settle (RabbitMQ keeps them unacked)."""
+        return list(self._handled.values())
+
+    async def idle(self) -> None:
+        """Wait until every delivery that can be handled now has been."""
+        self._dispatch()
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    # -- the Transport protocol -------------------------------------------------------------
+    async def start(self, handler: Handler) -> None:
+        if self._handler is not None:
+            raise RuntimeError(f"{self!r} already started")
+        self._handler = handler
+        self._accepting = True
+        self._dispatch()
+
+    async def publish(self, message: OutboundMessage) -> None:
+        self.publish_attempts += 1
+        await asyncio.sleep(0)  # a confirm is never synchronous
+        if self._reply_failure is not None:
+            raise self._reply_failure
+        self._check(message.destination, message.body)
+        self.published.append(message)
+
+    async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
+        await asyncio.sleep(0)
+        if self._telemetry_failure is not None:
+            raise self._telemetry_failure
+        self.telemetry.append((event_type, body, dict(headers)))
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        await asyncio.sleep(0)
+        if self._dead_letter_failure is not None:
+            raise self._dead_letter_failure
+        self.dead_letters.append((delivery, reason))
+
+    async def settle(self, delivery: Delivery) -> None:
+        tag: int = delivery.token
+        if tag in self._settled_tags:
+            raise RuntimeError(f"delivery {tag} settled twice (AMQP closes the channel: unknown delivery tag)")
+        self._settled_tags.add(tag)
+        self._handled.pop(tag, None)
+        self.settled.append(delivery)
+
+    async def drain(self) -> None:
+        self._accepting = False
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    async def aclose(self) -> None:
+        self._accepting = False
+        for task in tuple(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    @property
+    def ready(self) -> bool:
+        return self._accepting
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # -- inside -----------------------------------------------------------------------------
+    def _check(self, destination: str, body: bytes) -> None:
+        if destination in self._refused:
+            raise MessageRejectedError(f"the broker refused the destination {destination!r}")
+        if self._max_message_bytes is not None and len(body) > self._max_message_bytes:
+            raise MessageRejectedError(f"a {len(body)}-byte message is over {self._max_message_bytes} bytes")
+
+    def _dispatch(self) -> None:
+        handler = self._handler
+        while handler is not None and self._accepting and self._waiting and len(self._tasks) < self._max_in_flight:
+            delivery = self._waiting.popleft()
+            task = asyncio.get_running_loop().create_task(self._run(handler, delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._finished)
+
+    async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        tag: int = delivery.token
+        try:
+            await handler(delivery)
+        except Exception:
+            log.exception("handler raised on a delivery; left unsettled")
+        if tag not in self._settled_tags:
+            self._handled[tag] = delivery
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._dispatch()
+
+    def __repr__(self) -> str:
+        return (
+            f"<MemoryTransport {self.name} [{'ready' if self.ready else 'idle'}] in_flight={len(self._tasks)}"
+            f" waiting={len(self._waiting)} settled={len(self.settled)} unsettled={len(self._handled)}>"
+        )

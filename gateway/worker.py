@@ -2,6 +2,8 @@
 
 Bounded concurrency lives in each transport (RabbitMQ prefetch, Kafka pause/resume), because
 that is where back-pressure can reach the broker; the worker only starts, drains and closes.
+It also owns the one fallback for a handler that crashes (``guarded``): the transports only
+call the handler, and leave a delivery unsettled if it still raises.
 """
 
 from __future__ import annotations
@@ -12,10 +14,33 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.bus.base import Transport
+from gateway.bus.base import Delivery, Handler, Transport
 from gateway.pipeline import Pipeline
 
 log = structlog.get_logger("cmn.worker")
+
+
+def guarded(transport: Transport, handle: Handler) -> Handler:
+    """``handle``, with a crash parked in the dead-letter queue and settled.
+
+    The pipeline answers every input itself, so a raise is a bug; redelivering the message would
+    crash again forever (and on Kafka hold its partition's commits), so it goes to the dead letters
+    and is settled. If the dead-lettering fails too (the broker is away) it stays unsettled and comes again.
+    """
+
+    async def run(delivery: Delivery) -> None:
+        try:
+            await handle(delivery)
+        except Exception as exc:
+            log.exception("handler_crashed", transport=transport.name, correlation_id=delivery.correlation_id)
+            try:
+                await transport.dead_letter(delivery, f"internal: handler crashed: {type(exc).__name__}")
+            except Exception:
+                log.exception("dead_letter_after_crash_failed", transport=transport.name)
+                return
+            await transport.settle(delivery)
+
+    return run
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +57,7 @@ class Worker:
 
     async def start(self) -> None:
         for lane in self._lanes:
-            await lane.transport.start(lane.pipeline.handle)
+            await lane.transport.start(guarded(lane.transport, lane.pipeline.handle))
             log.info("consuming", transport=lane.transport.name)
         self._started = True
 

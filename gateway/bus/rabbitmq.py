@@ -178,16 +178,10 @@ class RabbitTransport:
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
         try:
             await handler(delivery)
-        except Exception as exc:
-            # The pipeline answers every failure itself; reaching here is a bug. Park the message
-            # in the dead-letter queue rather than redelivering a poison message forever.
-            log.exception("handler failed on a delivery; dead-lettering it")
-            try:
-                await self.dead_letter(delivery, f"internal: handler failed: {exc!r}")
-            except Exception:
-                log.exception("dead-lettering after a handler failure failed; leaving it unsettled")
-                return
-            await self.settle(delivery)
+        except Exception:
+            # The worker's guard (gateway.worker.guarded) parks a crash in the dead letters; a handler
+            # that raises anyway leaves the delivery unsettled: it comes again when the channel closes.
+            log.exception("handler raised on a delivery (correlation_id=%s); left unsettled", delivery.correlation_id)
 
     async def publish(self, message: OutboundMessage) -> None:
         # mandatory: a reply no queue takes (its requester went away) comes back to _on_returned, to

@@ -1,4 +1,12 @@
-"""The spec's TelemetryService: one path for request telemetry, into observers and onto ``cmn.telemetry``."""
+"""The stream sink: events onto ``cmn.telemetry``, one publish each, the transport owning the retry.
+
+Metrics, the log line and traces are sinks of their own (observers wired by ``app.py``); this one
+only serialises and publishes. ``request.completed`` comes from the pipeline, which waits for the
+broker's confirm before it settles the request; other events (breaker changes, ejections, renewals,
+security refusals) arrive through ``on_event`` from synchronous code and leave in the background,
+best effort, through a bounded queue. The service never retries: each transport promises "confirmed,
+or ``BusUnavailableError`` within its publish timeout", and the caller decides what a failure means.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ from typing import Any, Protocol
 
 from gateway.clock import Clock
 from gateway.envelope.codec import dumps_json
-from gateway.events import Event, Observer, RequestCompleted, SecurityRefused
+from gateway.events import Event, RequestCompleted, SecurityRefused
 from gateway.telemetry.redaction import redact_text
 
 
@@ -27,26 +35,16 @@ class TelemetryPublisher(Protocol):
 
 
 class TelemetryService:
-    """Feeds metrics/log observers and publishes events to the telemetry stream.
-
-    ``record_request`` awaits the broker's confirmation of the event: the pipeline acknowledges a
-    request only after its reply *and* its telemetry event are safely on the bus. Other events
-    (breaker changes, ejections, renewals) arrive through ``on_event`` from synchronous code and are
-    published in the background, best effort, through a bounded queue.
-    """
+    """Publishes events to the telemetry stream of each transport (see the module docstring)."""
 
     def __init__(
         self,
         *,
-        observer: Observer,
         clock: Clock,
         instance: str,
         publishers: Sequence[TelemetryPublisher] = (),
         queue_size: int = 10_000,
-        publish_attempts: int = 5,
     ) -> None:
-        self._publish_attempts = publish_attempts
-        self._observer = observer
         self._clock = clock
         self._instance = instance
         self._publishers = list(publishers)
@@ -57,59 +55,12 @@ class TelemetryService:
     def add_publisher(self, publisher: TelemetryPublisher) -> None:
         self._publishers.append(publisher)
 
-    async def record_request(
-        self,
-        *,
-        endpoint: str,
-        method: str,
-        status_code: int | None,
-        duration: float,
-        upstream: str | None = None,
-        request_id: str = "",
-        error_code: str | None = None,
-        attempts: int = 0,
-        upstream_duration: float | None = None,
-        transport: str | None = None,
-        tenant: str | None = None,
-        principal: str | None = None,
-        dead_lettered: bool = False,
-        trace_headers: Mapping[str, str] | None = None,
-        via: TelemetryPublisher | None = None,
-    ) -> RequestCompleted:
-        """Record one finished request (``duration`` in seconds); publish via ``via`` or every publisher."""
-        event = RequestCompleted(
-            request_id=request_id,
-            upstream=upstream or endpoint,
-            method=method,
-            status_code=status_code,
-            duration=duration,
-            error_code=error_code,
-            attempts=attempts,
-            upstream_duration=upstream_duration,
-            transport=transport,
-            tenant=tenant,
-            principal=principal,
-            endpoint=endpoint,
-            dead_lettered=dead_lettered,
-        )
-        self._observer.on_event(event)
-        body, headers = self.serialise(event, trace_headers)
-        targets = [via] if via is not None else self._publishers
-        await asyncio.gather(*(self._publish_confirmed(p, event.type, body, headers) for p in targets))
-        return event
-
-    async def _publish_confirmed(
-        self, publisher: TelemetryPublisher, event_type: str, body: bytes, headers: Mapping[str, str]
+    async def publish(
+        self, event: RequestCompleted, trace_headers: Mapping[str, str], *, via: TelemetryPublisher
     ) -> None:
-        """Retried briefly: a broker reconnect is usually under way when a confirm fails."""
-        for attempt in range(self._publish_attempts):
-            try:
-                await publisher.publish_telemetry(event_type, body, headers)
-                return
-            except Exception:
-                if attempt + 1 == self._publish_attempts:
-                    raise
-                await self._clock.sleep(min(0.1 * 2**attempt, 2.0))
+        """Publish one finished request on ``via``'s stream; returns once confirmed, raises what ``via`` raised."""
+        body, headers = self.serialise(event, trace_headers)
+        await via.publish_telemetry(event.type, body, headers)
 
     def serialise(
         self, event: Event, trace_headers: Mapping[str, str] | None = None
@@ -128,8 +79,8 @@ class TelemetryService:
     # -- background events ------------------------------------------------------------------
     def on_event(self, event: Event) -> None:
         """Observer entry for events raised in synchronous code (breakers, pools, certificates)."""
-        if isinstance(event, RequestCompleted) or event.type == "request.received" or event.type == "pool.stats":
-            return  # request events go through record_request; pool stats are for metrics only
+        if not event.on_stream:
+            return
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:

@@ -19,6 +19,7 @@ from gateway.errors import (
     PayloadTooLargeError,
     PoolExhaustedError,
     UpstreamError,
+    UpstreamTimeoutError,
 )
 from gateway.events import Observer, RetryAttempted, RetryBudgetExhausted, SecurityRefused
 from gateway.upstream.auth import Credential
@@ -185,10 +186,11 @@ class Router:
             max_response_bytes=self.policy.max_response_bytes,
         )
 
-    def _deadline_error(self, deadline: Deadline, cause: Exception) -> DeadlineExceededError | None:
+    def _deadline_error(self, deadline: Deadline, cause: Exception) -> UpstreamTimeoutError | None:
         if not deadline.expired(self._clock):
             return None
-        return DeadlineExceededError(f"deadline for {self.name} ran out during an attempt: {cause}")
+        # The upstream's slowness, not the publisher's: timeout, answered and never dead-lettered.
+        return UpstreamTimeoutError(f"deadline for {self.name} ran out during an attempt: {cause}")
 
     def _retry_delay(self, request: OutboundRequest, number: int, attempt: _Attempt) -> float | None:
         policy = self.policy.retry

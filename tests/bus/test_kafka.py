@@ -268,36 +268,6 @@ async def test_publish_sets_key_headers_and_returns_once_confirmed(
     }
 
 
-async def test_a_crashing_handler_dead_letters_the_record_and_consumption_goes_on(
-    kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
-) -> None:
-    transport = kafka_transport()
-    marker = uuid.uuid4().hex.encode()
-    good: list[Delivery] = []
-    done = asyncio.Event()
-
-    async def handler(delivery: Delivery) -> None:
-        if delivery.body.startswith(b"boom"):
-            raise RuntimeError("bug")
-        good.append(delivery)
-        await transport.settle(delivery)
-        done.set()
-
-    await transport.start(handler)
-    await produce(kafka_bootstrap, transport.topic, [b"boom" + marker, b"fine"], partition=0)
-    await asyncio.wait_for(done.wait(), 20)
-    records = await read_topic(
-        kafka_bootstrap, DEAD_LETTERS, until=lambda rs: any(r.value == b"boom" + marker for r in rs)
-    )
-    dead = next(r for r in records if r.value == b"boom" + marker)
-    assert dict(dead.headers)[ERROR_HEADER].startswith(b"internal: handler crashed: RuntimeError")
-
-    async def both_committed() -> bool:
-        return (await committed_offsets(kafka_bootstrap, transport.topic, transport.group_id))[0] == 2
-
-    await wait_until(both_committed)  # the crashed record was settled after dead-lettering
-
-
 async def test_drain_finishes_in_flight_work_commits_and_stops_consuming(
     kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
 ) -> None:

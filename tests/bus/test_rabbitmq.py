@@ -150,31 +150,6 @@ async def test_dead_letter_keeps_the_original_bytes_and_properties(
     assert await ready_count(amqp_channel, rabbit_queue) == 0
 
 
-async def test_a_failing_handler_parks_the_message_in_the_dead_letter_queue(
-    rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
-) -> None:
-    transport = rabbit_transport()
-    served: list[bytes] = []
-
-    async def handler(delivery: Delivery) -> None:
-        if delivery.body == b"poison":
-            raise ValueError("pipeline bug")
-        served.append(delivery.body)
-        await transport.settle(delivery)
-
-    await transport.start(handler)
-    for body in (b"poison", b"fine"):
-        await amqp_channel.default_exchange.publish(aio_pika.Message(body), routing_key=rabbit_queue)
-
-    await wait_until(lambda: transport.settled == 2)
-    dlq = await amqp_channel.declare_queue(f"{rabbit_queue}.dlq", passive=True)
-    dead = await dlq.get(no_ack=True, fail=True)
-    assert dead is not None
-    assert dead.body == b"poison"
-    assert str(dead.headers[ERROR_HEADER]).startswith("internal: handler failed: ValueError")
-    assert served == [b"fine"]
-
-
 async def test_drain_stops_consuming_and_waits_for_work_in_flight(
     rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
 ) -> None:

@@ -1,5 +1,6 @@
-"""TelemetryService on real brokers: a security refusal reaches cmn.telemetry as ``security.<kind>``,
-and one event fans out to all three sinks (stream, log line, counter)."""
+"""TelemetryService, the stream sink: a security refusal reaches cmn.telemetry as ``security.<kind>`` on
+real brokers, one event fans out to all three sinks (stream, log line, counter), a request event is
+published once (no retry of its own), and only the events meant for the stream leave in the background."""
 
 from __future__ import annotations
 
@@ -21,11 +22,19 @@ from gateway.bus.kafka import KafkaTransport
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
 from gateway.envelope.models import TelemetryEvent
-from gateway.events import ObserverGroup, SecurityRefused
+from gateway.errors import BusUnavailableError
+from gateway.events import (
+    BreakerStateChanged,
+    ObserverGroup,
+    PoolStats,
+    RequestCompleted,
+    RequestReceived,
+    SecurityRefused,
+)
 from gateway.telemetry.logging import RequestLog, configure_logging
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.service import TelemetryService
-from gateway.testing import FakeClock
+from gateway.testing import FakeClock, MemoryTransport
 from tests.fixtures.kafka import KafkaTransportFactory, read_topic
 from tests.fixtures.rabbit import TransportFactory
 
@@ -84,7 +93,7 @@ async def test_a_security_refusal_is_published_on_the_rabbitmq_stream_under_its_
     rabbit_transport: TransportFactory, amqp_url: str, rabbit_telemetry: str
 ) -> None:
     transport = await started_rabbit(rabbit_transport)
-    service = TelemetryService(observer=ObserverGroup(), clock=FakeClock(), instance="gw-1", publishers=[transport])
+    service = TelemetryService(clock=FakeClock(), instance="gw-1", publishers=[transport])
     await service.start()
     service.on_event(REFUSAL)
     message = await first_event(amqp_url, rabbit_telemetry)
@@ -98,7 +107,7 @@ async def test_a_security_refusal_is_published_on_the_kafka_topic_under_its_type
     kafka_transport: KafkaTransportFactory, kafka_bootstrap: str
 ) -> None:
     transport: KafkaTransport = kafka_transport()
-    service = TelemetryService(observer=ObserverGroup(), clock=FakeClock(), instance="gw-k", publishers=[transport])
+    service = TelemetryService(clock=FakeClock(), instance="gw-k", publishers=[transport])
     await service.start()
     service.on_event(REFUSAL)
 
@@ -115,7 +124,7 @@ async def test_a_secret_quoted_in_a_reason_never_reaches_the_stream(
     rabbit_transport: TransportFactory, amqp_url: str, rabbit_telemetry: str
 ) -> None:
     transport = await started_rabbit(rabbit_transport)
-    service = TelemetryService(observer=ObserverGroup(), clock=FakeClock(), instance="gw-1", publishers=[transport])
+    service = TelemetryService(clock=FakeClock(), instance="gw-1", publishers=[transport])
     await service.start()
     service.on_event(SecurityRefused("invalid_path", "dot segment in /a/../admin?api_key=k-42 (Bearer abc.def)"))
     message = await first_event(amqp_url, rabbit_telemetry)
@@ -148,9 +157,7 @@ async def test_one_refusal_reaches_every_sink_the_way_app_wires_them(
 ) -> None:
     registry = CollectorRegistry()
     group = ObserverGroup([Metrics(registry), RequestLog()])
-    service = TelemetryService(
-        observer=group, clock=FakeClock(), instance="gw-1", publishers=[await started_rabbit(rabbit_transport)]
-    )
+    service = TelemetryService(clock=FakeClock(), instance="gw-1", publishers=[await started_rabbit(rabbit_transport)])
     group.add(service)  # as app.py does: the service is one more observer of the group
     await service.start()
     group.on_event(REFUSAL)
@@ -162,3 +169,40 @@ async def test_one_refusal_reaches_every_sink_the_way_app_wires_them(
         ("billing", "payroll", "warning")
     ]
     assert registry.get_sample_value("cmn_security_events_total", {"kind": "forbidden"}) == 1
+
+
+COMPLETED = RequestCompleted(request_id="r-1", upstream="echo", method="GET", status_code=200, duration=0.01)
+
+
+async def test_a_request_event_is_published_once_and_a_failure_is_the_callers_to_handle() -> None:
+    """The service never retries: the transport owns that, within its publish timeout."""
+    transport = MemoryTransport()
+    service = TelemetryService(clock=FakeClock(), instance="gw-1", publishers=[transport])
+    await service.publish(COMPLETED, {"traceparent": "00-ab-cd-01"}, via=transport)
+    ((kind, body, headers),) = transport.telemetry
+    assert kind == "request.completed" and headers["traceparent"] == "00-ab-cd-01"
+    assert json.loads(body)["data"]["request_id"] == "r-1"
+    transport.fail_telemetry(BusUnavailableError("no confirm"))
+    with pytest.raises(BusUnavailableError):
+        await service.publish(COMPLETED, {}, via=transport)
+    assert len(transport.telemetry) == 1
+
+
+async def test_only_events_for_the_stream_are_published_in_the_background() -> None:
+    """request.completed is the pipeline's to publish (confirmed); request.received and pool.stats feed metrics."""
+    transport = MemoryTransport()
+    service = TelemetryService(clock=FakeClock(), instance="gw-1", publishers=[transport])
+    await service.start()
+    for event in (
+        COMPLETED,
+        RequestReceived("memory"),
+        PoolStats("echo", "http://e", 1, 0, 0),
+        BreakerStateChanged("echo", "http://e", "closed", "open"),
+    ):
+        service.on_event(event)
+    for _ in range(1000):  # the breaker event, queued last, leaves last
+        if any(kind == "breaker.state_changed" for kind, _, _ in transport.telemetry):
+            break
+        await asyncio.sleep(0)
+    await service.aclose()
+    assert [kind for kind, _, _ in transport.telemetry] == ["breaker.state_changed"]

@@ -102,14 +102,16 @@ async def test_every_endpoint_refusing_is_upstream_unavailable() -> None:
     assert caught.value.code == "upstream_unavailable"
 
 
-async def test_slow_attempt_is_timeout_and_exhausted_budget_is_deadline(echo_upstream: Upstream) -> None:
+async def test_a_slow_attempt_and_a_budget_run_out_during_an_attempt_are_both_timeout(echo_upstream: Upstream) -> None:
+    """Upstream slowness is ``timeout`` (never dead-lettered), whether the attempt's or the request's budget ran out."""
     config = {"endpoints": [echo_upstream.url], "timeouts": {"attempt": 0.2}, "retry": {"attempts": 1}}
     async with forwarder(svc=config) as fwd:
         with pytest.raises(UpstreamTimeoutError) as timeout:
             await fwd.forward(outbound(path="/?delay_ms=1000", timeout=5.0))
-        with pytest.raises(DeadlineExceededError):
+        with pytest.raises(UpstreamTimeoutError) as budget:
             await fwd.forward(outbound(path="/?delay_ms=1000", timeout=0.2))
-    assert timeout.value.code == "timeout"
+    assert timeout.value.code == budget.value.code == "timeout"
+    assert "ran out during an attempt" in budget.value.message and not budget.value.dead_letter
 
 
 async def test_expired_deadline_is_never_sent(echo_upstream: Upstream) -> None:
