@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import sys
 from collections.abc import Coroutine
@@ -34,20 +33,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def _tune_gc() -> None:
-    """Fewer, later collections. A gateway holds thousands of in-flight requests, each about a hundred
-    container objects that live as long as the request; every collection re-walks that live set. With
-    the default thresholds (700, 10, 10) that was up to half the CPU at 10,000 in flight; with (50,000,
-    20, 20) still 1.4-1.6 s of the 10,000-request trial, a third of it one 0.55 s older-generation pass.
-    CMN's request path makes almost no cyclic garbage (about 20 unreachable objects per 10,000 requests,
-    measured), so a large young generation costs no memory in practice; it bounds what a cycle-heavy
-    failure path could leave behind between passes. Measured: 0.7-0.9 s, no older-generation pass.
-    Objects alive after start-up (modules, the composition) are frozen out of collection altogether."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(500_000, 100, 100)
-
-
 def _settings() -> Settings:
     try:
         return load_settings()
@@ -62,8 +47,6 @@ def serve(
 ) -> None:
     """Run gateway workers for every configured broker (the embedded broker when none is)."""
     from gateway.app import Gateway, load_config
-    from gateway.clock import SystemClock
-    from gateway.gc_governor import CollectionGovernor
     from gateway.telemetry.logging import configure_logging
 
     settings = _settings()
@@ -82,19 +65,14 @@ def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with Gateway(config) as gateway:
-            _tune_gc()
-            governor = CollectionGovernor(lambda: gateway.in_flight, gc, SystemClock())
-            holding = asyncio.create_task(governor.run(), name="gc-governor")
+            gateway.tune_process()  # this process is the gateway's own: see Gateway.tune_process
             if gateway.embedded_bootstrap:
                 console.print(
                     f"[yellow]No broker configured: started the embedded Kafka-protocol broker (Tansu) on "
                     f"{gateway.embedded_bootstrap}. For trying CMN and development, not for production.[/yellow]"
                 )
             console.print(f"[green]cmn serving[/green] {escape(repr(gateway))}")
-            try:
-                await gateway.serve_until(stop)
-            finally:
-                holding.cancel()
+            await gateway.serve_until(stop)
 
     try:
         _run(main())
@@ -103,14 +81,17 @@ def serve(
         raise typer.Exit(1) from exc
 
 
-async def _client(settings: Settings, msgpack: bool, **signing: Any) -> Any:
-    """A client for the configured broker; ``signing`` is ``key_id`` and ``secret`` when given."""
+async def _client(settings: Settings, msgpack: bool, *, stream: str | None = None, **signing: Any) -> Any:
+    """A client for the configured broker; ``signing`` is ``key_id`` and ``secret`` when given;
+    ``stream`` the RabbitMQ telemetry stream to read (``cmn.telemetry`` when None)."""
     from gateway.client import GatewayClient
     from gateway.envelope.codec import JSON, MSGPACK
 
     codec = MSGPACK if msgpack else JSON
     if settings.amqp_url:
-        return GatewayClient.rabbitmq(settings.amqp_url, codec=codec, queue=settings.requests_queue, **signing)
+        queue = settings.requests_queue
+        telemetry = {"telemetry": stream} if stream else {}
+        return GatewayClient.rabbitmq(settings.amqp_url, codec=codec, queue=queue, **telemetry, **signing)
     bootstrap = settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.embedded_broker_port}"
     security = await _kafka_security(settings)
     return GatewayClient.kafka(bootstrap, codec=codec, topic=settings.requests_queue, security=security, **signing)
@@ -200,13 +181,22 @@ def request(
 def telemetry(
     from_beginning: Annotated[bool, typer.Option(help="Replay the stream from its start.")] = False,
     count: Annotated[int, typer.Option(help="Stop after N events (0 = follow forever).")] = 0,
+    stream: Annotated[
+        str | None,
+        typer.Option(help="RabbitMQ: the telemetry stream to read, for a gateway that writes one of its own."),
+    ] = None,
 ) -> None:
     """Tail the cmn.telemetry stream as JSON lines."""
+    from gateway.bus.base import TELEMETRY
+
     settings = _settings()
+    if stream and not settings.amqp_url and stream != TELEMETRY:
+        console.print(f"[red]cmn: --stream names a RabbitMQ stream; a Kafka gateway writes {TELEMETRY}[/red]")
+        raise typer.Exit(2)
 
     async def main() -> None:
         seen = 0
-        async with await _client(settings, False) as client:
+        async with await _client(settings, False, stream=stream) as client:
             async for event in client.telemetry(from_beginning=from_beginning):
                 sys.stdout.write(event.model_dump_json() + "\n")
                 sys.stdout.flush()
@@ -227,7 +217,8 @@ def demo(
     requests: Annotated[int, typer.Option("--requests", "-n", help="How many requests to send.")] = 2000,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 64,
 ) -> None:
-    """Embedded broker + a local sample upstream + the gateway; send a batch and show the results."""
+    """Embedded broker + a local sample upstream + the gateway; send a batch and show the results.
+    Exits 1 when every request failed."""
     from gateway.demo import run_demo
     from gateway.telemetry.logging import configure_logging
 

@@ -35,6 +35,14 @@ async def run_demo(*, requests: int, concurrency: int, console: Console) -> None
     finally:
         await runner.cleanup()
     console.print(_results(latencies, outcomes))
+    if requests and not any(_succeeded(outcome) for outcome in outcomes):
+        failures = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+        raise GatewayError(f"every one of the {requests} requests failed ({failures})")
+
+
+def _succeeded(outcome: str) -> bool:
+    """An upstream answer below 500 (the sample's 402 declines included); an error code or a 5xx is not."""
+    return outcome.isdigit() and int(outcome) < 500
 
 
 async def _until_ready(gateway: Gateway, timeout: float = 30.0) -> None:

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-import aio_pika
 import orjson
 import pytest
 
-from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
 from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
-from tests.integration.harness import StackFactory
+from tests.integration.harness import Stack, StackFactory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,41 +36,57 @@ async def cmn(*args: str, env: dict[str, str] | None = None, timeout: float = 60
     return process.returncode, out.decode(), err.decode()
 
 
+def broker_env(stack: Stack) -> dict[str, str]:
+    """What `cmn request`/`cmn telemetry` need to reach a test stack's queue."""
+    if stack.kind == "rabbitmq":
+        return {"AMQP_URL": AMQP_URL, "CMN_REQUESTS_QUEUE": stack.queue}
+    return {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap or "", "CMN_REQUESTS_QUEUE": stack.queue}
+
+
+async def telemetry_about(request_id: str, *args: str, env: dict[str, str], within: float = 30) -> dict[str, Any]:
+    """Follows `cmn telemetry ARGS` until an event about ``request_id`` is printed, then stops it."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "telemetry", *args, cwd=REPO, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        async with asyncio.timeout(within):
+            while line := await process.stdout.readline():
+                event: dict[str, Any] = orjson.loads(line)
+                if event["data"].get("request_id") == request_id:
+                    return event
+        raise AssertionError(f"`cmn telemetry` ended without {request_id}: {(await process.stderr.read())!r}")
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
 async def test_request_and_telemetry_commands(make_stack: StackFactory, echo_upstream: Upstream) -> None:
     stack = await make_stack({"echo": {"endpoints": [echo_upstream.url]}})
-    if stack.kind == "rabbitmq":
-        env = {"AMQP_URL": AMQP_URL, "CMN_REQUESTS_QUEUE": stack.queue}
-    else:
-        env = {"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap or "", "CMN_REQUESTS_QUEUE": stack.queue}
+    env = broker_env(stack)
     code, out, err = await cmn("request", "echo", "post", "/cli?x=1", "--json", '{"a": 1}', env=env)
     assert code == 0, err
     reply = orjson.loads(out)
     assert reply["status"] == 200 and reply["json"]["path"] == "/cli?x=1"
-    if stack.kind == "rabbitmq":
-        await mark_shared_telemetry_stream()  # the stack's own stream is not the one `cmn telemetry` reads
-    code, out, err = await cmn("telemetry", "--from-beginning", "--count", "1", env=env)
-    assert code == 0, err
-    assert orjson.loads(out.splitlines()[0])["type"]
+    # The stack's own stream: on RabbitMQ the harness names it after the queue, on Kafka it is
+    # cmn.telemetry of the module's broker.
+    stream = ["--stream", f"{stack.queue}.telemetry"] if stack.kind == "rabbitmq" else []
+    event = await telemetry_about(reply["id"], "--from-beginning", *stream, env=env)
+    assert event["type"] == "request.completed"
+    assert event["data"]["upstream"] == "echo" and event["data"]["status_code"] == 200
+    assert event["gateway"] == stack.gateway.instance
 
 
-async def mark_shared_telemetry_stream() -> None:
-    """One event on the shared cmn.telemetry stream, which no other test need have written."""
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange("cmn.telemetry", aio_pika.ExchangeType.TOPIC, durable=True)
-        stream = await channel.declare_queue("cmn.telemetry", durable=True, arguments=dict(STREAM_ARGUMENTS))
-        await stream.bind(exchange, routing_key="#")
-        event = orjson.dumps({"type": "test.marker", "ts": 0.0, "gateway": "test", "data": {}})
-        await exchange.publish(aio_pika.Message(event, content_type="application/json"), routing_key="test.marker")
+async def test_telemetry_stream_option_is_refused_on_kafka(kafka_bootstrap: str) -> None:
+    code, _, err = await cmn("telemetry", "--stream", "elsewhere", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
+    assert code == 2 and "cmn.telemetry" in err
 
 
 async def test_request_to_unknown_upstream_exits_nonzero_with_the_error(make_stack: StackFactory) -> None:
     stack = await make_stack({"echo": {"endpoints": ["http://127.0.0.1:9"]}})
-    if stack.kind != "rabbitmq":
-        return  # one broker is enough for the exit-code contract
-    env = {"AMQP_URL": AMQP_URL, "CMN_REQUESTS_QUEUE": stack.queue}
-    code, out, _ = await cmn("request", "nowhere", "GET", "/", env=env)
+    code, out, _ = await cmn("request", "nowhere", "GET", "/", env=broker_env(stack))
     assert code == 1 and orjson.loads(out)["error"]["code"] == "unknown_upstream"
 
 
@@ -126,6 +142,14 @@ async def test_demo_runs_end_to_end() -> None:
     code, out, err = await cmn("demo", "--requests", "60", "--concurrency", "8", timeout=120)
     assert code == 0, err
     assert "latency p95" in out and "requests" in out
+
+
+async def test_demo_exits_nonzero_when_every_request_fails() -> None:
+    # The demo's 10 s requests are over a 1 s cap: every one is refused as invalid_request.
+    code, out, err = await cmn("demo", "--requests", "6", "--concurrency", "3", env={"MAX_TIMEOUT_MS": "1000"})
+    assert code == 1, out + err
+    assert re.search(r"status invalid_request\s*│\s*6\s*│", out), out
+    assert "every one of the 6 requests failed (6 invalid_request)" in " ".join(err.split())
 
 
 async def test_request_signs_with_a_key_from_a_file(
