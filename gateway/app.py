@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
 
+from gateway import gc_governor
 from gateway.access.config import SecurityConfig
 from gateway.access.guard import Guard
 from gateway.admission import Admission
@@ -24,19 +26,29 @@ from gateway.events import Observer, ObserverGroup
 from gateway.pipeline import Pipeline, RequestTracer
 from gateway.secrets import SecretResolver
 from gateway.settings import Settings, describe_validation_error, read_yaml
+from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
 from gateway.wiring import (
+    MetricsHandle,
     build_certificates,
     build_dedupe_store,
+    build_embedded_broker,
     build_guard,
     build_metrics,
     build_secrets,
-    build_tracer,
+    build_tracing,
     build_transports,
 )
 from gateway.worker import Lane, Worker
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from gateway.telemetry.metrics import Metrics
+    from gateway.telemetry.tracing import TracingHandle
+    from gateway.upstream.tls import TlsContextProvider
 
 log = structlog.get_logger("cmn.app")
 
@@ -83,7 +95,12 @@ def defaults_from(settings: Settings) -> UpstreamDefaults:
 
 
 class Gateway:
-    """One gateway process: transports → pipelines → forwarder, plus telemetry and certificates."""
+    """One gateway process: transports → pipelines → forwarder, plus telemetry and certificates.
+
+    The composition root. ``start`` calls the builders of ``gateway.wiring``, each returning a typed
+    value, and assembles them; it is the only place below the CLI that makes a ``SystemClock``
+    (when none is given): every component it builds takes this gateway's ``clock``.
+    """
 
     def __init__(
         self,
@@ -95,7 +112,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self.settings = config.settings
-        self.clock = clock or SystemClock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.instance = self.settings.instance or f"{socket.gethostname()}-{os.getpid()}"
         self.observer = ObserverGroup(list(observers or []))
         self._given_transports = transports
@@ -104,11 +121,23 @@ class Gateway:
         self.worker: Worker | None = None
         self.forwarder: Forwarder | None = None
         self.telemetry: TelemetryService | None = None
-        self.metrics: Any = None  # gateway.telemetry.metrics.Metrics when ENABLE_METRICS
-        self.tracing: Any = None  # gateway.telemetry.tracing.TracingHandle
-        self.metrics_registry: Any = None  # prometheus_client.CollectorRegistry when ENABLE_METRICS
-        self.metrics_port: int | None = None
-        self.embedded_bootstrap: str | None = None
+        self.tracing: TracingHandle | None = None
+        self.embedded_bootstrap: str | None = None  # the embedded broker's address, when no broker is configured
+        self.governor: gc_governor.CollectionGovernor | None = None  # after tune_process()
+        self._metrics: MetricsHandle | None = None  # when ENABLE_METRICS
+
+    @property
+    def metrics(self) -> Metrics | None:
+        return self._metrics.metrics if self._metrics is not None else None
+
+    @property
+    def metrics_registry(self) -> CollectorRegistry | None:
+        return self._metrics.registry if self._metrics is not None else None
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The operations port actually bound (METRICS_PORT=0 picks a free one)."""
+        return self._metrics.port if self._metrics is not None else None
 
     async def __aenter__(self) -> Gateway:
         try:
@@ -124,14 +153,22 @@ class Gateway:
         await self.aclose()
 
     async def start(self) -> None:
-        tracer: RequestTracer = await build_tracer(self)
-        await build_metrics(self)
-        tls = await build_certificates(self)
-        secrets = await build_secrets(self)
-        guard = await build_guard(self.config, secrets, self.clock)
+        config, settings, clock, stack = self.config, self.settings, self.clock, self.resources
+        self.tracing = await build_tracing(settings, stack)
+        tracer: RequestTracer = self.tracing.tracer
+        self.observer.add(RequestLog())
+        self._metrics = await build_metrics(settings, stack, readiness=lambda: self.ready)
+        if self._metrics is not None:
+            self.observer.add(self._metrics.metrics)
+        tls = await build_certificates(
+            config.certificates, config.upstreams, settings,
+            clock=clock, observer=self.observer, resources=stack, metrics=self.metrics,
+        )  # fmt: skip
+        secrets = await build_secrets(settings, stack)
+        guard = await build_guard(settings, config.upstreams, config.security, secrets, clock)
         self.forwarder = await self._build_forwarder(tls, secrets)
-        store: ResultStore | None = await build_dedupe_store(self)
-        self.transports = self._given_transports or await build_transports(self)
+        store: ResultStore | None = await build_dedupe_store(settings, clock=clock, resources=stack)
+        self.transports = self._given_transports or await self._build_transports()
         self.telemetry = TelemetryService(clock=self.clock, instance=self.instance, publishers=self.transports)
         self.observer.add(self.telemetry)  # the stream sink, beside metrics and the log line
         await self.telemetry.start()
@@ -142,7 +179,16 @@ class Gateway:
         await self.worker.start()
         log.info("gateway_started", instance=self.instance, transports=[t.name for t in self.transports])
 
-    async def _build_forwarder(self, tls: Any, secrets: SecretResolver) -> Forwarder:
+    async def _build_transports(self) -> list[Transport]:
+        settings = self.settings
+        self.embedded_bootstrap = await build_embedded_broker(settings, clock=self.clock, resources=self.resources)
+        return await build_transports(
+            settings, certificates=self.config.certificates,
+            bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers, instance=self.instance,
+            clock=self.clock, observer=self.observer, resources=self.resources, metrics=self.metrics,
+        )  # fmt: skip
+
+    async def _build_forwarder(self, tls: TlsContextProvider | None, secrets: SecretResolver) -> Forwarder:
         from gateway.upstream.auth import resolve_upstream_auth
         from gateway.upstream.forward import build_forwarder
 
@@ -182,6 +228,22 @@ class Gateway:
             dedupe=Deduplicator(store, settings.idempotency_ttl, self.clock),
         )
 
+    def tune_process(self) -> gc_governor.CollectionGovernor:
+        """Process-wide garbage-collector set-up, for a gateway that owns its process (`cmn serve` calls it
+        once started): thresholds raised, the start-up objects frozen, and collection held off during
+        bursts by a ``CollectionGovernor`` on this gateway's clock, stopped when the gateway closes.
+
+        Not part of ``start``: the collector belongs to the interpreter, not to one gateway. An in-process
+        gateway (tests, an application embedding CMN) shares it with its host, whose collector this must
+        not re-tune or switch off behind its back.
+        """
+        if self.governor is None:
+            gc_governor.tune_collector(gc)
+            self.governor = gc_governor.CollectionGovernor(lambda: self.in_flight, gc, self.clock)
+            task = asyncio.create_task(self.governor.run(), name="gc-governor")
+            self.resources.push_async_callback(_stop, task)  # first to stop: releases any hold
+        return self.governor
+
     async def flush_traces(self) -> None:
         """Export finished spans now (tests and shutdown; normally they leave in batches)."""
         if self.tracing is not None:
@@ -216,3 +278,8 @@ class Gateway:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.transports) or "none"
         return f"<Gateway {self.instance} [{names}] {'ready' if self.ready else 'not ready'}>"
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.wait([task])

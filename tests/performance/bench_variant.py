@@ -26,7 +26,10 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.gc_governor import TunableCollector
 
 VARIANTS = (
     "gc-stats",
@@ -121,33 +124,33 @@ def object_census(every: float = 1.0, top: int = 25) -> None:
 
 
 def gc_threshold(*threshold: int) -> Callable[[], None]:
-    """The collector's thresholds set after ``cmn serve`` tuned them (it tunes at start-up, so patch that)."""
+    """The collector's thresholds set after ``cmn serve`` tuned them (in gc_governor.tune_collector)."""
 
     def apply() -> None:
-        import gateway.cli
+        import gateway.gc_governor
 
-        tune = gateway.cli._tune_gc
+        tune = gateway.gc_governor.tune_collector
 
-        def tuned() -> None:
-            tune()
+        def tuned(collector: TunableCollector) -> None:
+            tune(collector)
             gc.set_threshold(*threshold)
 
-        gateway.cli._tune_gc = tuned
+        gateway.gc_governor.tune_collector = tuned
 
     return apply
 
 
 def gc_off() -> None:
     """No cyclic collection at all while serving: the upper bound of what collector tuning can buy."""
-    import gateway.cli
+    import gateway.gc_governor
 
-    tune = gateway.cli._tune_gc
+    tune = gateway.gc_governor.tune_collector
 
-    def off() -> None:
-        tune()
+    def off(collector: TunableCollector) -> None:
+        tune(collector)
         gc.disable()
 
-    gateway.cli._tune_gc = off
+    gateway.gc_governor.tune_collector = off
 
 
 def no_gc_hold() -> None:
