@@ -26,7 +26,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from gateway.bus.base import ERROR_HEADER, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
+from gateway.bus.amqp_text import tolerate_non_utf8
+from gateway.bus.base import ERROR_HEADER, PUBLISH_TIMEOUT, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
 from gateway.bus.rabbitmq_coalesce import CoalesceStats
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq_recovery import Resubscriber
@@ -66,7 +67,7 @@ class RabbitTransport:
         ssl_context: ssl.SSLContext | None = None,
         reconnect_interval: float = 1.0,
         telemetry: str = TELEMETRY,
-        publish_timeout: float = 30.0,
+        publish_timeout: float = PUBLISH_TIMEOUT,
         observer: Observer | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -129,6 +130,7 @@ class RabbitTransport:
             raise RuntimeError(f"{self!r} already started")
         self._handler = handler
         self._accepting = True
+        tolerate_non_utf8()  # else one message with a non-UTF-8 header key breaks every connection it reaches
         self._connection = await connect(
             self._url,
             ssl_context=self._ssl_context,

@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import pika
+
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
 from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
+from tests.fixtures.rabbit import TransportFactory
 
 # A producer that writes a record header key which is not UTF-8 (aiokafka's pure-Python record
 # builder encodes keys with ``str.encode``; any Kafka client in another language can do the same).
@@ -77,3 +80,36 @@ async def test_a_kafka_record_with_a_non_utf8_header_key_does_not_stop_its_parti
             break
         await asyncio.sleep(0.1)
     assert await all_committed()
+
+
+async def test_an_amqp_message_with_non_utf8_short_strings_does_not_break_the_gateway_connection(
+    rabbit_transport: TransportFactory, rabbit_queue: str, amqp_url: str
+) -> None:
+    """Found: pamqp refuses a header-table key or a short-string property (correlation_id, reply_to)
+    that is not UTF-8 by failing the whole connection; the message went back to the queue and broke
+    every connection it was delivered to, so no request on the queue was answered again."""
+    transport = rabbit_transport()
+    seen: dict[bytes, Delivery] = {}
+    after = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        seen[delivery.body] = delivery
+        await transport.settle(delivery)
+        if delivery.body == b"after":
+            after.set()
+
+    await transport.start(handler)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        channel.basic_publish("", rabbit_queue, b"key", pika.BasicProperties(headers={b"\xff\xfe": "v"}))
+        channel.basic_publish("", rabbit_queue, b"nested", pika.BasicProperties(headers={"t": {b"\xff": 1}}))
+        channel.basic_publish("", rabbit_queue, b"property", pika.BasicProperties(correlation_id=b"\xff\xfe"))
+        channel.basic_publish("", rabbit_queue, b"after", pika.BasicProperties())
+    finally:
+        connection.close()
+
+    await asyncio.wait_for(after.wait(), 20)
+    assert set(seen) == {b"key", b"nested", b"property", b"after"}
+    assert dict(seen[b"key"].headers) == {"\ufffd\ufffd": "v"}
+    assert seen[b"property"].correlation_id == "\ufffd\ufffd"
