@@ -10,6 +10,9 @@ REQUESTS = "cmn.requests"
 TELEMETRY = "cmn.telemetry"
 DEAD_LETTERS = "cmn.requests.dlq"
 ERROR_HEADER = "x-cmn-error"
+# How long a publish may take, reconnects included, before the transport gives up with
+# BusUnavailableError: the bound of the Transport contract, written once.
+PUBLISH_TIMEOUT = 30.0
 
 
 @dataclass(slots=True, eq=False)
@@ -50,8 +53,12 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class Transport(Protocol):
     """What the worker and pipeline need from a broker.
 
-    Every ``publish*`` returns only once the broker confirmed the message (publisher
-    confirms on RabbitMQ, acks=all on Kafka); ``settle`` acknowledges the request
+    Every ``publish*`` and ``dead_letter`` returns only once the broker confirmed the message
+    (publisher confirms on RabbitMQ, acks=all on Kafka), or raises ``BusUnavailableError`` within
+    the transport's publish timeout (``PUBLISH_TIMEOUT`` unless configured), or
+    ``MessageRejectedError`` at once when the broker refuses that message for good. Retrying
+    inside that bound is the transport's job; what follows a failure is the caller's (the
+    pipeline leaves the request unsettled). ``settle`` acknowledges the request
     (RabbitMQ ack; on Kafka the offset is committed once every earlier offset of the
     partition is settled too). Connection loss is handled inside: the transport reconnects
     and carries on; unsettled deliveries come again (at least once).

@@ -19,7 +19,7 @@ from types import TracebackType
 
 import structlog
 
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 from gateway.errors import ConfigError
 
 log = structlog.get_logger("cmn.bus.embedded")
@@ -93,7 +93,7 @@ class EmbeddedBroker:
         authentication: bool = False,
         startup_timeout: float = 10.0,
         stop_timeout: float = 5.0,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -106,7 +106,7 @@ class EmbeddedBroker:
         self._authentication = authentication
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._process: asyncio.subprocess.Process | None = None
         self.exit_code: int | None = None  # of the last run, once stopped (negative: killed by that signal)
 

@@ -21,6 +21,7 @@ from aiokafka.structs import ConsumerRecord
 from gateway.bus.base import (
     DEAD_LETTERS,
     ERROR_HEADER,
+    PUBLISH_TIMEOUT,
     REQUESTS,
     TELEMETRY,
     Delivery,
@@ -31,7 +32,7 @@ from gateway.bus.kafka_offsets import OffsetBook
 from gateway.bus.kafka_producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
 from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 
 log = structlog.get_logger("cmn.bus.kafka")
 # Longest wait before handling an unsettled record again: short enough that a drain (SIGTERM) that
@@ -71,7 +72,8 @@ class KafkaTransport:
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         revoke_wait_ms: int | None = None,
         unsettled_retry_ms: int = 1000,
-        clock: Clock | None = None,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+        clock: Clock,
     ) -> None:
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
@@ -87,9 +89,13 @@ class KafkaTransport:
         # Waiting on revocation holds up the whole group's rebalance, so keep it well inside a session.
         self._revoke_wait = (revoke_wait_ms if revoke_wait_ms is not None else session_timeout_ms // 2) / 1000
         self._unsettled_retry = unsettled_retry_ms / 1000
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._producer = KafkaProducerLink(
-            self._options, linger_ms=linger_ms, max_request_size=max_request_size, clock=self._clock
+            self._options,
+            linger_ms=linger_ms,
+            max_request_size=max_request_size,
+            publish_timeout=publish_timeout,
+            clock=self._clock,
         )
         self._consumer: AIOKafkaConsumer | None = None
         self._handler: Handler | None = None

@@ -16,7 +16,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from gateway.bus.base import OutboundMessage
+from gateway.bus.base import PUBLISH_TIMEOUT, OutboundMessage
 from gateway.bus.kafka_records import (
     KafkaHeaders,
     KafkaOptions,
@@ -26,7 +26,7 @@ from gateway.bus.kafka_records import (
     message_headers,
 )
 from gateway.bus.kafka_security import START_ERRORS
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 
 # Replies carry upstream bodies up to MAX_RESPONSE_BYTES (10 MiB by default), base64-encoded when
 # binary (4/3 larger), plus the envelope; aiokafka's own default (1 MiB) would refuse them.
@@ -48,7 +48,9 @@ PERMANENT = (
 
 
 class KafkaProducerLink:
-    """One confirmed (acks=all) producer. ``send`` returns once the broker has the record."""
+    """One confirmed (acks=all) producer. ``send`` returns once the broker has the record, or raises
+    ``KafkaUnavailableError`` (a ``BusUnavailableError``) after ``publish_timeout`` seconds: aiokafka
+    retries inside that bound (reconnects, metadata, leader moves), and nobody above retries it again."""
 
     def __init__(
         self,
@@ -58,9 +60,11 @@ class KafkaProducerLink:
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         max_tracked_topics: int = 512,
         topic_idle_expiry: float = DEFAULT_TOPIC_IDLE_EXPIRY,
-        clock: Clock | None = None,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+        clock: Clock,
     ) -> None:
         self._options = options
+        self._publish_timeout = publish_timeout
         self._linger_ms = linger_ms
         self._max_request_size = max_request_size
         self._producer: AIOKafkaProducer | None = None
@@ -73,7 +77,7 @@ class KafkaProducerLink:
         self._tracked: OrderedDict[str, float] = OrderedDict()
         self._max_tracked = max_tracked_topics
         self._idle_expiry = topic_idle_expiry
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._next_prune = 0.0
         self._closed = False
 
@@ -117,6 +121,16 @@ class KafkaProducerLink:
         await self._produce(message.destination, message.body, key, headers, None)
 
     async def _produce(
+        self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders, partition: int | None
+    ) -> None:
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await self._produce_confirmed(topic, value, key, headers, partition)
+        except TimeoutError as exc:
+            detail = f"Kafka did not confirm the record for {topic} in {self._publish_timeout} s"
+            raise KafkaUnavailableError(detail) from exc
+
+    async def _produce_confirmed(
         self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders, partition: int | None
     ) -> None:
         producer = self._producer or await self.start()

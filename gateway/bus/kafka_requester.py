@@ -28,7 +28,7 @@ from gateway.bus.kafka_records import (
     decode_headers,
 )
 from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 
 log = structlog.get_logger("cmn.bus.kafka")
 DELETE_TIMEOUT = 5.0  # seconds for each step of deleting the reply topic on close
@@ -86,7 +86,7 @@ class KafkaRequester:
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         security: KafkaSecurity = PLAINTEXT,
         delete_reply_topic: bool | None = None,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
         self._options = KafkaOptions(bootstrap, security, client_id="cmn-client")
         self._reply_topic = reply_topic or f"cmn.replies.{uuid.uuid4().hex}"
@@ -95,7 +95,7 @@ class KafkaRequester:
         self._delete_reply_topic = reply_topic is None if delete_reply_topic is None else delete_reply_topic
         self._topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._producer = KafkaProducerLink(
             self._options, linger_ms=linger_ms, max_request_size=max_request_size, clock=self._clock
         )

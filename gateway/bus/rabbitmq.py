@@ -46,7 +46,7 @@ from gateway.bus.rabbitmq_topology import (
     underlay,
 )
 from gateway.bus.rabbitmq_wire import try_ack
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 from gateway.events import Observer, ReplyUnroutable
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ class RabbitTransport:
         telemetry: str = TELEMETRY,
         publish_timeout: float = PUBLISH_TIMEOUT,
         observer: Observer | None = None,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
         self._url = url
         self._observer = observer
         self._publish_timeout = publish_timeout
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._max_in_flight = max_in_flight
         self._topology = Topology(requests=queue, telemetry=telemetry)
         self._instance = instance

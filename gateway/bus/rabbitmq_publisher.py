@@ -15,10 +15,11 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
+from gateway.bus.base import PUBLISH_TIMEOUT
 from gateway.bus.rabbitmq_confirms import ordered_confirms
 from gateway.bus.rabbitmq_topology import BROKER_ERRORS, underlay
 from gateway.bus.rabbitmq_wire import MAX_SHORT_STR, LeanPublisher
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 from gateway.errors import BusUnavailableError, MessageRejectedError
 
 log = logging.getLogger(__name__)
@@ -34,23 +35,25 @@ class ConfirmedPublisher:
     """Publishes on one robust channel with publisher confirms; returns once the broker confirmed.
 
     When the channel dies (connection loss, a nack, a channel error) the publish waits for aio-pika
-    to reopen it and tries again, for ``give_up_after`` seconds in all; a message may therefore reach
-    the broker twice (at least once). ``usable`` lets the owner hold publishes back on a reopened
-    channel until it has set up what publishing needs (the requester's reply consumer).
+    to reopen it and tries again, for ``give_up_after`` seconds in all, then raises
+    ``BusUnavailableError``: this is the RabbitMQ side's one publish retry loop, and nobody above
+    retries it again. A message may therefore reach the broker twice (at least once). ``usable`` lets
+    the owner hold publishes back on a reopened channel until it has set up what publishing needs
+    (the requester's reply consumer).
     """
 
     def __init__(
         self,
         channel: AbstractRobustChannel,
         *,
-        give_up_after: float = 30.0,
+        give_up_after: float = PUBLISH_TIMEOUT,
         usable: Callable[[aiormq.Channel], bool] = _always,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
         self._channel = channel
         self._give_up_after = give_up_after
         self._usable = usable
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._underlay: aiormq.Channel | None = None
         self._lean = LeanPublisher()
         self._general_under_way = 0  # basic_publish calls in progress: the lean path waits for them

@@ -19,7 +19,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
+from gateway.bus.base import PUBLISH_TIMEOUT, REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq_recovery import Resubscriber
 from gateway.bus.rabbitmq_stream import RabbitTelemetryStream
@@ -34,7 +34,7 @@ from gateway.bus.rabbitmq_topology import (
     text_headers,
     underlay,
 )
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +53,12 @@ class RabbitRequester:
         queue: str = REQUESTS,
         reconnect_interval: float = 1.0,
         telemetry: str = TELEMETRY,
-        publish_timeout: float = 30.0,
-        clock: Clock | None = None,
+        publish_timeout: float = PUBLISH_TIMEOUT,
+        clock: Clock,
     ) -> None:
         self._url = url
         self._publish_timeout = publish_timeout
-        self._clock = clock or SystemClock()
+        self._clock = clock
         self._direct = use_direct_reply_to
         self._ssl_context = ssl_context
         self._topology = Topology(requests=queue, telemetry=telemetry)

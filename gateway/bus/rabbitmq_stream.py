@@ -18,7 +18,7 @@ from aiormq.abc import DeliveredMessage
 
 from gateway.bus.rabbitmq_recovery import Resubscriber
 from gateway.bus.rabbitmq_topology import BROKER_ERRORS, Topology, declare_telemetry, underlay
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class RabbitTelemetryStream:
         prefetch: int = 256,
         on_close: Callable[[RabbitTelemetryStream], None] | None = None,
         reconnect_interval: float = 1.0,
-        clock: Clock | None = None,
+        clock: Clock,
     ) -> None:
         self._connect = connect
         self._topology = topology
@@ -58,7 +58,7 @@ class RabbitTelemetryStream:
             self._subscribe,
             what=f"telemetry consumer on {topology.telemetry}",
             interval=reconnect_interval,
-            clock=clock or SystemClock(),
+            clock=clock,
         )
         self._uncredited = 0
         self.delivered = 0

@@ -1,0 +1,74 @@
+"""The transport's publish promise: confirmed, or BusUnavailableError within its publish timeout.
+
+With the broker gone (every connection cut, new ones refused), a publish must give up after the
+configured bound, not after the client library's own (aiokafka: 40 s) nor after someone else's
+retries on top. The bound here is 0.5 s and the test allows 10 s, so it fails only when the bound
+is not applied at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.bus.base import OutboundMessage
+from gateway.bus.embedded import EmbeddedBroker
+from gateway.bus.kafka import KafkaTransport
+from gateway.bus.rabbitmq import RabbitTransport
+from gateway.errors import BusUnavailableError
+from tests.fixtures.kafka import FAST_GROUP
+from tests.fixtures.kafka import TcpProxy as KafkaProxy
+from tests.fixtures.proxy import TcpProxy
+from tests.fixtures.rabbit import delete_queues
+
+BOUND = 0.5
+ALLOWED = 10.0
+
+
+def reply(destination: str) -> OutboundMessage:
+    return OutboundMessage(destination=destination, body=b"{}", content_type="application/json", correlation_id="c1")
+
+
+async def unused(_: object) -> None:
+    raise AssertionError("no requests in this test")
+
+
+@pytest.fixture
+async def rabbit_proxy() -> AsyncIterator[TcpProxy]:
+    proxy = await TcpProxy("127.0.0.1", 5672).start()
+    yield proxy
+    await proxy.aclose()
+
+
+async def test_a_rabbitmq_publish_gives_up_within_its_publish_timeout(rabbit_proxy: TcpProxy, amqp_url: str) -> None:
+    queue = f"cmn.requests.test-{uuid.uuid4().hex[:12]}"
+    url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/"
+    transport = RabbitTransport(url, queue=queue, telemetry=f"{queue}.telemetry", publish_timeout=BOUND)
+    try:
+        await transport.start(unused)
+        await transport.publish(reply(queue))  # confirmed while the broker is there
+        rabbit_proxy.cut(block=True)
+        with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
+            await asyncio.wait_for(transport.publish(reply(queue)), ALLOWED)
+    finally:
+        rabbit_proxy.resume()
+        await transport.aclose()
+        await delete_queues(amqp_url, queue, f"{queue}.dlq", f"{queue}.telemetry")
+
+
+async def test_a_kafka_publish_gives_up_within_its_publish_timeout(
+    kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy],
+) -> None:
+    _, proxy = kafka_behind_proxy
+    transport = KafkaTransport(f"127.0.0.1:{proxy.port}", publish_timeout=BOUND, **FAST_GROUP)
+    try:
+        await transport.publish(reply("cmn.replies.bound"))  # confirmed while the broker is there
+        proxy.cut()
+        with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
+            await asyncio.wait_for(transport.publish(reply("cmn.replies.bound")), ALLOWED)
+    finally:
+        proxy.restore()
+        await transport.aclose()
