@@ -18,6 +18,7 @@ from gateway.bus.base import OutboundMessage
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.rabbitmq import RabbitTransport
+from gateway.clock import SystemClock
 from gateway.errors import BusUnavailableError
 from tests.fixtures.kafka import FAST_GROUP
 from tests.fixtures.kafka import TcpProxy as KafkaProxy
@@ -46,7 +47,9 @@ async def rabbit_proxy() -> AsyncIterator[TcpProxy]:
 async def test_a_rabbitmq_publish_gives_up_within_its_publish_timeout(rabbit_proxy: TcpProxy, amqp_url: str) -> None:
     queue = f"cmn.requests.test-{uuid.uuid4().hex[:12]}"
     url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/"
-    transport = RabbitTransport(url, queue=queue, telemetry=f"{queue}.telemetry", publish_timeout=BOUND)
+    transport = RabbitTransport(
+        url, queue=queue, telemetry=f"{queue}.telemetry", publish_timeout=BOUND, clock=SystemClock()
+    )
     try:
         await transport.start(unused)
         await transport.publish(reply(queue))  # confirmed while the broker is there
@@ -63,7 +66,7 @@ async def test_a_kafka_publish_gives_up_within_its_publish_timeout(
     kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy],
 ) -> None:
     _, proxy = kafka_behind_proxy
-    transport = KafkaTransport(f"127.0.0.1:{proxy.port}", publish_timeout=BOUND, **FAST_GROUP)
+    transport = KafkaTransport(f"127.0.0.1:{proxy.port}", publish_timeout=BOUND, clock=SystemClock(), **FAST_GROUP)
     try:
         await transport.publish(reply("cmn.replies.bound"))  # confirmed while the broker is there
         proxy.cut()
