@@ -61,7 +61,9 @@ class GatewayClient:
         self._requester = requester
         self._key_id = key_id
         self._secret = secret.encode() if isinstance(secret, str) else secret
-        self._clock = clock or SystemClock()
+        # The SDK's public entry is a root of its own: a caller that injects no clock gets the system's
+        # (the factories below hand the same one to the requester they build; below here it is required).
+        self._clock = clock if clock is not None else SystemClock()
         self._codec = codec
         self._pending: dict[str, asyncio.Future[ReplyMessage]] = {}
         # The global provider by default: a component that set up OpenTelemetry gets producer spans for free.
@@ -74,9 +76,9 @@ class GatewayClient:
     def rabbitmq(cls, url: str, **kwargs: Any) -> GatewayClient:
         from gateway.bus.rabbitmq_requester import RabbitRequester
 
-        codec = kwargs.pop("codec", JSON)
+        codec, clock = kwargs.pop("codec", JSON), kwargs.pop("clock", None) or SystemClock()
         key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
-        return cls(RabbitRequester(url, **kwargs), codec=codec, key_id=key_id, secret=secret)
+        return cls(RabbitRequester(url, clock=clock, **kwargs), clock=clock, codec=codec, key_id=key_id, secret=secret)
 
     @classmethod
     def kafka(cls, bootstrap: str, *, security: KafkaSecurity | None = None, **kwargs: Any) -> GatewayClient:
@@ -84,10 +86,10 @@ class GatewayClient:
         from gateway.bus.kafka import KafkaRequester
         from gateway.bus.kafka_security import PLAINTEXT
 
-        codec = kwargs.pop("codec", JSON)
+        codec, clock = kwargs.pop("codec", JSON), kwargs.pop("clock", None) or SystemClock()
         key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
-        requester = KafkaRequester(bootstrap, security=security or PLAINTEXT, **kwargs)
-        return cls(requester, codec=codec, key_id=key_id, secret=secret)
+        requester = KafkaRequester(bootstrap, security=security or PLAINTEXT, clock=clock, **kwargs)
+        return cls(requester, clock=clock, codec=codec, key_id=key_id, secret=secret)
 
     async def start(self) -> GatewayClient:
         if not self._started:

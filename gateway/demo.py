@@ -14,6 +14,7 @@ from rich.table import Table
 from gateway.app import Gateway, load_config
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.client import GatewayClient
+from gateway.clock import SystemClock
 from gateway.errors import GatewayError
 from gateway.sample.upstream import payments_app, serve
 from gateway.settings import load_settings
@@ -21,15 +22,17 @@ from gateway.settings import load_settings
 
 async def run_demo(*, requests: int, concurrency: int, console: Console) -> None:
     runner, url = await serve(payments_app())
+    clock = SystemClock()  # one clock for the broker, the gateway and the client this demo composes
     try:
-        async with EmbeddedBroker(port=0) as broker:
+        async with EmbeddedBroker(port=0, clock=clock) as broker:
             console.print(f"embedded Kafka-protocol broker (Tansu) on [bold]{broker.bootstrap}[/bold]")
             console.print(f"sample upstream [bold]payments[/bold] at {url}")
             settings = load_settings(
                 KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap, KAFKA_SESSION_TIMEOUT_MS=1000, ENABLE_METRICS=False
             )
             config = load_config(settings, {"upstreams": {"payments": {"endpoints": [url]}}})
-            async with Gateway(config) as gateway, GatewayClient.kafka(broker.bootstrap) as client:
+            gateway, client = Gateway(config, clock=clock), GatewayClient.kafka(broker.bootstrap, clock=clock)
+            async with gateway, client:
                 await _until_ready(gateway)
                 latencies, outcomes = await _send_batch(client, requests, concurrency, console)
     finally:

@@ -24,7 +24,8 @@ from yarl import URL
 
 from gateway.bus.base import REQUESTS, TELEMETRY
 from gateway.bus.rabbitmq_coalesce import CoalesceStats, coalesce_writes
-from gateway.errors import BusUnavailableError
+from gateway.errors import BusUnavailableError, CertificateError, ConfigError
+from gateway.tls import TlsSettings, client_context
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,13 @@ async def connect(
     name: str,
     write_stats: CoalesceStats | None = None,
 ) -> AbstractRobustConnection:
-    """A robust connection (reconnects on loss, reopens its channels) writing frames coalesced."""
+    """A robust connection (reconnects on loss, reopens its channels) writing frames coalesced.
+
+    ``amqps://`` without a context gets one from ``amqps_context``, never aiormq's own.
+    """
     options: dict[str, Any] = {"reconnect_interval": reconnect_interval}
+    if ssl_context is None:
+        ssl_context = amqps_context(url)
     if ssl_context is not None:
         options["ssl_context"] = ssl_context
         options["ssl"] = True
@@ -90,6 +96,32 @@ async def connect(
     coalesce()
     connection.reconnect_callbacks.add(coalesce)
     return connection
+
+
+_AMQPS_REFUSED = ("no_verify_ssl", "capath", "cadata")
+
+
+def amqps_context(url: str) -> ssl.SSLContext | None:
+    """An ``amqps://`` URL's TLS through the one builder (``gateway.tls``), None for ``amqp://``.
+
+    The URL's ``cafile`` is trusted (else the system store) and ``certfile``/``keyfile`` presented,
+    as aiormq reads them; the minimum version and verification are every other TLS connection's.
+    ``no_verify_ssl``, ``capath`` and ``cadata`` are refused rather than quietly ignored.
+    """
+    parsed = URL(url)
+    if parsed.scheme != "amqps":
+        return None
+    refused = [name for name in _AMQPS_REFUSED if name in parsed.query]
+    if refused:
+        raise ConfigError(f"amqps URL option {', '.join(refused)} is not supported: trust the broker with cafile=")
+    context = client_context(TlsSettings(ca_file=parsed.query.get("cafile")))
+    certfile = parsed.query.get("certfile")
+    if certfile is not None:
+        try:
+            context.load_cert_chain(certfile, parsed.query.get("keyfile"))
+        except (OSError, ssl.SSLError) as exc:
+            raise CertificateError(f"amqps certfile {certfile} cannot be used for TLS: {exc}") from exc
+    return context
 
 
 async def underlay(channel: AbstractRobustChannel) -> aiormq.Channel:

@@ -10,8 +10,10 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from gateway.bus.rabbitmq_topology import connect
 from gateway.certs.bundle import CertificateBundle
-from gateway.certs.devca import DevCertificateAuthority
+from gateway.certs.devca import DevCertificateAuthority, write_leaf
+from gateway.errors import ConfigError
 from gateway.tls import client_context
 from tests.bus.rabbit_node import RabbitNode
 from tests.fixtures.upstreams import free_port
@@ -86,3 +88,25 @@ async def test_amqps_server_must_be_trusted(tls_node: TlsRabbitNode) -> None:
     with pytest.raises((ConnectionError, OSError)) as caught:
         await aio_pika.connect(tls_node.tls_url, ssl_context=context)
     assert "CERTIFICATE_VERIFY_FAILED" in repr(caught.value) or "certificate verify failed" in str(caught.value)
+
+
+async def test_gateway_amqps_connections_take_the_url_settings_through_the_one_builder(
+    tls_node: TlsRabbitNode, tmp_path: Path
+) -> None:
+    """What RabbitTransport and the SDK's requester call: cafile/certfile/keyfile from the URL, the
+    context from gateway.tls (aiormq's own would accept the options the builder refuses)."""
+    cert, key = write_leaf(tmp_path / "client", _client(tls_node))
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(tls_node.ca.ca_pem)
+    url = f"{tls_node.tls_url}?cafile={ca_file}&certfile={cert}&keyfile={key}"
+    connection = await connect(url, ssl_context=None, reconnect_interval=1.0, name="cmn-amqps-test")
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(exclusive=True)
+        await channel.default_exchange.publish(aio_pika.Message(b"amqps"), routing_key=queue.name)
+        message = await queue.get(timeout=5)
+        assert message is not None and message.body == b"amqps"
+    finally:
+        await connection.close()
+    with pytest.raises(ConfigError, match="no_verify_ssl is not supported"):
+        await connect(f"{url}&no_verify_ssl=1", ssl_context=None, reconnect_interval=1.0, name="cmn-amqps-test")
