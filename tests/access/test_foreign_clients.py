@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer
 from gateway.app import Gateway, load_config
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.rabbitmq import RabbitTransport
+from gateway.clock import SystemClock
 from gateway.events import RecordingObserver, SecurityRefused
 from gateway.settings import load_settings
 from tests.bus.rabbit_node import RabbitNode
@@ -67,7 +68,9 @@ async def rabbit_gateway(
     monkeypatch.setenv("CMN_TEST_KEY_INT", SECRET)
     queue = f"t.requests.{uuid.uuid4().hex[:8]}"
     events = RecordingObserver()
-    transport = RabbitTransport(rabbit_node.url, queue=queue, max_in_flight=16, telemetry=f"{queue}.telemetry")
+    transport = RabbitTransport(
+        rabbit_node.url, queue=queue, max_in_flight=16, telemetry=f"{queue}.telemetry", clock=SystemClock()
+    )
     config = load_config(load_settings(ENABLE_METRICS=False), document(echo_upstream))
     async with Gateway(config, observers=[events], transports=[transport]) as gateway:
         yield gateway, events, queue
@@ -152,7 +155,9 @@ async def test_a_confluent_kafka_client_signs_with_the_standard_library(
 ) -> None:
     monkeypatch.setenv("CMN_TEST_KEY_INT", SECRET)
     topic = f"t.requests.{uuid.uuid4().hex[:8]}"
-    transport = KafkaTransport(kafka_bootstrap, topic=topic, group_id=f"g.{topic}", max_in_flight=16, **FAST_GROUP)
+    transport = KafkaTransport(
+        kafka_bootstrap, topic=topic, group_id=f"g.{topic}", max_in_flight=16, **FAST_GROUP, clock=SystemClock()
+    )
     settings = load_settings(ENABLE_METRICS=False, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     async with Gateway(load_config(settings, document(echo_upstream)), transports=[transport]):
         replies = await asyncio.to_thread(kafka_round_trip, kafka_bootstrap, topic)

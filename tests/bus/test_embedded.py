@@ -99,9 +99,10 @@ async def test_the_broker_dies_with_a_killed_parent(tmp_path: Path) -> None:
             """
             import asyncio, sys
             from gateway.bus.embedded import EmbeddedBroker
+            from gateway.clock import SystemClock
 
             async def main():
-                broker = EmbeddedBroker(port=0)
+                broker = EmbeddedBroker(port=0, clock=SystemClock())
                 await broker.start()
                 print("PID", broker.pid, flush=True)
                 await asyncio.sleep(60)

@@ -332,10 +332,11 @@ import asyncio, sys
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
+from gateway.clock import SystemClock
 
 async def main(bootstrap, topic, group):
     transport = KafkaTransport(bootstrap, topic=topic, group_id=group, session_timeout_ms=1000,
-                               heartbeat_interval_ms=300, commit_interval_ms=20)
+                               heartbeat_interval_ms=300, commit_interval_ms=20, clock=SystemClock())
     seen = 0
     forever = asyncio.Event()
 

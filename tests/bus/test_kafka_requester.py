@@ -10,6 +10,7 @@ import pytest
 
 from gateway.bus.base import Delivery, Handler, OutboundMessage, ReplyMessage
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
+from gateway.clock import SystemClock
 from tests.fixtures.kafka import KafkaTransportFactory, read_topic, topics, unique
 
 RequesterFactory = Callable[..., KafkaRequester]
@@ -135,8 +136,10 @@ async def test_closing_a_telemetry_stream_ends_an_iteration_waiting_on_it(
 
 
 async def test_closing_deletes_a_reply_topic_of_its_own_and_keeps_a_chosen_one(kafka_bootstrap: str) -> None:
-    own = KafkaRequester(kafka_bootstrap, fetch_max_wait_ms=1)
-    chosen = KafkaRequester(kafka_bootstrap, reply_topic=unique("t.chosen-replies"), fetch_max_wait_ms=1)
+    own = KafkaRequester(kafka_bootstrap, fetch_max_wait_ms=1, clock=SystemClock())
+    chosen = KafkaRequester(
+        kafka_bootstrap, reply_topic=unique("t.chosen-replies"), fetch_max_wait_ms=1, clock=SystemClock()
+    )
     for requester in (own, chosen):
         await requester.start(lambda reply: None)
     assert {own.reply_topic, chosen.reply_topic} <= await topics(kafka_bootstrap)
@@ -150,7 +153,7 @@ async def test_closing_deletes_a_reply_topic_of_its_own_and_keeps_a_chosen_one(k
 
 
 async def test_a_broker_that_cannot_delete_leaves_the_close_clean(kafka_bootstrap: str) -> None:
-    requester = KafkaRequester(kafka_bootstrap, fetch_max_wait_ms=1, delete_reply_topic=True)
+    requester = KafkaRequester(kafka_bootstrap, fetch_max_wait_ms=1, delete_reply_topic=True, clock=SystemClock())
     await requester.start(lambda reply: None)
     await requester._delete_topic("no.such.topic." + unique("t"))  # the broker answers with an error code
     await requester.aclose()

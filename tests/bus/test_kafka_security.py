@@ -30,6 +30,7 @@ from gateway.bus.kafka_security import KafkaSecurity, security_from_settings
 from gateway.certs.devca import DevCertificateAuthority, write_leaf
 from gateway.certs.tls import server_context
 from gateway.client import GatewayClient
+from gateway.clock import SystemClock
 from gateway.errors import ConfigError
 from gateway.settings import load_settings
 from gateway.tls import TlsSettings, client_context
@@ -130,12 +131,12 @@ def test_settings_are_checked_together(tmp_path: Path) -> None:
 # -- real Tansu with --authentication -------------------------------------------------------------
 @pytest.fixture
 async def tansu_auth() -> AsyncIterator[EmbeddedBroker]:
-    async with EmbeddedBroker(port=0, authentication=True) as broker:
+    async with EmbeddedBroker(port=0, authentication=True, clock=SystemClock()) as broker:
         yield broker
 
 
 async def test_tansu_with_authentication_refuses_a_client_that_does_not_log_in(tansu_auth: EmbeddedBroker) -> None:
-    transport = KafkaTransport(tansu_auth.bootstrap, topic=unique("t.requests"), **FAST_GROUP)
+    transport = KafkaTransport(tansu_auth.bootstrap, topic=unique("t.requests"), **FAST_GROUP, clock=SystemClock())
     try:
         with pytest.raises(KafkaUnavailableError, match="PLAINTEXT"):
             await transport.start(_never_called)
@@ -159,7 +160,9 @@ async def test_tansu_refuses_an_unknown_scram_login_with_a_clear_error(
 
 async def test_tansu_offers_no_plain_mechanism(tansu_auth: EmbeddedBroker) -> None:
     security = KafkaSecurity("SASL_PLAINTEXT", "PLAIN", "cmn-gateway", WRONG)
-    transport = KafkaTransport(tansu_auth.bootstrap, topic=unique("t.requests"), security=security, **FAST_GROUP)
+    transport = KafkaTransport(
+        tansu_auth.bootstrap, topic=unique("t.requests"), security=security, **FAST_GROUP, clock=SystemClock()
+    )
     try:
         with pytest.raises(KafkaUnavailableError) as caught:
             await transport.start(_never_called)

@@ -12,6 +12,7 @@ import pytest
 from gateway.bus.base import Delivery, OutboundMessage, ReplyMessage
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.clock import SystemClock
 from gateway.errors import BusUnavailableError, MessageRejectedError
 from tests.bus.rabbit_node import MAX_MESSAGE_SIZE, RabbitNode
 from tests.fixtures.rabbit import wait_until
@@ -45,10 +46,10 @@ class EchoGateway:
 @pytest.fixture
 async def pair(rabbit_node: RabbitNode) -> AsyncIterator[tuple[EchoGateway, RabbitRequester, dict[str, ReplyMessage]]]:
     queue = f"cmn.requests.fault-{uuid.uuid4().hex[:10]}"
-    transport = RabbitTransport(rabbit_node.url, queue=queue, reconnect_interval=0.2)
+    transport = RabbitTransport(rabbit_node.url, queue=queue, reconnect_interval=0.2, clock=SystemClock())
     gateway = EchoGateway(transport)
     await transport.start(gateway.handle)
-    requester = RabbitRequester(rabbit_node.url, queue=queue, reconnect_interval=0.2)
+    requester = RabbitRequester(rabbit_node.url, queue=queue, reconnect_interval=0.2, clock=SystemClock())
     replies: dict[str, ReplyMessage] = {}
     await requester.start(lambda reply: replies.__setitem__(reply.correlation_id or "", reply))
     yield gateway, requester, replies
@@ -104,9 +105,9 @@ async def test_broker_restart_the_transport_carries_on(
 async def test_tls_connections_carry_requests_replies_and_telemetry(rabbit_node: RabbitNode) -> None:
     context = ssl.create_default_context(cafile=str(rabbit_node.tls.ca if rabbit_node.tls else ""))
     queue = f"cmn.requests.tls-{uuid.uuid4().hex[:10]}"
-    transport = RabbitTransport(rabbit_node.tls_url, queue=queue, ssl_context=context)
+    transport = RabbitTransport(rabbit_node.tls_url, queue=queue, ssl_context=context, clock=SystemClock())
     gateway = EchoGateway(transport)
-    requester = RabbitRequester(rabbit_node.tls_url, queue=queue, ssl_context=context)
+    requester = RabbitRequester(rabbit_node.tls_url, queue=queue, ssl_context=context, clock=SystemClock())
     replies: dict[str, ReplyMessage] = {}
     async with transport, requester:
         await transport.start(gateway.handle)
@@ -118,7 +119,7 @@ async def test_tls_connections_carry_requests_replies_and_telemetry(rabbit_node:
 
 
 async def test_tls_refuses_a_broker_it_does_not_trust(rabbit_node: RabbitNode) -> None:
-    transport = RabbitTransport(rabbit_node.tls_url, ssl_context=ssl.create_default_context())
+    transport = RabbitTransport(rabbit_node.tls_url, ssl_context=ssl.create_default_context(), clock=SystemClock())
 
     async def unused(delivery: Delivery) -> None:
         raise AssertionError("never connected")

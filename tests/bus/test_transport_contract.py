@@ -46,11 +46,13 @@ def make_bus(kind: str, bootstrap: str | None, **transport_options: Any) -> Bus:
     replies: asyncio.Queue[ReplyMessage] = asyncio.Queue()
     if kind == "rabbitmq":
         telemetry = f"{queue}.telemetry"
-        transport: Transport = RabbitTransport(AMQP_URL, queue=queue, telemetry=telemetry, **transport_options)
+        transport: Transport = RabbitTransport(
+            AMQP_URL, queue=queue, telemetry=telemetry, **{"clock": SystemClock(), **transport_options}
+        )
         requester: Requester = RabbitRequester(AMQP_URL, queue=queue, telemetry=telemetry)
     else:
         assert bootstrap is not None
-        options = {**FAST_GROUP, **transport_options}
+        options = {**FAST_GROUP, "clock": SystemClock(), **transport_options}
         transport = KafkaTransport(bootstrap, topic=queue, group_id=f"g.{queue}", **options)
         requester = KafkaRequester(bootstrap, topic=queue)
     return Bus(kind, transport, requester, queue, bootstrap, replies)

@@ -45,9 +45,10 @@ class Stack:
 def requester_for(stack: Stack, **kwargs: Any) -> Any:
     """Another requester on a stack's queue (a second calling service)."""
     if stack.kind == "rabbitmq":
+        kwargs.setdefault("clock", SystemClock())
         return RabbitRequester(AMQP_URL, queue=stack.queue, telemetry=f"{stack.queue}.telemetry", **kwargs)
     assert stack.bootstrap is not None
-    return KafkaRequester(stack.bootstrap, topic=stack.queue, **kwargs)
+    return KafkaRequester(stack.bootstrap, topic=stack.queue, **{"clock": SystemClock(), **kwargs})
 
 
 def transport_and_requester(

@@ -12,6 +12,7 @@ from gateway.app import Gateway, load_config
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
+from gateway.clock import SystemClock
 from gateway.settings import load_settings
 from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.rabbit import AMQP_URL
@@ -29,13 +30,13 @@ async def proxy() -> AsyncIterator[TcpProxy]:
 async def test_gateway_survives_rabbitmq_connection_drop(proxy: TcpProxy, echo_upstream: Upstream) -> None:
     queue = f"t.requests.{uuid.uuid4().hex[:10]}"
     via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
-    transport = RabbitTransport(via_proxy, queue=queue, reconnect_interval=0.2)
+    transport = RabbitTransport(via_proxy, queue=queue, reconnect_interval=0.2, clock=SystemClock())
     config = load_config(
         load_settings(ENABLE_METRICS=False), {"upstreams": {"echo": {"endpoints": [echo_upstream.url]}}}
     )
     async with (
         Gateway(config, transports=[transport]) as gateway,
-        GatewayClient(RabbitRequester(AMQP_URL, queue=queue)) as client,
+        GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())) as client,
     ):
         before = await asyncio.gather(*(client.request("echo", "GET", f"/before/{i}") for i in range(20)))
         assert all(r.status == 200 for r in before)

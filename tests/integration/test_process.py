@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
+from gateway.clock import SystemClock
 from gateway.envelope.codec import encode_request
 from tests.fixtures.kafka import FAST_GROUP
 from tests.fixtures.rabbit import AMQP_URL
@@ -58,9 +59,9 @@ def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
 async def client(broker_env: dict[str, str]) -> AsyncIterator[GatewayClient]:
     queue = broker_env["CMN_REQUESTS_QUEUE"]
     if "AMQP_URL" in broker_env:
-        requester: RabbitRequester | KafkaRequester = RabbitRequester(AMQP_URL, queue=queue)
+        requester: RabbitRequester | KafkaRequester = RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())
     else:
-        requester = KafkaRequester(broker_env["KAFKA_BOOTSTRAP_SERVERS"], topic=queue)
+        requester = KafkaRequester(broker_env["KAFKA_BOOTSTRAP_SERVERS"], topic=queue, clock=SystemClock())
     async with GatewayClient(requester) as c:
         yield c
     if "AMQP_URL" in broker_env:

@@ -23,6 +23,7 @@ import orjson
 from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient, ReplyTimeoutError
+from gateway.clock import SystemClock
 from tests.performance.bench_procs import AMQP_URL
 
 Call = Callable[[int], Awaitable[bool]]
@@ -227,11 +228,11 @@ async def http_session(concurrency: int) -> AsyncIterator[aiohttp.ClientSession]
 
 
 def rabbit_client(queue: str) -> GatewayClient:
-    return GatewayClient(RabbitRequester(AMQP_URL, queue=queue))
+    return GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock()))
 
 
 def kafka_client(bootstrap: str, topic: str) -> GatewayClient:
-    return GatewayClient(KafkaRequester(bootstrap, topic=topic, fetch_max_wait_ms=1))
+    return GatewayClient(KafkaRequester(bootstrap, topic=topic, fetch_max_wait_ms=1, clock=SystemClock()))
 
 
 async def first_reply(call: Call, *, within: float = 60.0) -> None:

@@ -24,6 +24,7 @@ import yaml
 
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.client import GatewayClient
+from gateway.clock import SystemClock
 from tests.performance.bench_load import (
     UPSTREAM,
     Call,
@@ -174,7 +175,9 @@ async def started(broker: str, target: str, knobs: Knobs) -> AsyncIterator[Runni
             client = rabbit_client(name)
             broker_pid = pid_of("beam.smp")
         else:
-            tansu = await stack.enter_async_context(EmbeddedBroker(port=0, log_file=workdir / "tansu.log"))
+            tansu = await stack.enter_async_context(
+                EmbeddedBroker(port=0, log_file=workdir / "tansu.log", clock=SystemClock())
+            )
             where = f"{tansu.bootstrap}|{name}"
             client = kafka_client(tansu.bootstrap, name)
             broker_pid = tansu.pid

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient, ReplyTimeoutError
+from gateway.clock import SystemClock
 from gateway.envelope.codec import JSON, MSGPACK, decode_reply
 from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import StartUpstream
@@ -155,7 +156,10 @@ async def test_one_hostile_message_raises_peak_rss_by_at_most_3x_its_size(
     codec, build = SHAPES[shape]
     raw = build(f"bomb-{shape}")
     assert MAX_REQUEST_BYTES - 100 < len(raw) < MAX_REQUEST_BYTES
-    async with Serve(tmp_path, sink, queue) as serve, GatewayClient(RabbitRequester(AMQP_URL, queue=queue)) as client:
+    async with (
+        Serve(tmp_path, sink, queue) as serve,
+        GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())) as client,
+    ):
         await warm_up(client)
         before = peak_rss(serve.pid)
         reply = await client.send_raw(raw, correlation_id=f"bomb-{shape}", content_type=codec, timeout=240)
