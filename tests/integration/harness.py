@@ -18,6 +18,7 @@ from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
+from gateway.clock import SystemClock
 from gateway.envelope.codec import JSON
 from gateway.events import RecordingObserver
 from gateway.settings import load_settings
@@ -57,13 +58,22 @@ def transport_and_requester(
     if kind == "rabbitmq":
         telemetry = f"{queue}.telemetry"  # a stream per test: the shared one only ever grows
         return (
-            RabbitTransport(AMQP_URL, queue=queue, max_in_flight=max_in_flight, telemetry=telemetry),
-            RabbitRequester(AMQP_URL, queue=queue, telemetry=telemetry),
+            RabbitTransport(
+                AMQP_URL, queue=queue, max_in_flight=max_in_flight, telemetry=telemetry, clock=SystemClock()
+            ),
+            RabbitRequester(AMQP_URL, queue=queue, telemetry=telemetry, clock=SystemClock()),
         )
     assert bootstrap is not None
     return (
-        KafkaTransport(bootstrap, topic=queue, group_id=f"g.{queue}", max_in_flight=max_in_flight, **FAST_GROUP),
-        KafkaRequester(bootstrap, topic=queue),
+        KafkaTransport(
+            bootstrap,
+            topic=queue,
+            group_id=f"g.{queue}",
+            max_in_flight=max_in_flight,
+            **FAST_GROUP,
+            clock=SystemClock(),
+        ),
+        KafkaRequester(bootstrap, topic=queue, clock=SystemClock()),
     )
 
 
