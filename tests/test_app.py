@@ -129,3 +129,18 @@ def test_wiring_does_not_import_app_and_its_builders_take_no_gateway() -> None:
         annotations = {str(p.annotation) for p in inspect.signature(builder).parameters.values()}
         assert not [a for a in annotations if "Gateway" in a], builder.__name__
         assert inspect.signature(builder).return_annotation not in ("None", None), builder.__name__
+
+
+def test_the_sdk_entry_hands_its_clock_to_the_requester_it_builds() -> None:
+    """GatewayClient is a root of its own: it defaults to the system clock, and shares whichever it has."""
+    from gateway.client import GatewayClient
+
+    clock = FakeClock()
+    for client in (
+        GatewayClient.rabbitmq(AMQP_URL, clock=clock),
+        GatewayClient.kafka("127.0.0.1:9", clock=clock),
+    ):
+        assert [c for _, c in clocks_held(client)] and all(c is clock for _, c in clocks_held(client))
+    default = GatewayClient.rabbitmq(AMQP_URL)
+    held = {id(c) for _, c in clocks_held(default)}
+    assert len(held) == 1 and isinstance(default._clock, SystemClock)
