@@ -6,7 +6,8 @@ import base64
 import binascii
 import re
 from typing import Any, Literal
-from urllib.parse import unquote
+from unicodedata import normalize
+from urllib.parse import unquote_to_bytes
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -15,8 +16,9 @@ from gateway.errors import ErrorCode
 
 CONTRACT_VERSION = "1"
 
-# A path must be origin-form: one leading slash, no scheme, no authority, no whitespace or control chars.
-_BAD_PATH = re.compile(r"^(?!/)|^//|[\s\x00-\x1f\x7f\\]")
+# A path must be origin-form: one leading slash, no scheme, no authority, no whitespace or control chars,
+# no fragment (RFC 9112 §3.2.1: the HTTP client cuts it off, after removing a "..#" segment before it).
+_BAD_PATH = re.compile(r"^(?!/)|^//|[\s\x00-\x1f\x7f\\#]")
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 # RFC 9110 §5.6.2: token = 1*tchar. Methods (§9.1) and field names (§5.1) are tokens.
 _TCHARS = "!#$%&'*+\\-.^_`|~0-9A-Za-z"
@@ -26,7 +28,11 @@ _METHOD = re.compile(f"[{_TCHARS}]{{1,16}}")
 _REFUSED_METHODS = frozenset({"CONNECT", "TRACE"})  # a tunnel, and an echo of the request's credentials
 # RFC 9110 §5.5: a field value holds no CR, LF or NUL; other controls but HTAB are refused as well.
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.\.?(?:;[^/\\]*)?(?:[/\\]|\Z)")  # "..;" too: servers drop ;params
+# "..;" too (servers drop ;params); once decoded, also ".." before whitespace or NUL (servers that trim or
+# end strings there) and before "#" or "?".
+_DOT_SEGMENT = re.compile(r"(?:^|[/\\])\.\.?(?:;[^/\\]*)?[\s\x00]*(?:[/\\#?]|\Z)")
+# Overlong UTF-8 (C0/C1 leads; E0 or F0 followed by too small a byte): '%c0%ae' was '.' to old decoders.
+_OVERLONG = re.compile(rb"[\xc0\xc1]|\xe0[\x80-\x9f]|\xf0[\x80-\x8f]")
 _ENCODING_ROUNDS = 4  # percent-decoding rounds tried on a path; more layers than that is refused
 # Validator error types that mean an attack, not a mistake: the codec raises a security event for them.
 SECURITY_ERRORS = frozenset({"invalid_path", "invalid_header"})
@@ -60,7 +66,7 @@ class RequestEnvelope(_Strict):
             "Origin-form path and query: a single leading '/', no scheme or host, no '.' or '..' segments "
             "(raw or percent-encoded)."
         ),
-        json_schema_extra={"pattern": "^/(?!/)[^\\s\\\\]*$"},
+        json_schema_extra={"pattern": "^/(?!/)[^\\s\\\\#]*$"},
     )
     headers: dict[str, str] = Field(
         default_factory=dict,
@@ -100,7 +106,7 @@ class RequestEnvelope(_Strict):
     def _path(cls, v: str) -> str:
         if _BAD_PATH.search(v) or _SCHEME.match(v):
             raise PydanticCustomError(
-                "invalid_path", "path must start with a single '/' and carry no scheme, host or whitespace"
+                "invalid_path", "path must start with a single '/' and carry no scheme, host, fragment or whitespace"
             )
         if problem := dot_segment_problem(v.split("?", 1)[0]):
             raise PydanticCustomError("invalid_path", problem)
@@ -165,14 +171,17 @@ def dot_segment_problem(path: str) -> str | None:
     """Does this path (no query) hold a ``.`` or ``..`` segment, raw or percent-encoded, once or
     several times over (``%2e``, ``%252e``), with ``%2F`` or ``%5C`` as separators? HTTP clients and
     servers remove dot segments, so they would climb out of the endpoint's base path."""
-    if "." not in path and "%" not in path:
+    if "." not in path and "%" not in path and path.isascii():
         return None
     for _ in range(_ENCODING_ROUNDS + 1):
-        if _DOT_SEGMENT.search(path):
+        if _DOT_SEGMENT.search(path) or (not path.isascii() and _DOT_SEGMENT.search(normalize("NFKC", path))):
             return "path must not hold '.' or '..' segments (raw or percent-encoded)"
         if "%" not in path:
             return None
-        decoded = unquote(path)
+        raw = unquote_to_bytes(path)
+        if _OVERLONG.search(raw):
+            return "path holds an overlong UTF-8 sequence"
+        decoded = raw.decode("utf-8", "replace")
         if decoded == path:
             return None
         path = decoded

@@ -10,8 +10,12 @@ import asyncio
 import sys
 
 import pika
+import pytest
+from pydantic import ValidationError
+from yarl import URL
 
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
+from gateway.envelope.models import RequestEnvelope
 from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
 from tests.fixtures.rabbit import TransportFactory
 
@@ -113,3 +117,44 @@ async def test_an_amqp_message_with_non_utf8_short_strings_does_not_break_the_ga
     assert set(seen) == {b"key", b"nested", b"property", b"after"}
     assert dict(seen[b"key"].headers) == {"\ufffd\ufffd": "v"}
     assert seen[b"property"].correlation_id == "\ufffd\ufffd"
+
+
+# -- paths ------------------------------------------------------------------------------------
+def _refused_path(path: str) -> bool:
+    try:
+        RequestEnvelope.model_validate({"id": "r", "upstream": "u", "path": path})
+    except ValidationError as exc:
+        return exc.errors()[0]["type"] == "invalid_path"
+    return False
+
+
+@pytest.mark.parametrize("path", ["/..#", "/%2e%2e#x", "/v1/reports/..#", "/.#", "/a/%2E%2E#frag"])
+def test_a_dot_segment_before_a_fragment_is_refused(path: str) -> None:
+    """Found: ``..`` followed by ``#`` passed the dot-segment rule, and the HTTP client removes it
+    while building the URL: ``/..#`` against ``http://h/api/v1`` reached ``GET /api/`` (and
+    ``/v1/reports/..#`` passed a ``path_prefixes: [/v1/reports/]`` rule, then left it)."""
+    assert URL("http://h/api/v1" + path).path in ("/api/", "/api/v1/", "/api/v1/v1/")  # the escape is real
+    assert _refused_path(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/a/%c0%ae%c0%ae/admin",  # overlong UTF-8 '.' (old Tomcat, IIS decoded these)
+        "/a/%e0%80%ae%e0%80%ae/admin",  # three-byte overlong '.'
+        "/a/..%c0%af/admin",  # overlong '/'
+        "/a/\uff0e\uff0e/admin",  # fullwidth full stops: NFKC makes them '..'
+        "/a/\u2025/admin",  # two dot leader: NFKC '..'
+        "/a/%EF%BC%8E%EF%BC%8E/admin",  # the same, percent-encoded
+        "/a/..%00/admin",  # NUL after the dots (servers that end strings there)
+        "/a/..%20/admin",  # a trailing space (Windows file systems drop it)
+        "/a/%2e%2e%09/admin",
+    ],
+)
+def test_disguised_dot_segments_are_refused(path: str) -> None:
+    assert _refused_path(path)
+
+
+@pytest.mark.parametrize("path", ["/a/b.c", "/a/%E9t%E9", "/caf\u00e9/..x", "/a/...x", "/a?x=../..", "/a/%23"])
+def test_ordinary_paths_still_pass(path: str) -> None:
+    assert not _refused_path(path)
