@@ -1,7 +1,9 @@
-"""Rotation under load: steady mTLS traffic while the client certificate rotates in Key Vault.
+"""Rotation under load: steady mTLS traffic through the gateway's own forwarder while the client
+certificate rotates in Key Vault.
 
-Every request takes ``provider.context_for(...)`` at the moment it starts, like the egress sender
-does; pooled connections keep the context they were opened with. Nothing may fail.
+The forwarder is built as the gateway builds it (``build_forwarder`` with the certificate provider and
+the upstreams file's ``tls:`` block); its pool asks the provider for a context on every request, so
+new connections present the new certificate while pooled ones keep theirs. Nothing may fail.
 """
 
 from __future__ import annotations
@@ -11,17 +13,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
-
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.certs.keyvault import PEM_CONTENT_TYPE, PKCS12_CONTENT_TYPE, KeyVault, KeyVaultSource
 from gateway.certs.manager import CertificateManager, ManagedCertificate
 from gateway.certs.provider import UpstreamTlsContexts
+from gateway.clock import SystemClock
+from gateway.errors import GatewayError
 from gateway.events import CertificateRenewed, RecordingObserver
 from gateway.testing import FakeClock
-from gateway.tls import TlsSettings
+from gateway.upstream.base import UpstreamResponse
+from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
+from gateway.upstream.forward import GatewayForwarder, build_forwarder
+from gateway.upstream.policies import tls_by_upstream
 from tests.certs.fakevault import FakeKeyVault
-from tests.fixtures.certs import StartTlsUpstream, TlsUpstream
+from tests.fixtures.certs import StartTlsUpstream
+from tests.upstream.helpers import outbound, upstreams
 
 POLL = 30.0
 WORKERS = 8
@@ -30,26 +36,32 @@ WORKERS = 8
 class Traffic:
     """``WORKERS`` loops of requests (every fourth one slow, so some are in flight across a swap)."""
 
-    def __init__(self, provider: UpstreamTlsContexts, upstream: TlsUpstream, *, slow_every: int = 4) -> None:
-        self.provider, self.upstream, self.slow_every = provider, upstream, slow_every
+    def __init__(self, forwarder: GatewayForwarder, *, slow_every: int = 4) -> None:
+        self.forwarder, self.slow_every = forwarder, slow_every
         self.ok = 0
-        self.failures: list[BaseException] = []
+        self.failures: list[UpstreamResponse | GatewayError] = []
         self.stopping = False
 
-    async def worker(self, session: aiohttp.ClientSession, n: int) -> None:
+    async def worker(self, n: int) -> None:
         i = 0
         while not self.stopping:
             i += 1
             delay = 150 if self.slow_every and (n + i) % self.slow_every == 0 else 0
             try:
-                context = self.provider.context_for("partner-api")
-                assert context is not None
-                async with session.get(f"{self.upstream.url}/?delay_ms={delay}", ssl=context) as response:
-                    response.raise_for_status()
-                    await response.read()
-                self.ok += 1
-            except (aiohttp.ClientError, OSError) as exc:
+                response = await self.forwarder.forward(outbound("partner-api", path=f"/?delay_ms={delay}"))
+            except GatewayError as exc:
                 self.failures.append(exc)
+                continue
+            if response.status == 200:
+                self.ok += 1
+            else:
+                self.failures.append(response)
+
+
+def partner_api(url: str, ca_file: Path) -> UpstreamsFile:
+    # One attempt: a handshake the rotation broke must show up as a failure, not hide behind a retry.
+    tls = {"ca_file": str(ca_file), "client_certificate": "partner"}
+    return upstreams(**{"partner-api": {"endpoints": [url], "tls": tls, "retry": {"attempts": 1}}})
 
 
 async def _until(condition: Callable[[], bool]) -> None:
@@ -74,16 +86,20 @@ async def test_rotation_under_load_fails_no_request(
     ca_file.write_bytes(dev_ca.ca_pem)
     upstream = await start_tls_upstream(client_ca=dev_ca.ca_pem)
     observer = RecordingObserver()
-    tls = {"partner-api": TlsSettings(ca_file=str(ca_file), client_certificate="partner")}
+    config = partner_api(upstream.url, ca_file)
 
     async with KeyVault(fake_vault.settings()) as vault:
         entry = ManagedCertificate("partner", KeyVaultSource(vault, "partner"), (dev_ca.certificate,))
         async with CertificateManager([entry], clock=clock, observer=observer, poll_interval=POLL) as manager:
-            provider = UpstreamTlsContexts(manager, tls)
+            provider = UpstreamTlsContexts(manager, tls_by_upstream(config))
             await provider.prepare()
-            traffic = Traffic(provider, upstream)
-            async with aiohttp.ClientSession() as session:
-                workers = [asyncio.create_task(traffic.worker(session, n)) for n in range(WORKERS)]
+            defaults = UpstreamDefaults(pool_size=WORKERS, request_timeout=5.0, connect_timeout=2.0)
+            forwarder = build_forwarder(
+                config, defaults, clock=SystemClock(), observer=RecordingObserver(), tls=provider
+            )
+            traffic = Traffic(forwarder)
+            async with forwarder:
+                workers = [asyncio.create_task(traffic.worker(n)) for n in range(WORKERS)]
                 for step, content_type in enumerate((PKCS12_CONTENT_TYPE, PEM_CONTENT_TYPE), start=1):
                     await _until(lambda: traffic.ok >= 100 * step)  # noqa: B023 - used before the loop moves on
                     bundle = dev_ca.issue("partner", ["partner-client"], now=clock.time())
