@@ -232,6 +232,7 @@ async def test_pool_exhaustion_shows_in_reply_and_metric(make_stack: StackFactor
     assert exhausted[0].error is not None
     assert exhausted[0].error.message.startswith("Connection pool exhausted: upstream echo")
     registry = stack.gateway.metrics_registry
+    assert registry is not None  # ENABLE_METRICS
     value = registry.get_sample_value(
         "cmn_requests_total",
         {
