@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.access.config import SecurityConfig
+from gateway.access.config import PrincipalConfig, SecurityConfig
 from gateway.access.guard import Guard
 from gateway.access.identity import Identifier, SigningKey
 from gateway.access.policy import AccessPolicy
@@ -233,7 +233,9 @@ async def build_guard(
         for key_id, key in security.keys.items()
     }
     by_name = upstreams.upstreams
-    policy = AccessPolicy({name: u.access for name, u in by_name.items()}, security.principals)
+    # A signing key's principal is a principal too: its name is a tenant anonymous callers may not spend.
+    principals = {**{key.principal: PrincipalConfig() for key in security.keys.values()}, **security.principals}
+    policy = AccessPolicy({name: u.access for name, u in by_name.items()}, principals)
     open_upstreams = policy.open_upstreams(sorted(by_name))
     if open_upstreams:
         log.warning("upstreams_open_to_every_caller", upstreams=open_upstreams, fix="give each an access: block")

@@ -6,7 +6,8 @@ and before any network I/O. A refusal is ``forbidden`` and never reaches the ups
 Tenants follow the principal: a known principal may act for itself and the tenants it declares; a
 request naming no tenant is counted under its principal, or under ``anonymous``, so the per-tenant
 limit always applies. Tenants that belong to a principal are reserved: an anonymous caller cannot
-spend them.
+spend them, nor the name of any principal this policy knows (declared under ``principals``, in an
+allow list, or owning a signing key: the root passes key principals in ``principals``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class AccessPolicy:
     def __init__(self, upstreams: Mapping[str, AccessConfig | None], principals: Mapping[str, PrincipalConfig]) -> None:
         self._rules = {name: _rules(access) for name, access in upstreams.items() if access is not None}
         self._tenants = {name: config.tenants | {name} for name, config in principals.items()}
-        self._reserved = frozenset().union(*self._tenants.values()) if self._tenants else frozenset()
+        allowed = frozenset(name for rules in self._rules.values() for name in rules)
+        self._reserved = allowed.union(*self._tenants.values())  # every name a principal may act for
 
     def authorize(self, caller: Caller, *, upstream: str, method: str, path: str, tenant: str | None) -> str:
         """The tenant to count the request under; ForbiddenError when the caller may not send it."""

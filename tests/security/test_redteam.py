@@ -14,8 +14,17 @@ import pytest
 from pydantic import ValidationError
 from yarl import URL
 
+from gateway.access.config import AccessConfig
+from gateway.access.identity import ANONYMOUS_CALLER, Caller
+from gateway.access.policy import AccessPolicy
+from gateway.app import load_config
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
+from gateway.clock import SystemClock
 from gateway.envelope.models import RequestEnvelope
+from gateway.errors import ForbiddenError
+from gateway.secrets import SecretResolver
+from gateway.settings import load_settings
+from gateway.wiring import build_guard
 from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
 from tests.fixtures.rabbit import TransportFactory
 
@@ -158,3 +167,29 @@ def test_disguised_dot_segments_are_refused(path: str) -> None:
 @pytest.mark.parametrize("path", ["/a/b.c", "/a/%E9t%E9", "/caf\u00e9/..x", "/a/...x", "/a?x=../..", "/a/%23"])
 def test_ordinary_paths_still_pass(path: str) -> None:
     assert not _refused_path(path)
+
+
+# -- tenants ----------------------------------------------------------------------------------
+def test_an_anonymous_caller_cannot_spend_the_tenant_of_a_principal_named_in_an_allow_list() -> None:
+    """Found: only principals listed under ``security.principals`` had their tenants reserved, so an
+    anonymous request with ``tenant: billing`` spent billing's per-tenant bucket on an open upstream."""
+    policy = AccessPolicy({"payments": AccessConfig.model_validate({"allow": ["billing"]}), "open": None}, {})
+    with pytest.raises(ForbiddenError):
+        policy.authorize(ANONYMOUS_CALLER, upstream="open", method="GET", path="/", tenant="billing")
+    assert policy.authorize(ANONYMOUS_CALLER, upstream="open", method="GET", path="/", tenant="acme") == "acme"
+
+
+async def test_an_anonymous_caller_cannot_spend_the_tenant_of_a_signing_key_principal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CMN_REDTEAM_KEY", "k" * 32)
+    document = {
+        "security": {"keys": {"reports-1": {"principal": "reports", "secret": {"env": "CMN_REDTEAM_KEY"}}}},
+        "upstreams": {"open": {"endpoints": ["http://127.0.0.1:9"]}},
+    }
+    config = load_config(load_settings(ENABLE_METRICS=False), document)
+    guard = await build_guard(config.settings, config.upstreams, config.security, SecretResolver(), SystemClock())
+    envelope = RequestEnvelope.model_validate({"id": "r", "upstream": "open", "tenant": "reports"})
+    with pytest.raises(ForbiddenError):
+        guard.authorize(ANONYMOUS_CALLER, envelope)
+    assert guard.authorize(Caller("reports", "signature"), envelope) == "reports"
