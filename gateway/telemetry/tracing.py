@@ -1,6 +1,8 @@
 """OpenTelemetry tracing: one trace from the requesting component, over the bus, to the upstream and back.
 
-    component      producer_span("cmn.requests send")   PRODUCER; context injected into the message
+The tracers here satisfy ``gateway.pipeline.RequestTracer``, the one protocol of what the pipeline asks.
+
+    component      GatewayClient publish span            PRODUCER; context injected into the message
       └ gateway    request_span(headers, ...)           CONSUMER; context extracted from the message
           ├ GET    aiohttp-client instrumentation       CLIENT, one per HTTP attempt (retries are siblings)
           └ reply  inject(reply headers)                the reply and the telemetry event carry the context
@@ -20,7 +22,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yarl
@@ -42,18 +44,6 @@ from gateway.telemetry.redaction import redact_url
 
 OtlpProtocol = Literal["http", "grpc"]
 INSTRUMENTATION_SCOPE = "gateway.telemetry"
-
-
-class RequestTracer(Protocol):
-    """What the pipeline and the client SDK ask of tracing."""
-
-    def request_span(
-        self, headers: Mapping[str, str], *, name: str, transport: str, attributes: Mapping[str, str]
-    ) -> AbstractContextManager[None]: ...
-
-    def producer_span(self, *, name: str, transport: str) -> AbstractContextManager[None]: ...
-
-    def inject(self, carrier: dict[str, str]) -> None: ...
 
 
 class _HeaderGetter(Getter[Mapping[str, str]]):
@@ -89,13 +79,6 @@ class OtelRequestTracer:
         ):
             yield
 
-    @contextlib.contextmanager
-    def producer_span(self, *, name: str, transport: str) -> Iterator[None]:
-        """A PRODUCER span around publishing a request; ``inject`` inside it to carry it on the message."""
-        attributes = {"messaging.system": transport, "messaging.operation.type": "send"}
-        with self._tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes):
-            yield
-
     def inject(self, carrier: dict[str, str]) -> None:
         """Writes ``traceparent`` (and ``tracestate``/``baggage`` when present) of the current span."""
         self._propagator.inject(carrier)
@@ -112,9 +95,6 @@ class NoopRequestTracer:
     def request_span(
         self, headers: Mapping[str, str], *, name: str, transport: str, attributes: Mapping[str, str]
     ) -> AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
-    def producer_span(self, *, name: str, transport: str) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
     def inject(self, carrier: dict[str, str]) -> None:

@@ -163,10 +163,10 @@ def no_gc_hold() -> None:
 def no_telemetry() -> None:
     from gateway.telemetry.service import TelemetryService
 
-    async def skip(self: TelemetryService, publisher: Any, event_type: str, body: bytes, headers: Any) -> None:
+    async def skip(self: TelemetryService, event: Any, trace_headers: Any, *, via: Any) -> None:
         return None
 
-    TelemetryService._publish_confirmed = skip  # type: ignore[method-assign]  # the experiment itself
+    TelemetryService.publish = skip  # type: ignore[method-assign]  # the experiment itself
 
 
 def trace_allocations(every: float = 3.0, top: int = 15) -> None:

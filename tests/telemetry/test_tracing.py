@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
@@ -9,6 +10,12 @@ import aio_pika
 import aiohttp
 import pytest
 from aiohttp import web
+from opentelemetry import propagate
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanKind
 
 from gateway.errors import ConfigError
 from gateway.telemetry.tracing import (
@@ -66,9 +73,14 @@ async def test_one_trace_links_producer_consumer_and_sibling_http_attempts(
     flaky = FlakyUpstream()
     upstream = await start_upstream(flaky.app())
     tracer = tracing.tracer
-    with tracer.producer_span(name="cmn.requests send", transport="rabbitmq"):
+    # The requesting component: a service of its own, with the PRODUCER span its SDK makes.
+    component = TracerProvider(resource=Resource.create({SERVICE_NAME: "component"}))
+    component.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{otlp_receiver.endpoint}/v1/traces")))
+    with component.get_tracer("component").start_as_current_span("cmn.requests send", kind=SpanKind.PRODUCER):
         published: dict[str, str] = {}
-        tracer.inject(published)
+        propagate.inject(published)
+    await asyncio.to_thread(component.force_flush)  # blocking export; the receiver shares this loop
+    component.shutdown()
     delivered = await through_rabbitmq(published)
     reply_headers: dict[str, str] = {}
     async with aiohttp.ClientSession() as http:  # created after configure_tracing: instrumented
@@ -170,7 +182,7 @@ async def test_http_calls_outside_any_request_start_no_trace(
 async def test_sampling_drops_new_traces_but_follows_a_sampled_parent(otlp_receiver: OtlpReceiver) -> None:
     handle = configure_tracing(otlp_receiver.endpoint, sampling_ratio=0.0)
     try:
-        with handle.tracer.producer_span(name="dropped", transport="kafka"):
+        with handle.tracer.request_span({}, name="dropped", transport="kafka", attributes={}):
             pass
         with handle.tracer.request_span({"traceparent": SAMPLED_PARENT}, name="kept", transport="kafka", attributes={}):
             pass
@@ -183,11 +195,11 @@ async def test_sampling_drops_new_traces_but_follows_a_sampled_parent(otlp_recei
 async def test_grpc_export_reaches_a_grpc_receiver(otlp_grpc_receiver: OtlpReceiver) -> None:
     handle = configure_tracing(otlp_grpc_receiver.endpoint, protocol="grpc")
     async with handle:
-        with handle.tracer.producer_span(name="over grpc", transport="rabbitmq"):
+        with handle.tracer.request_span({}, name="over grpc", transport="rabbitmq", attributes={}):
             pass
         await handle.flush()
         (span,) = await otlp_grpc_receiver.wait_for(1)
-    assert (span.name, span.kind, span.service_name) == ("over grpc", "producer", "cmn-gateway")
+    assert (span.name, span.kind, span.service_name) == ("over grpc", "consumer", "cmn-gateway")
 
 
 async def test_no_endpoint_means_no_tracing_at_all(echo_upstream: Upstream) -> None:
@@ -216,7 +228,7 @@ async def test_closing_stops_instrumenting_new_sessions(otlp_receiver: OtlpRecei
 async def test_spans_leave_on_their_own_after_the_export_interval(otlp_receiver: OtlpReceiver) -> None:
     handle = configure_tracing(otlp_receiver.endpoint, export_interval=0.05)
     async with handle:
-        with handle.tracer.producer_span(name="unflushed", transport="kafka"):
+        with handle.tracer.request_span({}, name="unflushed", transport="kafka", attributes={}):
             pass
         (span,) = await otlp_receiver.wait_for(1, within=5)  # no flush(): the batch timer sent it
     assert span.name == "unflushed"
