@@ -28,8 +28,10 @@ class Credential:
     source: str  # "bearer env:VAR" and the like: where the value came from, for reprs and messages
 
     def apply(self, headers: Mapping[str, str]) -> dict[str, str]:
-        """``headers`` with the credential set and any caller header of the same name dropped."""
-        kept = {k: v for k, v in headers.items() if k.lower() != self.name}
+        """``headers`` with the credential set and any caller header of the same name dropped, in
+        any case, or with '_' for '-' (CGI-style servers read ``X_Api_Key`` as ``X-Api-Key``)."""
+        same = self.name.replace("_", "-")
+        kept = {k: v for k, v in headers.items() if k.lower().replace("_", "-") != same}
         kept[self.name] = self.value
         return kept
 

@@ -24,6 +24,7 @@ from gateway.envelope.models import RequestEnvelope
 from gateway.errors import ForbiddenError
 from gateway.secrets import SecretResolver
 from gateway.settings import load_settings
+from gateway.upstream.auth import Credential
 from gateway.wiring import build_guard
 from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
 from tests.fixtures.rabbit import TransportFactory
@@ -193,3 +194,13 @@ async def test_an_anonymous_caller_cannot_spend_the_tenant_of_a_signing_key_prin
     with pytest.raises(ForbiddenError):
         guard.authorize(ANONYMOUS_CALLER, envelope)
     assert guard.authorize(Caller("reports", "signature"), envelope) == "reports"
+
+
+# -- the upstream's credential ----------------------------------------------------------------
+def test_a_caller_header_that_a_cgi_style_server_reads_as_the_credential_header_is_dropped() -> None:
+    """Found: ``X_Api_Key`` was forwarded beside the gateway's ``x-api-key``. WSGI/CGI servers
+    (gunicorn before 22, PHP-FPM, Werkzeug) map both to HTTP_X_API_KEY, and which one wins is theirs
+    to decide, so the caller could replace the gateway's credential with a value of its own."""
+    credential = Credential("x-api-key", "gateway-secret", "header env:KEY")
+    sent = credential.apply({"X_Api_Key": "caller", "x-api_KEY": "caller", "X-Other": "kept", "x_other": "kept"})
+    assert sent == {"X-Other": "kept", "x_other": "kept", "x-api-key": "gateway-secret"}
