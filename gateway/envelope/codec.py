@@ -221,9 +221,16 @@ def reply_document(reply: Reply, *, binary: bool) -> dict[str, Any]:
     return doc
 
 
+# A reply's JSON body is parsed to be re-encoded, at ~90 bytes per value: a hostile upstream's 10 MB of
+# "[{},...]" would take ~300 MB. Past this many values (the request default, MAX_ENVELOPE_NODES) the body
+# stays exact text in ``body``, counted before parsing.
+REPLY_JSON_MAX_NODES = 100_000
+_REPLY_LIMITS = DecodeLimits(max_bytes=0, max_depth=0, max_nodes=REPLY_JSON_MAX_NODES)  # only nodes are read
+
+
 def _body_fields(body: bytes, content_type: str | None, *, binary: bool) -> dict[str, Any]:
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
-    if (ctype == JSON or ctype.endswith("+json")) and not _beyond_64_bits(body):
+    if (ctype == JSON or ctype.endswith("+json")) and not _too_many_values(body) and not _beyond_64_bits(body):
         try:
             return {"json": orjson.loads(body)} if body else {"body": ""}
         except orjson.JSONDecodeError:
@@ -252,6 +259,10 @@ def _int64(text: str) -> int:
     return value
 
 
+def _too_many_values(body: bytes) -> bool:
+    return len(body) > REPLY_JSON_MAX_NODES and json_nodes_exceeded(body, _REPLY_LIMITS) is not None
+
+
 def _beyond_64_bits(body: bytes) -> bool:
     """Does this JSON hold an integer outside 64 bits? orjson would make it a float and lose digits,
     and neither orjson nor msgpack can write it back; such a body goes out as text, exactly as sent."""
@@ -261,8 +272,8 @@ def _beyond_64_bits(body: bytes) -> bool:
         json.loads(body, parse_int=_int64)
     except _BeyondInt64:
         return True
-    except ValueError:
-        return False  # not JSON at all: the caller finds out
+    except (ValueError, RecursionError):
+        return False  # not JSON at all, or too deep for orjson as well: the caller finds out
     return False
 
 

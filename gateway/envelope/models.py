@@ -215,8 +215,8 @@ class ReplyEnvelope(BaseModel):
         default=None,
         alias="json",
         description=(
-            "The upstream's body when it answered JSON; except JSON holding an integer outside 64 bits, "
-            "which comes as the exact text in `body`."
+            "The upstream's body when it answered JSON; except JSON holding an integer outside 64 bits or "
+            "more than 100,000 values, which comes as the exact text in `body`."
         ),
     )
     body: str | bytes | None = Field(

@@ -20,6 +20,7 @@ from gateway.access.policy import AccessPolicy
 from gateway.app import load_config
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
 from gateway.clock import SystemClock
+from gateway.envelope.codec import JSON, REPLY_JSON_MAX_NODES, Reply, decode_reply, encode_reply
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import ForbiddenError
 from gateway.secrets import SecretResolver
@@ -204,3 +205,26 @@ def test_a_caller_header_that_a_cgi_style_server_reads_as_the_credential_header_
     credential = Credential("x-api-key", "gateway-secret", "header env:KEY")
     sent = credential.apply({"X_Api_Key": "caller", "x-api_KEY": "caller", "X-Other": "kept", "x_other": "kept"})
     assert sent == {"X-Other": "kept", "x_other": "kept", "x-api-key": "gateway-secret"}
+
+
+# -- hostile upstream answers -----------------------------------------------------------------
+def test_an_upstream_json_body_with_too_many_values_is_passed_on_as_text_not_parsed() -> None:
+    """Found: a reply's JSON body was parsed whole to be re-encoded. 10 MB of ``[{},...]`` from an
+    upstream (the README: "an upstream may be hostile too") took peak RSS from 32 to 344 MB: three
+    at once and the 512 MiB pod is gone. Past ``REPLY_JSON_MAX_NODES`` values it stays exact text."""
+    bomb = b"[" + b"{}," * REPLY_JSON_MAX_NODES + b"{}]"
+    doc = decode_reply(encode_reply(Reply(id="r", status=200, body=bomb, body_content_type=JSON), JSON), JSON)
+    assert "json" not in doc
+    assert doc["body"] == bomb.decode()
+    small = b'{"a": [1, 2, {"b": null}]}'
+    doc = decode_reply(encode_reply(Reply(id="r", status=200, body=small, body_content_type=JSON), JSON), JSON)
+    assert doc["json"] == {"a": [1, 2, {"b": None}]}
+
+
+def test_a_deeply_nested_upstream_json_body_with_a_long_integer_is_not_an_internal_error() -> None:
+    """Found: the 64-bit check parses with the standard library, whose RecursionError escaped the
+    encoder; the caller got ``internal`` ("could not be encoded") instead of the upstream's answer."""
+    deep = b"[" * 5000 + b"1234567890123456789012" + b"]" * 5000
+    doc = decode_reply(encode_reply(Reply(id="r", status=200, body=deep, body_content_type=JSON), JSON), JSON)
+    assert doc["error"] is None
+    assert doc["body"] == deep.decode()
