@@ -157,7 +157,9 @@ class Gateway:
         self.tracing = await build_tracing(settings, stack)
         tracer: RequestTracer = self.tracing.tracer
         self.observer.add(RequestLog())
-        self._metrics = await build_metrics(settings, stack, readiness=lambda: self.ready)
+        self._metrics = await build_metrics(
+            settings, stack, readiness=lambda: self.ready, upstreams=config.upstreams.upstreams
+        )
         if self._metrics is not None:
             self.observer.add(self._metrics.metrics)
         tls = await build_certificates(

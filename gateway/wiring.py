@@ -7,7 +7,7 @@ into the ``Gateway``, and this module does not import app.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,7 @@ async def build_tracing(settings: Settings, resources: AsyncExitStack) -> Tracin
 
 
 async def build_metrics(
-    settings: Settings, resources: AsyncExitStack, *, readiness: Callable[[], bool]
+    settings: Settings, resources: AsyncExitStack, *, readiness: Callable[[], bool], upstreams: Iterable[str] = ()
 ) -> MetricsHandle | None:
     """Prometheus metrics and the probes on METRICS_PORT when ENABLE_METRICS, else None."""
     if not settings.enable_metrics:
@@ -75,7 +75,7 @@ async def build_metrics(
     server = MetricsServer(registry, port=settings.metrics_port, readiness=readiness)
     await server.start()
     resources.push_async_callback(server.aclose)
-    return MetricsHandle(Metrics(registry), registry, server.port)
+    return MetricsHandle(Metrics(registry, upstreams=upstreams), registry, server.port)
 
 
 async def build_certificates(

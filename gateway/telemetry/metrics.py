@@ -152,8 +152,17 @@ class Metrics:
     ``on_event`` is synchronous, cheap (a few label lookups) and never raises.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, version: str | None = None, label_limit: int = 200) -> None:
-        self._upstream = LabelCap(label_limit)
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        version: str | None = None,
+        label_limit: int = 200,
+        upstreams: Iterable[str] = (),
+    ) -> None:
+        # Configured upstreams hold their label from the start: requests refused before routing carry
+        # whatever upstream name the caller wrote, and must not crowd the real ones out into "other".
+        self._upstream = LabelCap(label_limit, set(upstreams))
         self._endpoint = LabelCap(label_limit)
         self._certificate = LabelCap(label_limit)
         self._retry_reason = LabelCap(32)

@@ -11,6 +11,7 @@ import sys
 
 import pika
 import pytest
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from yarl import URL
 
@@ -23,8 +24,10 @@ from gateway.clock import SystemClock
 from gateway.envelope.codec import JSON, REPLY_JSON_MAX_NODES, Reply, decode_reply, encode_reply
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import ForbiddenError
+from gateway.events import RequestCompleted
 from gateway.secrets import SecretResolver
 from gateway.settings import load_settings
+from gateway.telemetry.metrics import Metrics
 from gateway.upstream.auth import Credential
 from gateway.wiring import build_guard
 from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
@@ -228,3 +231,18 @@ def test_a_deeply_nested_upstream_json_body_with_a_long_integer_is_not_an_intern
     doc = decode_reply(encode_reply(Reply(id="r", status=200, body=deep, body_content_type=JSON), JSON), JSON)
     assert doc["error"] is None
     assert doc["body"] == deep.decode()
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def test_refused_requests_naming_made_up_upstreams_cannot_push_real_upstreams_out_of_the_metrics() -> None:
+    """Found: a refusal before routing (reply_to_refused, unauthenticated, forbidden) is counted under
+    the upstream the caller named. 200 messages naming made-up upstreams filled the upstream label's
+    cap, and from then on every configured upstream not yet seen was counted as ``other``: dashboards
+    and per-upstream alerts went blind. Configured upstreams are admitted first."""
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, upstreams=["payments"])
+    for n in range(300):
+        metrics.on_event(RequestCompleted(f"r{n}", f"junk-{n}", "GET", None, 0.001, error_code="reply_to_refused"))
+    metrics.on_event(RequestCompleted("ok", "payments", "GET", 200, 0.001, transport="rabbitmq"))
+    labels = {"upstream": "payments", "method": "GET", "status_class": "2xx", "error_code": "none"}
+    assert registry.get_sample_value("cmn_requests_total", {**labels, "transport": "rabbitmq"}) == 1.0
