@@ -8,16 +8,19 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 from aiohttp import web
 
+from gateway.bus.base import ReplyMessage
 from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
-from gateway.envelope.codec import encode_request
-from tests.fixtures.kafka import FAST_GROUP
-from tests.fixtures.rabbit import AMQP_URL
+from gateway.envelope.codec import decode_reply, encode_request
+from gateway.envelope.models import ReplyEnvelope
+from tests.fixtures.kafka import FAST_GROUP, committed_offsets, read_topic
+from tests.fixtures.rabbit import AMQP_URL, ready_count
 from tests.fixtures.upstreams import StartUpstream
 from tests.integration.harness import delete_rabbit_topology
 from tests.integration.process import ServeProcess
@@ -77,8 +80,8 @@ async def _wait_for(predicate: object, timeout: float) -> None:
         await asyncio.sleep(0.02)
 
 
-def _send_all(client: GatewayClient, n: int, timeout: float) -> list[asyncio.Task[object]]:
-    async def one(i: int) -> object:
+def _send_all(client: GatewayClient, n: int, timeout: float) -> list[asyncio.Task[ReplyMessage]]:
+    async def one(i: int) -> ReplyMessage:
         raw = encode_request(client.envelope(f"r{i}", "slow", "GET", f"/r/{i}", timeout=timeout))
         return await client.send_raw(raw, correlation_id=f"r{i}", timeout=timeout)
 
@@ -109,6 +112,9 @@ async def test_sigkill_mid_batch_loses_nothing(
         await second.aclose()
     assert len(replies) == total
     assert answered_before_restart < total, "the kill came too late to test anything"
+    envelopes = [ReplyEnvelope.model_validate(decode_reply(r.body, r.content_type)) for r in replies]
+    failed = [(e.id, e.status, e.error) for e in envelopes if e.status != 200 or e.error is not None]
+    assert failed == []  # answered, and answered well: the second gateway forwarded what the first lost
     assert set(slow.calls) == {f"/r/{i}" for i in range(total)}
     duplicates = sum(c - 1 for c in slow.calls.values())
     print(f"\n[{broker_env}] killed after {answered_before_restart}/{total} replies; duplicates: {duplicates}")
@@ -134,3 +140,21 @@ async def test_sigterm_drains_in_flight_work_and_exits_zero(
             t.cancel()
     assert code == 0, serve.log
     assert len(done) == 40, serve.log
+    assert await left_unsettled(broker_env, sent=40) == 0, "the drained gateway left work unacked or uncommitted"
+
+
+async def left_unsettled(broker_env: dict[str, str], sent: int) -> int:
+    """Requests the broker would deliver again: on RabbitMQ the queue's messages (an unacked one is
+    ready again once its consumer's connection is gone); on Kafka the records past the group's commits."""
+    queue = broker_env["CMN_REQUESTS_QUEUE"]
+    if "AMQP_URL" in broker_env:
+        connection = await aio_pika.connect(AMQP_URL)
+        async with connection:
+            channel = await connection.channel()
+            return await ready_count(channel, queue)
+    bootstrap = broker_env["KAFKA_BOOTSTRAP_SERVERS"]
+    # Each partition's end, from its records (Tansu's ListOffsets answered 1 for every partition here).
+    records = await read_topic(bootstrap, queue, until=lambda got: len(got) >= sent)
+    ends = Counter(r.partition for r in records)
+    committed = await committed_offsets(bootstrap, queue, broker_env["KAFKA_GROUP_ID"])
+    return sum(end - (committed.get(p) or 0) for p, end in ends.items())
