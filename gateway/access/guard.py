@@ -30,5 +30,10 @@ class Guard:
     def authorize(self, caller: Caller, envelope: RequestEnvelope) -> str:
         """The tenant the request is counted under."""
         return self.policy.authorize(
-            caller, upstream=envelope.upstream, method=envelope.method, path=envelope.path, tenant=envelope.tenant
+            caller,
+            upstream=envelope.upstream,
+            method=envelope.method,
+            path=envelope.path,
+            tenant=envelope.tenant,
+            headers=envelope.headers,
         )

@@ -12,12 +12,18 @@ allow list, or owning a signing key: the root passes key principals in ``princip
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from gateway.access.config import AccessConfig, PrincipalConfig
 from gateway.access.identity import ANONYMOUS, Caller
 from gateway.errors import ForbiddenError
+
+# Headers some frameworks and proxies read as the request's real method or path (Rails, ASP.NET,
+# Symfony, IIS rewrite, Google APIs): a rule narrowed to methods or paths would be checked in vain.
+TARGET_OVERRIDES = frozenset(
+    {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +35,15 @@ class _Rule:
         if self.methods is not None and method not in self.methods:
             return False
         return self.path_prefixes is None or any(_under(path, p) for p in self.path_prefixes)
+
+    @property
+    def narrowed(self) -> bool:
+        return self.methods is not None or self.path_prefixes is not None
+
+
+def _folded(name: str) -> str:
+    """A header name as CGI-style servers read it: any case, '_' for '-'."""
+    return name.lower().replace("_", "-")
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -46,8 +61,18 @@ class AccessPolicy:
         allowed = frozenset(name for rules in self._rules.values() for name in rules)
         self._reserved = allowed.union(*self._tenants.values())  # every name a principal may act for
 
-    def authorize(self, caller: Caller, *, upstream: str, method: str, path: str, tenant: str | None) -> str:
-        """The tenant to count the request under; ForbiddenError when the caller may not send it."""
+    def authorize(
+        self,
+        caller: Caller,
+        *,
+        upstream: str,
+        method: str,
+        path: str,
+        tenant: str | None,
+        headers: Iterable[str] = (),
+    ) -> str:
+        """The tenant to count the request under; ForbiddenError when the caller may not send it.
+        ``headers`` are the request's header names (for the method and path override headers)."""
         effective = self._tenant(caller, tenant)
         rules = self._rules.get(upstream)
         if rules is None:
@@ -57,6 +82,8 @@ class AccessPolicy:
             raise ForbiddenError(f"{caller.name} may not use upstream {upstream}")
         if not rule.permits(method, path):
             raise ForbiddenError(f"{caller.name} may not {method} this path on upstream {upstream}")
+        if rule.narrowed and (override := next((h for h in headers if _folded(h) in TARGET_OVERRIDES), None)):
+            raise ForbiddenError(f"header {override} would override the method or path checked on upstream {upstream}")
         return effective
 
     def _tenant(self, caller: Caller, tenant: str | None) -> str:

@@ -16,8 +16,10 @@ from pydantic import ValidationError
 from yarl import URL
 
 from gateway.access.config import AccessConfig
-from gateway.access.identity import ANONYMOUS_CALLER, Caller
+from gateway.access.guard import Guard
+from gateway.access.identity import ANONYMOUS_CALLER, Caller, Identifier
 from gateway.access.policy import AccessPolicy
+from gateway.access.reply_address import ReplyAddresses
 from gateway.app import load_config
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
 from gateway.clock import SystemClock
@@ -246,3 +248,35 @@ def test_refused_requests_naming_made_up_upstreams_cannot_push_real_upstreams_ou
     metrics.on_event(RequestCompleted("ok", "payments", "GET", 200, 0.001, transport="rabbitmq"))
     labels = {"upstream": "payments", "method": "GET", "status_class": "2xx", "error_code": "none"}
     assert registry.get_sample_value("cmn_requests_total", {**labels, "transport": "rabbitmq"}) == 1.0
+
+
+# -- access rules and request-target overrides --------------------------------------------------
+@pytest.mark.parametrize(
+    "header",
+    ["X-HTTP-Method-Override", "x-http-method", "X-Method-Override", "X-Original-URL", "x-rewrite-url"],
+)
+def test_a_rule_narrowed_to_methods_or_paths_refuses_headers_that_override_them(header: str) -> None:
+    """Found: a principal allowed only ``GET /v1/reports/`` sent ``GET /v1/reports/x`` with
+    ``X-HTTP-Method-Override: DELETE`` (or ``X-Original-URL: /admin``); the rule passed and the
+    request went out, and upstreams that honour these headers (Rails, ASP.NET, Symfony, IIS
+    rewrite, Google APIs) would have performed another method or path."""
+    access = AccessConfig.model_validate({"allow": [{"principal": "reports", "methods": ["GET"]}]})
+    narrowed = AccessConfig.model_validate({"allow": [{"principal": "reports", "path_prefixes": ["/v1/reports/"]}]})
+    open_rule = AccessConfig.model_validate({"allow": ["reports"]})
+    policy = AccessPolicy({"methods": access, "paths": narrowed, "whole": open_rule}, {})
+    guard = Guard(
+        Identifier({}, clock=SystemClock(), max_age=300, require_identity=False),
+        policy,
+        ReplyAddresses(queue_pattern="cmn.replies.*", topic_pattern="cmn.replies.*", reserved=("cmn.requests",)),
+    )
+    caller = Caller("reports", "user_id")
+    for upstream in ("methods", "paths"):
+        envelope = RequestEnvelope.model_validate(
+            {"id": "r", "upstream": upstream, "path": "/v1/reports/x", "headers": {header: "DELETE"}}
+        )
+        with pytest.raises(ForbiddenError):
+            guard.authorize(caller, envelope)
+    plain = RequestEnvelope.model_validate({"id": "r", "upstream": "methods", "path": "/v1/reports/x"})
+    assert guard.authorize(caller, plain) == "reports"
+    whole = RequestEnvelope.model_validate({"id": "r", "upstream": "whole", "headers": {header: "DELETE"}})
+    assert guard.authorize(caller, whole) == "reports"  # a rule without narrowing has nothing to bypass
