@@ -19,6 +19,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
+from gateway.bus.amqp_text import tolerate_non_utf8
 from gateway.bus.base import PUBLISH_TIMEOUT, REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
 from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq_recovery import Resubscriber
@@ -83,6 +84,7 @@ class RabbitRequester:
         if self._on_reply is not None:
             raise RuntimeError(f"{self!r} already started")
         self._on_reply = on_reply
+        tolerate_non_utf8()  # anyone may publish to a reply address: one bad header key must not break us
         self._connection = await self._connect()
         self._channel = await self._connection.channel(publisher_confirms=True)
         self._publisher = ConfirmedPublisher(

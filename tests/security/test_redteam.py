@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import aio_pika
 import pika
 import pytest
 from prometheus_client import CollectorRegistry
@@ -21,7 +22,7 @@ from gateway.access.identity import ANONYMOUS_CALLER, Caller, Identifier
 from gateway.access.policy import AccessPolicy
 from gateway.access.reply_address import ReplyAddresses
 from gateway.app import load_config
-from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery
+from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, ReplyMessage
 from gateway.clock import SystemClock
 from gateway.envelope.codec import JSON, REPLY_JSON_MAX_NODES, Reply, decode_reply, encode_reply
 from gateway.envelope.models import RequestEnvelope
@@ -33,7 +34,7 @@ from gateway.telemetry.metrics import Metrics
 from gateway.upstream.auth import Credential
 from gateway.wiring import build_guard
 from tests.fixtures.kafka import KafkaTransportFactory, committed_offsets, produce, read_topic
-from tests.fixtures.rabbit import TransportFactory
+from tests.fixtures.rabbit import RequesterFactory, TransportFactory
 
 # A producer that writes a record header key which is not UTF-8 (aiokafka's pure-Python record
 # builder encodes keys with ``str.encode``; any Kafka client in another language can do the same).
@@ -280,3 +281,38 @@ def test_a_rule_narrowed_to_methods_or_paths_refuses_headers_that_override_them(
     assert guard.authorize(caller, plain) == "reports"
     whole = RequestEnvelope.model_validate({"id": "r", "upstream": "whole", "headers": {header: "DELETE"}})
     assert guard.authorize(caller, whole) == "reports"  # a rule without narrowing has nothing to bypass
+
+
+async def test_a_reply_with_a_non_utf8_header_key_does_not_break_the_requesters_connection(
+    rabbit_requester: RequesterFactory, amqp_url: str
+) -> None:
+    """The SDK side of the same finding: anyone may publish to a requester's reply address. (pamqp is
+    patched for the whole process, so this test can only fail when it runs before any transport starts.)"""
+    requester = rabbit_requester(use_direct_reply_to=False)  # a queue anyone may publish to by name
+    replies: list[bytes] = []
+    second = asyncio.Event()
+
+    def on_reply(reply: ReplyMessage) -> None:
+        replies.append(reply.body)
+        if reply.body == b"second":
+            second.set()
+
+    await requester.start(on_reply)
+    address = requester.reply_address
+    assert address is not None
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        poison = aio_pika.Message(b"poison", headers={"k": "v"}, correlation_id="c1")
+        await channel.default_exchange.publish(poison, routing_key=address)
+    publisher = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        publisher.channel().basic_publish("", address, b"bad", pika.BasicProperties(headers={b"\xff": "v"}))
+    finally:
+        publisher.close()
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.default_exchange.publish(aio_pika.Message(b"second", correlation_id="c2"), routing_key=address)
+    await asyncio.wait_for(second.wait(), 10)
+    assert replies == [b"poison", b"bad", b"second"]
