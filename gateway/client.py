@@ -22,11 +22,12 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from gateway.access.signature import sign
-from gateway.bus.base import REQUESTS, ReplyMessage, Requester
+from gateway.bus.base import ReplyMessage, Requester
 from gateway.clock import Clock, SystemClock
 from gateway.envelope.codec import JSON, decode_reply, encode_request
 from gateway.envelope.models import ReplyEnvelope, TelemetryEvent
 from gateway.errors import UpstreamTimeoutError
+from gateway.telemetry.messaging import messaging_span
 
 if TYPE_CHECKING:
     from gateway.bus.kafka_security import KafkaSecurity
@@ -175,7 +176,14 @@ class GatewayClient:
         future: asyncio.Future[ReplyMessage] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
-            with self._tracer.start_as_current_span(f"{REQUESTS} publish", kind=SpanKind.PRODUCER):
+            name, attributes = messaging_span(
+                "send",
+                system=self._requester.name,
+                destination=self._requester.destination,
+                message_id=correlation_id,
+                conversation_id=correlation_id,
+            )
+            with self._tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=attributes):
                 carrier = dict(headers or {})
                 propagate.inject(carrier)  # W3C traceparent of the producer span
                 carrier.update(self._signature(payload, correlation_id))

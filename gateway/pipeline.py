@@ -27,7 +27,7 @@ import structlog
 from gateway.access.guard import Guard
 from gateway.access.identity import ANONYMOUS_CALLER, Caller, Signed
 from gateway.admission import Admission
-from gateway.bus.base import Delivery, OutboundMessage, Transport
+from gateway.bus.base import REQUESTS, Delivery, OutboundMessage, Transport
 from gateway.clock import Clock
 from gateway.dedupe import Deduplicator, IdempotencyKey
 from gateway.envelope.codec import (
@@ -53,7 +53,7 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 
 class RequestTracer(Protocol):
     def request_span(
-        self, headers: Mapping[str, str], *, name: str, transport: str, attributes: Mapping[str, str]
+        self, headers: Mapping[str, str], *, transport: str, destination: str, correlation_id: str | None
     ) -> AbstractContextManager[None]: ...
 
     def inject(self, carrier: dict[str, str]) -> None: ...
@@ -100,7 +100,10 @@ class Pipeline:
         arrived = self._clock.monotonic()
         self._observer.on_event(RequestReceived(delivery.transport))
         span = self._tracer.request_span(
-            delivery.headers, name="cmn.requests process", transport=delivery.transport, attributes={}
+            delivery.headers,
+            transport=delivery.transport,
+            destination=delivery.source or REQUESTS,
+            correlation_id=delivery.correlation_id,
         )
         with span:
             outcome = await self._answer(delivery, arrived)

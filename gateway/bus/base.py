@@ -32,6 +32,7 @@ class Delivery:
     timestamp_ms: int | None = None  # broker timestamp (Kafka record timestamp), epoch ms
     redelivered: bool = False
     user_id: str | None = None  # AMQP user_id, validated by the broker; never set from Kafka
+    source: str | None = None  # the queue or topic it was consumed from (for spans and logs)
     token: Any = field(default=None, repr=False)
 
 
@@ -126,6 +127,11 @@ class Requester(Protocol):
     @property
     def reply_address(self) -> str | None:
         """The reply_to this requester's requests carry (known once started)."""
+        ...
+
+    @property
+    def destination(self) -> str:
+        """The queue or topic requests are published to."""
         ...
 
     async def send(self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]) -> None:

@@ -105,5 +105,6 @@ def to_delivery(record: ConsumerRecord[bytes, bytes]) -> Delivery:
         headers=headers,
         transport="kafka",
         timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
+        source=record.topic,
         token=(TopicPartition(record.topic, record.partition), record.offset),
     )

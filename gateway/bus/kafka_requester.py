@@ -111,6 +111,10 @@ class KafkaRequester:
     def reply_address(self) -> str | None:
         return self._reply_topic
 
+    @property
+    def destination(self) -> str:
+        return self._topic
+
     async def start(self, on_reply: ReplyCallback) -> None:
         if self._consumer is not None:
             raise RuntimeError("KafkaRequester already started")

@@ -173,7 +173,8 @@ class RabbitTransport:
             await _requeue(message)
             return
         self.received += 1
-        task = asyncio.get_running_loop().create_task(self._run(self._handler, _delivery(message)))
+        delivery = _delivery(message, self._topology.requests)
+        task = asyncio.get_running_loop().create_task(self._run(self._handler, delivery))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -289,7 +290,7 @@ class RabbitTransport:
         return self._publisher
 
 
-def _delivery(message: DeliveredMessage) -> Delivery:
+def _delivery(message: DeliveredMessage, queue: str) -> Delivery:
     props = message.header.properties
     return Delivery(
         body=message.body,
@@ -301,6 +302,7 @@ def _delivery(message: DeliveredMessage) -> Delivery:
         timestamp_ms=timestamp_ms(props.timestamp),
         redelivered=bool(message.redelivered),
         user_id=props.user_id or None,  # the broker refuses a user_id other than the connection's user
+        source=queue,
         token=message,
     )
 

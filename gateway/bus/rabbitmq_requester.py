@@ -127,6 +127,10 @@ class RabbitRequester:
         """What requests carry as reply_to now (what a signature binds)."""
         return self.reply_to
 
+    @property
+    def destination(self) -> str:
+        return self._topology.requests
+
     async def _deliver(self, message: DeliveredMessage) -> None:
         if self._on_reply is None:
             return

@@ -2,10 +2,17 @@
 
 The tracers here satisfy ``gateway.pipeline.RequestTracer``, the one protocol of what the pipeline asks.
 
-    component      GatewayClient publish span            PRODUCER; context injected into the message
-      └ gateway    request_span(headers, ...)           CONSUMER; context extracted from the message
-          ├ GET    aiohttp-client instrumentation       CLIENT, one per HTTP attempt (retries are siblings)
-          └ reply  inject(reply headers)                the reply and the telemetry event carry the context
+    component      "send cmn.requests"      GatewayClient     PRODUCER; context injected into the message
+      └ gateway    "process cmn.requests"   request_span      CONSUMER; context extracted from the message
+          ├ GET    aiohttp-client instrumentation             CLIENT, one per HTTP attempt (retries are siblings)
+          └ reply  inject(reply headers)                      the reply and the telemetry event carry the context
+
+Messaging spans are named and attributed after the OpenTelemetry messaging conventions
+(``gateway.telemetry.messaging``), with the real queue or topic. HTTP client spans carry the stable
+HTTP conventions' attributes (``http.request.method``, ``url.full``, ``server.address``,
+``server.port``, ``http.response.status_code``, ``error.type``): the instrumentation only switches
+to them through the process-wide ``OTEL_SEMCONV_STABILITY_OPT_IN=http``, so hooks set them on every
+span, beside the older names the instrumentation still writes by default.
 
 Context crosses the bus as W3C ``traceparent``/``tracestate`` headers, extracted by hand rather than
 by the aio-pika/aiokafka instrumentations: the pipeline sees broker-neutral ``Delivery`` objects, so
@@ -25,6 +32,7 @@ from types import TracebackType
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import yarl
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -35,11 +43,12 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
-from opentelemetry.trace import Link, SpanKind, Tracer, TraceState
+from opentelemetry.trace import Link, Span, SpanKind, Tracer, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
 from gateway.errors import ConfigError
+from gateway.telemetry.messaging import messaging_span
 from gateway.telemetry.redaction import redact_url
 
 OtlpProtocol = Literal["http", "grpc"]
@@ -69,14 +78,19 @@ class OtelRequestTracer:
 
     @contextlib.contextmanager
     def request_span(
-        self, headers: Mapping[str, str], *, name: str, transport: str, attributes: Mapping[str, str]
+        self, headers: Mapping[str, str], *, transport: str, destination: str, correlation_id: str | None
     ) -> Iterator[None]:
-        """A CONSUMER span continuing the trace context carried by the message headers (if any)."""
+        """A CONSUMER span ``process <destination>`` continuing the trace context carried by the
+        message headers (if any)."""
         parent = self._propagator.extract(headers, getter=self._getter)
-        span_attributes = {"messaging.system": transport, "messaging.operation.type": "process", **attributes}
-        with self._tracer.start_as_current_span(
-            name, context=parent, kind=SpanKind.CONSUMER, attributes=span_attributes
-        ):
+        name, attributes = messaging_span(
+            "process",
+            system=transport,
+            destination=destination,
+            message_id=correlation_id,
+            conversation_id=correlation_id,
+        )
+        with self._tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes):
             yield
 
     def inject(self, carrier: dict[str, str]) -> None:
@@ -93,7 +107,7 @@ class NoopRequestTracer:
     __slots__ = ()
 
     def request_span(
-        self, headers: Mapping[str, str], *, name: str, transport: str, attributes: Mapping[str, str]
+        self, headers: Mapping[str, str], *, transport: str, destination: str, correlation_id: str | None
     ) -> AbstractContextManager[None]:
         return contextlib.nullcontext()
 
@@ -210,7 +224,12 @@ def configure_tracing(
     instrumentor = AioHttpClientInstrumentor()
     owns_instrumentation = not instrumentor.is_instrumented_by_opentelemetry
     if owns_instrumentation:
-        instrumentor.instrument(tracer_provider=provider, url_filter=_url_filter)
+        instrumentor.instrument(
+            tracer_provider=provider,
+            url_filter=_url_filter,
+            request_hook=stable_http_request,
+            response_hook=stable_http_response,
+        )
     tracer = OtelRequestTracer(provider.get_tracer(INSTRUMENTATION_SCOPE))
     return TracingHandle(tracer, provider, instrumentor if owns_instrumentation else None)
 
@@ -242,3 +261,37 @@ def http_traces_url(endpoint: str) -> str:
 def _url_filter(url: yarl.URL) -> str:
     """Span ``url.full`` without credentials or secret query parameters."""
     return redact_url(str(url.with_user(None)))
+
+
+HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
+
+
+def stable_http_request(span: Span, params: aiohttp.TraceRequestStartParams) -> None:
+    """The stable HTTP client span attributes known when the request starts."""
+    if not span.is_recording():
+        return
+    url = params.url
+    method = params.method.upper()
+    span.set_attributes(
+        {
+            "http.request.method": method if method in HTTP_METHODS else "_OTHER",
+            "url.full": _url_filter(url),
+            "server.address": url.host or "",
+            "server.port": url.port or 0,
+        }
+    )
+
+
+def stable_http_response(
+    span: Span, params: aiohttp.TraceRequestEndParams | aiohttp.TraceRequestExceptionParams
+) -> None:
+    """``http.response.status_code``, and ``error.type`` for a 4xx/5xx or a failed request."""
+    if not span.is_recording():
+        return
+    if isinstance(params, aiohttp.TraceRequestEndParams):
+        status = params.response.status
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_attribute("error.type", str(status))
+    else:
+        span.set_attribute("error.type", type(params.exception).__qualname__)

@@ -52,7 +52,7 @@ class Wiring:
 async def one_request(wiring: Wiring, http: aiohttp.ClientSession, url: str, n: int) -> None:
     started = time.perf_counter()
     wiring.observer.on_event(RequestReceived("rabbitmq"))
-    with wiring.tracer.request_span(HEADERS, name="cmn.requests process", transport="rabbitmq", attributes={}):
+    with wiring.tracer.request_span(HEADERS, transport="rabbitmq", destination="cmn.requests", correlation_id="r"):
         async with http.get(url) as response:
             await response.read()
             status = response.status

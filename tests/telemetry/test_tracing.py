@@ -1,22 +1,22 @@
-"""Tracing against a real OTLP receiver: one trace from producer, over RabbitMQ, to each HTTP attempt."""
+"""Tracing against a real OTLP receiver: one trace from the SDK, through a running gateway on either broker,
+to each HTTP attempt; span names and attributes follow the OpenTelemetry messaging and HTTP conventions."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
-import aio_pika
 import aiohttp
 import pytest
 from aiohttp import web
-from opentelemetry import propagate
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanKind
 
+from gateway.client import GatewayClient
 from gateway.errors import ConfigError
 from gateway.telemetry.tracing import (
     NoopRequestTracer,
@@ -26,8 +26,8 @@ from gateway.telemetry.tracing import (
     http_traces_url,
 )
 from tests.fixtures.otlp import OtlpReceiver
-from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import StartUpstream, Upstream
+from tests.integration.harness import requester_for, stack_factory
 
 SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -55,42 +55,28 @@ async def tracing(otlp_receiver: OtlpReceiver) -> AsyncIterator[TracingHandle]:
     await handle.aclose()
 
 
-async def through_rabbitmq(headers: Mapping[str, str]) -> dict[str, str]:
-    """Publishes a message with ``headers`` to a queue of the test's own and takes it back off the broker."""
-    connection = await aio_pika.connect(AMQP_URL)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(f"cmn.test.tracing-{uuid.uuid4().hex[:8]}", exclusive=True)
-        await channel.default_exchange.publish(aio_pika.Message(b"{}", headers=dict(headers)), routing_key=queue.name)
-        message = await queue.get(timeout=5)
-        await message.ack()
-    return {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in message.headers.items()}
-
-
-async def test_one_trace_links_producer_consumer_and_sibling_http_attempts(
-    tracing: TracingHandle, otlp_receiver: OtlpReceiver, start_upstream: StartUpstream
+async def test_one_trace_from_the_sdk_through_a_running_gateway_to_each_http_attempt(
+    broker: tuple[str, str | None], otlp_receiver: OtlpReceiver, start_upstream: StartUpstream
 ) -> None:
+    """PRODUCER ``send <queue>`` from GatewayClient, CONSUMER ``process <queue>`` in the gateway, one
+    CLIENT span per HTTP attempt with the stable HTTP attributes; every name and attribute checked."""
+    kind, bootstrap = broker
     flaky = FlakyUpstream()
     upstream = await start_upstream(flaky.app())
-    tracer = tracing.tracer
     # The requesting component: a service of its own, with the PRODUCER span its SDK makes.
     component = TracerProvider(resource=Resource.create({SERVICE_NAME: "component"}))
     component.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{otlp_receiver.endpoint}/v1/traces")))
-    with component.get_tracer("component").start_as_current_span("cmn.requests send", kind=SpanKind.PRODUCER):
-        published: dict[str, str] = {}
-        propagate.inject(published)
+    rid = uuid.uuid4().hex
+    async with AsyncExitStack() as resources:
+        make = await stack_factory(resources, kind, bootstrap)
+        flaky_config = {"endpoints": [upstream.url], "retry": {"attempts": 2, "backoff_base": 0.001}}
+        stack = await make({"flaky": flaky_config}, env={"OTLP_ENDPOINT": otlp_receiver.endpoint})
+        async with GatewayClient(requester_for(stack), tracer_provider=component) as client:
+            reply = await client.request("flaky", "GET", "/pay", request_id=rid)
+    # The gateway closed: its tracing flushed on the way out.
     await asyncio.to_thread(component.force_flush)  # blocking export; the receiver shares this loop
     component.shutdown()
-    delivered = await through_rabbitmq(published)
-    reply_headers: dict[str, str] = {}
-    async with aiohttp.ClientSession() as http:  # created after configure_tracing: instrumented
-        with tracer.request_span(
-            delivered, name="cmn.requests process", transport="rabbitmq", attributes={"cmn.upstream": "flaky"}
-        ):
-            statuses = [await attempt(http, upstream) for _ in range(2)]
-            tracer.inject(reply_headers)
-    assert statuses == [503, 200]
-    assert await tracing.flush()
+    assert reply.status == 200 and reply.attempts == 2
     spans = await otlp_receiver.wait_for(4)
 
     (producer,) = otlp_receiver.by_kind("producer")
@@ -101,14 +87,45 @@ async def test_one_trace_links_producer_consumer_and_sibling_http_attempts(
     assert producer.parent_span_id == ""
     assert consumer.parent_span_id == producer.span_id
     assert [c.parent_span_id for c in clients] == [consumer.span_id] * 2  # retries are siblings
-    assert consumer.attributes == {
-        "messaging.system": "rabbitmq",
-        "messaging.operation.type": "process",
-        "cmn.upstream": "flaky",
+    assert (producer.name, producer.service_name) == (f"send {stack.queue}", "component")
+    assert (consumer.name, consumer.service_name) == (f"process {stack.queue}", "cmn-gateway")
+    for span, operation in ((producer, "send"), (consumer, "process")):
+        assert span.attributes == {
+            "messaging.system": kind,
+            "messaging.operation.type": operation,
+            "messaging.operation.name": operation,
+            "messaging.destination.name": stack.queue,
+            "messaging.message.id": rid,
+            "messaging.message.conversation_id": rid,
+        }
+    port = int(upstream.url.rsplit(":", 1)[1])
+    stable = {
+        "http.request.method": "GET",
+        "url.full": f"{upstream.url}/pay",
+        "server.address": "127.0.0.1",
+        "server.port": port,
     }
-    assert consumer.service_name == "cmn-test"
-    # The upstream saw each attempt's own span as parent; the reply carries the consumer span.
+    assert [c.name for c in clients] == ["GET", "GET"]
+    assert [{k: c.attributes.get(k) for k in stable} for c in clients] == [stable, stable]
+    assert [c.attributes.get("http.response.status_code") for c in clients] == [503, 200]
+    assert [c.attributes.get("error.type") for c in clients] == ["503", None]
+    # The upstream saw each attempt's own span as parent.
     assert [ids(tp) for tp in flaky.traceparents] == [(c.trace_id, c.span_id, True) for c in clients]
+
+
+async def attempt(http: aiohttp.ClientSession, upstream: Upstream, path: str = "/pay") -> int:
+    async with http.get(upstream.url + path) as response:
+        return response.status
+
+
+async def test_the_reply_headers_carry_the_consumer_span(tracing: TracingHandle, otlp_receiver: OtlpReceiver) -> None:
+    reply_headers: dict[str, str] = {}
+    with tracing.tracer.request_span(
+        {"traceparent": SAMPLED_PARENT}, transport="rabbitmq", destination="q", correlation_id="r-1"
+    ):
+        tracing.tracer.inject(reply_headers)
+    await tracing.flush()
+    (consumer,) = await otlp_receiver.wait_for(1)
     assert ids(reply_headers["traceparent"]) == (consumer.trace_id, consumer.span_id, True)
 
 
@@ -119,24 +136,21 @@ def ids(traceparent: str | None) -> tuple[str, str, bool]:
     return trace_id, span_id, bool(int(flags, 16) & 1)
 
 
-async def attempt(http: aiohttp.ClientSession, upstream: Upstream, path: str = "/pay") -> int:
-    async with http.get(upstream.url + path) as response:
-        return response.status
-
-
 async def test_a_message_without_context_starts_a_new_trace_and_header_case_does_not_matter(
     tracing: TracingHandle, otlp_receiver: OtlpReceiver
 ) -> None:
     tracer = tracing.tracer
-    with tracer.request_span({}, name="fresh", transport="kafka", attributes={}):
+    with tracer.request_span({}, transport="kafka", destination="fresh", correlation_id=None):
         pass
-    with tracer.request_span({"TraceParent": SAMPLED_PARENT}, name="continued", transport="kafka", attributes={}):
+    with tracer.request_span(
+        {"TraceParent": SAMPLED_PARENT}, transport="kafka", destination="continued", correlation_id=None
+    ):
         pass
     await tracing.flush()
     spans = {s.name: s for s in await otlp_receiver.wait_for(2)}
-    assert spans["fresh"].parent_span_id == ""
-    assert spans["continued"].trace_id == "0af7651916cd43dd8448eb211c80319c"
-    assert spans["continued"].parent_span_id == "b7ad6b7169203331"
+    assert spans["process fresh"].parent_span_id == ""
+    assert spans["process continued"].trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert spans["process continued"].parent_span_id == "b7ad6b7169203331"
 
 
 async def test_an_exception_inside_the_request_span_marks_it_as_an_error(
@@ -144,7 +158,7 @@ async def test_an_exception_inside_the_request_span_marks_it_as_an_error(
 ) -> None:
     with (
         pytest.raises(RuntimeError),
-        tracing.tracer.request_span({}, name="boom", transport="kafka", attributes={}),
+        tracing.tracer.request_span({}, transport="kafka", destination="boom", correlation_id=None),
     ):
         raise RuntimeError("bug")
     await tracing.flush()
@@ -156,7 +170,7 @@ async def test_secret_query_parameters_stay_out_of_client_spans(
     tracing: TracingHandle, otlp_receiver: OtlpReceiver, echo_upstream: Upstream
 ) -> None:
     async with aiohttp.ClientSession() as http:
-        with tracing.tracer.request_span({}, name="request", transport="kafka", attributes={}):
+        with tracing.tracer.request_span({}, transport="kafka", destination="request", correlation_id=None):
             assert await attempt(http, echo_upstream, "/search?q=shoes&api_key=sk-live-123") == 200
     await tracing.flush()
     spans = await otlp_receiver.wait_for(2)
@@ -171,7 +185,7 @@ async def test_http_calls_outside_any_request_start_no_trace(
 ) -> None:
     async with aiohttp.ClientSession() as http:
         assert await attempt(http, echo_upstream, "/healthz") == 200  # a health probe, say
-        with tracing.tracer.request_span({}, name="request", transport="kafka", attributes={}):
+        with tracing.tracer.request_span({}, transport="kafka", destination="request", correlation_id=None):
             assert await attempt(http, echo_upstream, "/pay") == 200
     await tracing.flush()
     spans = await otlp_receiver.wait_for(2)
@@ -182,31 +196,35 @@ async def test_http_calls_outside_any_request_start_no_trace(
 async def test_sampling_drops_new_traces_but_follows_a_sampled_parent(otlp_receiver: OtlpReceiver) -> None:
     handle = configure_tracing(otlp_receiver.endpoint, sampling_ratio=0.0)
     try:
-        with handle.tracer.request_span({}, name="dropped", transport="kafka", attributes={}):
+        with handle.tracer.request_span({}, transport="kafka", destination="dropped", correlation_id=None):
             pass
-        with handle.tracer.request_span({"traceparent": SAMPLED_PARENT}, name="kept", transport="kafka", attributes={}):
+        with handle.tracer.request_span(
+            {"traceparent": SAMPLED_PARENT}, transport="kafka", destination="kept", correlation_id=None
+        ):
             pass
         await handle.flush()
     finally:
         await handle.aclose()
-    assert [s.name for s in otlp_receiver.spans] == ["kept"]
+    assert [s.name for s in otlp_receiver.spans] == ["process kept"]
 
 
 async def test_grpc_export_reaches_a_grpc_receiver(otlp_grpc_receiver: OtlpReceiver) -> None:
     handle = configure_tracing(otlp_grpc_receiver.endpoint, protocol="grpc")
     async with handle:
-        with handle.tracer.request_span({}, name="over grpc", transport="rabbitmq", attributes={}):
+        with handle.tracer.request_span({}, transport="rabbitmq", destination="over grpc", correlation_id=None):
             pass
         await handle.flush()
         (span,) = await otlp_grpc_receiver.wait_for(1)
-    assert (span.name, span.kind, span.service_name) == ("over grpc", "consumer", "cmn-gateway")
+    assert (span.name, span.kind, span.service_name) == ("process over grpc", "consumer", "cmn-gateway")
 
 
 async def test_no_endpoint_means_no_tracing_at_all(echo_upstream: Upstream) -> None:
     handle = configure_tracing(None)
     assert isinstance(handle.tracer, NoopRequestTracer)
     carrier: dict[str, str] = {}
-    with handle.tracer.request_span({"traceparent": SAMPLED_PARENT}, name="x", transport="kafka", attributes={}):
+    with handle.tracer.request_span(
+        {"traceparent": SAMPLED_PARENT}, transport="kafka", destination="x", correlation_id=None
+    ):
         handle.tracer.inject(carrier)
     assert carrier == {}
     async with aiohttp.ClientSession() as http, http.get(echo_upstream.url) as response:
@@ -228,10 +246,10 @@ async def test_closing_stops_instrumenting_new_sessions(otlp_receiver: OtlpRecei
 async def test_spans_leave_on_their_own_after_the_export_interval(otlp_receiver: OtlpReceiver) -> None:
     handle = configure_tracing(otlp_receiver.endpoint, export_interval=0.05)
     async with handle:
-        with handle.tracer.request_span({}, name="unflushed", transport="kafka", attributes={}):
+        with handle.tracer.request_span({}, transport="kafka", destination="unflushed", correlation_id=None):
             pass
         (span,) = await otlp_receiver.wait_for(1, within=5)  # no flush(): the batch timer sent it
-    assert span.name == "unflushed"
+    assert span.name == "process unflushed"
 
 
 def test_bad_settings_are_config_errors() -> None:
