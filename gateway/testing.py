@@ -1,5 +1,6 @@
-"""Test doubles shipped with the package, so users' tests can use them too: a fake clock and an
-in-memory transport (``MemoryTransport``) to run a pipeline, or a whole gateway, without a broker."""
+"""Test doubles shipped with the package, so users' tests can use them too: a fake clock, and an
+in-memory bus to run a pipeline or a whole gateway without a broker: ``MemoryTransport`` (the
+gateway's side) and ``MemoryRequester`` (the client's: ``GatewayClient(MemoryRequester(transport))``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import asyncio
 import heapq
 import itertools
 import logging
+import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 
-from gateway.bus.base import Delivery, Handler, OutboundMessage
+from gateway.bus.base import REQUESTS, Delivery, Handler, OutboundMessage, ReplyCallback, ReplyMessage
 from gateway.errors import MessageRejectedError
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,8 @@ class MemoryTransport:
         self._reply_failure: Exception | None = None
         self._telemetry_failure: Exception | None = None
         self._dead_letter_failure: Exception | None = None
+        self._reply_consumers: dict[str, ReplyCallback] = {}
+        self._telemetry_readers: set[asyncio.Queue[bytes]] = set()
         self.published: list[OutboundMessage] = []
         self.telemetry: list[tuple[str, bytes, Mapping[str, str]]] = []
         self.dead_letters: list[tuple[Delivery, str]] = []
@@ -169,12 +173,17 @@ class MemoryTransport:
             raise self._reply_failure
         self._check(message.destination, message.body)
         self.published.append(message)
+        consumer = self._reply_consumers.get(message.destination)
+        if consumer is not None:
+            consumer(ReplyMessage(message.body, message.content_type, message.correlation_id, dict(message.headers)))
 
     async def publish_telemetry(self, event_type: str, body: bytes, headers: Mapping[str, str]) -> None:
         await asyncio.sleep(0)
         if self._telemetry_failure is not None:
             raise self._telemetry_failure
         self.telemetry.append((event_type, body, dict(headers)))
+        for reader in self._telemetry_readers:
+            reader.put_nowait(body)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await asyncio.sleep(0)
@@ -243,3 +252,61 @@ class MemoryTransport:
             f"<MemoryTransport {self.name} [{'ready' if self.ready else 'idle'}] in_flight={len(self._tasks)}"
             f" waiting={len(self._waiting)} settled={len(self.settled)} unsettled={len(self._handled)}>"
         )
+
+
+class MemoryRequester:
+    """The client side of a ``MemoryTransport`` (a ``Requester``): requests go onto its queue with this
+    requester's own reply address, replies published there come back to ``on_reply``."""
+
+    name = "memory"
+
+    def __init__(self, transport: MemoryTransport) -> None:
+        self._transport = transport
+        self._address = f"cmn.replies.memory-{uuid.uuid4().hex[:12]}"
+
+    @property
+    def reply_address(self) -> str:
+        return self._address
+
+    @property
+    def destination(self) -> str:
+        return REQUESTS
+
+    async def start(self, on_reply: ReplyCallback) -> None:
+        self._transport._reply_consumers[self._address] = on_reply
+
+    async def send(self, body: bytes, *, content_type: str, correlation_id: str, headers: Mapping[str, str]) -> None:
+        await asyncio.sleep(0)  # a confirm is never synchronous
+        self._transport.send(
+            body, content_type=content_type, reply_to=self._address, correlation_id=correlation_id, headers=headers
+        )
+
+    def telemetry(self, *, from_beginning: bool = False) -> MemoryTelemetryStream:
+        return MemoryTelemetryStream(self._transport, from_beginning=from_beginning)
+
+    async def aclose(self) -> None:
+        self._transport._reply_consumers.pop(self._address, None)
+
+    def __repr__(self) -> str:
+        return f"<MemoryRequester {self._address}>"
+
+
+class MemoryTelemetryStream:
+    """The telemetry bodies a ``MemoryTransport`` publishes (a ``TelemetryStream``), from now or from the start."""
+
+    def __init__(self, transport: MemoryTransport, *, from_beginning: bool) -> None:
+        self._transport = transport
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        if from_beginning:
+            for _, body, _ in transport.telemetry:
+                self._queue.put_nowait(body)
+        transport._telemetry_readers.add(self._queue)
+
+    def __aiter__(self) -> MemoryTelemetryStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._queue.get()
+
+    async def aclose(self) -> None:
+        self._transport._telemetry_readers.discard(self._queue)

@@ -22,15 +22,18 @@ from gateway.access.identity import Identifier
 from gateway.access.policy import AccessPolicy
 from gateway.access.reply_address import ReplyAddresses
 from gateway.admission import Admission
+from gateway.app import Gateway, load_config
 from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY
+from gateway.client import GatewayClient
 from gateway.dedupe import Deduplicator
 from gateway.envelope.codec import JSON, Reply
 from gateway.errors import BusUnavailableError
 from gateway.events import Event, ObserverGroup, RecordingObserver, RequestCompleted
 from gateway.pipeline import Pipeline
+from gateway.settings import load_settings
 from gateway.telemetry.service import TelemetryService
 from gateway.telemetry.tracing import NoopRequestTracer
-from gateway.testing import FakeClock, MemoryTransport
+from gateway.testing import FakeClock, MemoryRequester, MemoryTransport
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
 from gateway.upstream.forward import build_forwarder
 from gateway.upstream.idempotency import MemoryIdempotencyStore
@@ -266,3 +269,15 @@ def test_an_unencodable_reply_becomes_an_internal_error_reply() -> None:
     assert doc["id"] == "r1" and doc["status"] == 200
     assert doc["error"]["code"] == "internal" and "could not be encoded" in doc["error"]["message"]
     assert doc["headers"] == {}
+
+
+async def test_a_whole_gateway_and_its_client_run_in_memory(echo_upstream: Upstream) -> None:
+    """What a user's test can do without a broker: the real Gateway on MemoryTransport, the SDK on MemoryRequester."""
+    transport = MemoryTransport()
+    settings = load_settings(ENABLE_METRICS=False)
+    config = load_config(settings, {"upstreams": {"echo": {"endpoints": [echo_upstream.url]}}})
+    async with Gateway(config, transports=[transport]), GatewayClient(MemoryRequester(transport)) as client:
+        reply = await client.request("echo", "POST", "/in-memory", json={"n": 1})
+    assert reply.status == 200 and reply.json_["path"] == "/in-memory" and reply.json_["body"] == '{"n":1}'
+    assert len(transport.settled) == 1
+    assert [kind for kind, _, _ in transport.telemetry] == ["request.completed"]

@@ -1,4 +1,5 @@
-"""One contract, both brokers: what the pipeline relies on from any Transport/Requester pair."""
+"""One contract, both brokers and the in-memory bus users test with: what the pipeline relies on from any
+Transport/Requester pair."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from gateway.bus.kafka_requester import KafkaRequester
 from gateway.bus.rabbitmq import RabbitTransport
 from gateway.bus.rabbitmq_requester import RabbitRequester
 from gateway.clock import SystemClock
+from gateway.testing import MemoryRequester, MemoryTransport
 from tests.fixtures.kafka import FAST_GROUP
 from tests.fixtures.rabbit import AMQP_URL
 from tests.integration.harness import delete_rabbit_topology, kafka_dead_letters, rabbit_dead_letters
@@ -31,13 +33,15 @@ class Bus:
     replies: asyncio.Queue[ReplyMessage]
 
     async def dead_letters(self, count: int) -> list[tuple[bytes, dict[str, str]]]:
+        if isinstance(self.transport, MemoryTransport):
+            return [(d.body, {**d.headers, ERROR_HEADER: why}) for d, why in self.transport.dead_letters][:count]
         if self.kind == "rabbitmq":
             return await rabbit_dead_letters(f"{self.queue}.dlq", count, 10)
         assert self.bootstrap is not None
         return await kafka_dead_letters(self.bootstrap, count, 10)
 
 
-@pytest.fixture(params=["rabbitmq", "kafka"])
+@pytest.fixture(params=["rabbitmq", "kafka", "memory"])
 def bus_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     return request.param, request.getfixturevalue("kafka_bootstrap") if request.param == "kafka" else None
 
@@ -45,6 +49,9 @@ def bus_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
 def make_bus(kind: str, bootstrap: str | None, **transport_options: Any) -> Bus:
     queue = f"t.contract.{uuid.uuid4().hex[:10]}"
     replies: asyncio.Queue[ReplyMessage] = asyncio.Queue()
+    if kind == "memory":
+        memory = MemoryTransport(max_in_flight=int(transport_options.get("max_in_flight", 256)))
+        return Bus(kind, memory, MemoryRequester(memory), queue, bootstrap, replies)
     if kind == "rabbitmq":
         telemetry = f"{queue}.telemetry"
         transport: Transport = RabbitTransport(
