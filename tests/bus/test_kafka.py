@@ -97,6 +97,7 @@ async def test_records_arrive_as_deliveries_and_settled_offsets_are_committed(
     assert first.correlation_id == "c-1"
     assert first.headers["traceparent"] == "00-abc-def-01"
     assert first.transport == "kafka"
+    assert first.source == transport.topic  # the consumer span's destination
     assert first.timestamp_ms is not None
     assert first.timestamp_ms > 1_600_000_000_000
     assert first.token == (TopicPartition(transport.topic, 1), 0)
