@@ -29,13 +29,35 @@ from gateway.events import RecordingObserver
 from gateway.testing import FakeClock
 from gateway.tls import TlsSettings, client_context
 from tests.certs.fakevault import FakeKeyVault
-from tests.certs.test_rotation import Traffic
-from tests.fixtures.certs import StartTlsUpstream
+from tests.fixtures.certs import StartTlsUpstream, TlsUpstream
 
 CONCURRENCY = 32
 WINDOW = 2.0
 ROTATE_EVERY = 0.25
 TRIALS = 3
+
+
+class Traffic:
+    """Request loops on one aiohttp session, each request with the provider's context of the moment
+    (what the gateway's pool does per request); tests/certs/test_rotation.py drives the pool itself."""
+
+    def __init__(self, provider: UpstreamTlsContexts, upstream: TlsUpstream) -> None:
+        self.provider, self.upstream = provider, upstream
+        self.ok = 0
+        self.failures: list[BaseException] = []
+        self.stopping = False
+
+    async def worker(self, session: aiohttp.ClientSession, n: int) -> None:
+        while not self.stopping:
+            try:
+                context = self.provider.context_for("partner-api")
+                assert context is not None
+                async with session.get(f"{self.upstream.url}/?delay_ms=0", ssl=context) as response:
+                    response.raise_for_status()
+                    await response.read()
+                self.ok += 1
+            except (aiohttp.ClientError, OSError) as exc:
+                self.failures.append(exc)
 
 
 async def _window(
@@ -72,7 +94,7 @@ async def test_rotation_throughput(
         manager = CertificateManager([entry], clock=clock, observer=RecordingObserver())
         await manager.load_all()
         provider = UpstreamTlsContexts(manager, tls)
-        traffic = Traffic(provider, upstream, slow_every=0)
+        traffic = Traffic(provider, upstream)
         connector = aiohttp.TCPConnector(limit=CONCURRENCY)
         async with aiohttp.ClientSession(connector=connector) as session:
             workers = [asyncio.create_task(traffic.worker(session, n)) for n in range(CONCURRENCY)]
