@@ -167,7 +167,7 @@ class Gateway:
             clock=clock, observer=self.observer, resources=stack, metrics=self.metrics,
         )  # fmt: skip
         secrets = await build_secrets(settings, stack)
-        guard = await build_guard(settings, config.upstreams, config.security, secrets, clock)
+        guard = await build_guard(settings, config.upstreams, config.security, secrets, clock, stack)
         self.forwarder = await self._build_forwarder(tls, secrets)
         store: ResultStore | None = await build_dedupe_store(settings, clock=clock, resources=stack)
         self.transports = self._given_transports or await self._build_transports()

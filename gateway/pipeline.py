@@ -132,7 +132,7 @@ class Pipeline:
             return self._failed(envelope, exc, arrived, None)
         caller = ANONYMOUS_CALLER
         try:
-            caller = self._guard.identify(_proof(delivery))
+            caller = await self._guard.identify(_proof(delivery))
             tenant = self._guard.authorize(caller, envelope)
             response = await self._execute(envelope, delivery, arrived, caller, tenant)
         except GatewayError as exc:
@@ -296,4 +296,12 @@ class Pipeline:
 
 
 def _proof(delivery: Delivery) -> Signed:
-    return Signed(delivery.user_id, delivery.headers, delivery.correlation_id, delivery.reply_to, delivery.body)
+    return Signed(
+        delivery.user_id,
+        delivery.headers,
+        delivery.correlation_id,
+        delivery.reply_to,
+        delivery.body,
+        redelivered=delivery.redelivered,
+        position=delivery.position,
+    )

@@ -18,6 +18,7 @@ from gateway.access.config import PrincipalConfig, SecurityConfig
 from gateway.access.guard import Guard
 from gateway.access.identity import Identifier, SigningKey
 from gateway.access.policy import AccessPolicy
+from gateway.access.replay import MemoryReplayRecord, RedisReplayRecord, ReplayRecord
 from gateway.access.reply_address import ReplyAddresses
 from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY, Transport
 from gateway.clock import Clock
@@ -222,9 +223,15 @@ async def build_secrets(settings: Settings, resources: AsyncExitStack) -> Secret
 
 
 async def build_guard(
-    settings: Settings, upstreams: UpstreamsFile, security: SecurityConfig, secrets: SecretResolver, clock: Clock
+    settings: Settings,
+    upstreams: UpstreamsFile,
+    security: SecurityConfig,
+    secrets: SecretResolver,
+    clock: Clock,
+    resources: AsyncExitStack,
 ) -> Guard:
-    """Identity (signing keys resolved now), the access policy and the reply-address rules."""
+    """Identity (signing keys resolved now, each signature accepted once: shared through Redis when
+    REDIS_URL is set), the access policy and the reply-address rules."""
     s = settings
     keys = {
         key_id: SigningKey(
@@ -246,4 +253,14 @@ async def build_guard(
         Identifier(keys, clock=clock, max_age=s.signature_max_age, require_identity=s.require_identity),
         policy,
         ReplyAddresses(queue_pattern=s.reply_queue_pattern, topic_pattern=s.reply_topic_pattern, reserved=reserved),
+        _replay_record(s, clock, resources),
     )
+
+
+def _replay_record(settings: Settings, clock: Clock, resources: AsyncExitStack) -> ReplayRecord:
+    memory = MemoryReplayRecord(clock)
+    if not settings.redis_url:
+        return memory
+    shared = RedisReplayRecord.from_url(settings.redis_url, memory)
+    resources.push_async_callback(shared.aclose)
+    return shared

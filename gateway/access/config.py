@@ -28,8 +28,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.secrets import SecretRef
 
-# Principal and key names: what a RabbitMQ user name or a header value can safely be, and a label.
+# Principal and key names: what a RabbitMQ user name or a header value can safely be, and a label;
+# "anonymous" is the name of callers without a principal, so it can be no principal's.
 NAME = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
+ANONYMOUS = "anonymous"
+
+
+def _not_reserved(name: str) -> str:
+    if name == ANONYMOUS:
+        raise ValueError(f"{ANONYMOUS!r} names callers without a principal and cannot be a principal")
+    return name
+
+
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
 
 
@@ -63,6 +73,8 @@ class AccessRule(_Model):
     methods: frozenset[str] | None = None
     path_prefixes: tuple[str, ...] | None = None
 
+    _check_principal = field_validator("principal")(_not_reserved)
+
     _check_methods = field_validator("methods")(_methods)
     _check_prefixes = field_validator("path_prefixes")(_prefixes)
 
@@ -86,6 +98,8 @@ class AccessConfig(_Model):
 class KeyConfig(_Model):
     principal: str = Field(pattern=NAME)
     secret: SecretRef
+
+    _check_principal = field_validator("principal")(_not_reserved)
 
 
 class PrincipalConfig(_Model):

@@ -1,7 +1,7 @@
 """The three questions the pipeline asks before any network I/O, behind one object.
 
 reply_to(transport, address)   may a reply go there?            reply_to_refused
-identify(proof)                who sent this?                   unauthenticated
+identify(proof)                who sent this? (each signature once)  unauthenticated
 authorize(caller, ...)         may they, and for which tenant?  forbidden
 """
 
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.access import signature
 from gateway.access.identity import Caller, Identifier, Signed
 from gateway.access.policy import AccessPolicy
+from gateway.access.replay import ReplayRecord
 from gateway.access.reply_address import ReplyAddresses
 from gateway.envelope.models import RequestEnvelope
+from gateway.errors import UnauthenticatedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,12 +23,18 @@ class Guard:
     identifier: Identifier
     policy: AccessPolicy
     reply_addresses: ReplyAddresses
+    replays: ReplayRecord
 
     def reply_to(self, transport: str, address: str) -> None:
         self.reply_addresses.check(transport, address)
 
-    def identify(self, proof: Signed) -> Caller:
-        return self.identifier.identify(proof)
+    async def identify(self, proof: Signed) -> Caller:
+        caller = self.identifier.identify(proof)
+        if caller.via == "signature" and not proof.redelivered:
+            seal = proof.headers[signature.SIGNATURE]
+            if not await self.replays.first_use(seal, proof.position, self.identifier.window):
+                raise UnauthenticatedError("this signed message was already used: sign each message anew")
+        return caller
 
     def authorize(self, caller: Caller, envelope: RequestEnvelope) -> str:
         """The tenant the request is counted under."""

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.access import signature
+from gateway.access.config import ANONYMOUS
 from gateway.clock import Clock
 from gateway.errors import UnauthenticatedError
 
-ANONYMOUS = "anonymous"
 # A signature dated this far in the future is refused too: clocks drift, but not by minutes.
 MAX_CLOCK_SKEW = 30.0
 
@@ -56,6 +56,8 @@ class Signed:
     correlation_id: str | None
     reply_to: str | None
     body: bytes
+    redelivered: bool = False  # the broker says this very message came before (RabbitMQ)
+    position: str | None = None  # where the broker keeps it (Kafka topic/partition/offset)
 
 
 class Identifier:
@@ -65,8 +67,15 @@ class Identifier:
         self._max_age_ms = max_age * 1000
         self._require = require_identity
 
+    @property
+    def window(self) -> float:
+        """Seconds a signature stays acceptable: its max age plus the future skew."""
+        return self._max_age_ms / 1000 + MAX_CLOCK_SKEW
+
     def identify(self, proof: Signed) -> Caller:
         if proof.user_id:
+            if proof.user_id == ANONYMOUS:
+                raise UnauthenticatedError(f"the name {ANONYMOUS!r} is reserved for callers without a principal")
             return Caller(proof.user_id, "user_id")
         if signature.present(proof.headers):
             return self._verified(proof)

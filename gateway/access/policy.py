@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gateway.access.config import AccessConfig, PrincipalConfig
-from gateway.access.identity import ANONYMOUS, Caller
+from gateway.access.config import ANONYMOUS, AccessConfig, PrincipalConfig
+from gateway.access.identity import Caller
 from gateway.errors import ForbiddenError
 
 # Headers some frameworks and proxies read as the request's real method or path (Rails, ASP.NET,

@@ -32,6 +32,7 @@ class Delivery:
     timestamp_ms: int | None = None  # broker timestamp (Kafka record timestamp), epoch ms
     redelivered: bool = False
     user_id: str | None = None  # AMQP user_id, validated by the broker; never set from Kafka
+    position: str | None = None  # where the broker keeps the message, stable across redeliveries (Kafka)
     source: str | None = None  # the queue or topic it was consumed from (for spans and logs)
     token: Any = field(default=None, repr=False)
 

@@ -106,5 +106,6 @@ def to_delivery(record: ConsumerRecord[bytes, bytes]) -> Delivery:
         transport="kafka",
         timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
         source=record.topic,
+        position=f"{record.topic}/{record.partition}/{record.offset}",
         token=(TopicPartition(record.topic, record.partition), record.offset),
     )

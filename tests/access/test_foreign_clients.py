@@ -81,7 +81,7 @@ def pika_call(url: str, queue: str, body: bytes, **props: Any) -> dict[str, Any]
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
-        reply_queue = f"cmn.replies.{uuid.uuid4().hex[:8]}"
+        reply_queue = props.pop("reply_queue", None) or f"cmn.replies.{uuid.uuid4().hex[:8]}"
         channel.queue_declare(reply_queue, exclusive=True, auto_delete=True)
         headers = props.pop("headers", None)
         properties = pika.BasicProperties(
@@ -148,6 +148,21 @@ async def test_a_pika_client_signs_with_the_standard_library(
     unsigned = await asyncio.to_thread(pika_call, rabbit_node.url, queue, request())
     assert unsigned["error"]["code"] == "forbidden"
     assert [e.kind for e in events.events if isinstance(e, SecurityRefused)] == ["unauthenticated", "forbidden"]
+
+
+async def test_a_signed_message_is_accepted_once(
+    rabbit_gateway: tuple[Gateway, RecordingObserver, str], rabbit_node: RabbitNode
+) -> None:
+    """A captured signed message sent again within its max age is a replay, not its signer."""
+    _, events, queue = rabbit_gateway
+    body, reply_queue = request(), f"cmn.replies.{uuid.uuid4().hex[:8]}"
+    headers = sign(SECRET, "int-1", "c-9", reply_queue, body)
+    kwargs: dict[str, Any] = {"correlation_id": "c-9", "reply_queue": reply_queue, "headers": headers}
+    first = await asyncio.to_thread(pika_call, rabbit_node.url, queue, body, **dict(kwargs))
+    again = await asyncio.to_thread(pika_call, rabbit_node.url, queue, body, **dict(kwargs))
+    assert (first["status"], first["error"]) == (200, None)
+    assert again["error"]["code"] == "unauthenticated" and "already used" in again["error"]["message"]
+    assert [e.kind for e in events.events if isinstance(e, SecurityRefused)] == ["unauthenticated"]
 
 
 async def test_a_confluent_kafka_client_signs_with_the_standard_library(

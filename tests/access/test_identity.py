@@ -114,3 +114,9 @@ def test_no_proof_is_anonymous_unless_identity_is_required() -> None:
 def test_keys_never_show_their_secret() -> None:
     assert "s3cret" not in repr(SigningKey("billing", SECRET))
     assert "s3cret" not in repr(identifier())
+
+
+def test_the_anonymous_name_cannot_be_a_principal() -> None:
+    """It would share the idempotency scope and tenant of every caller without one."""
+    with pytest.raises(UnauthenticatedError, match="reserved"):
+        identifier().identify(Signed("anonymous", {}, None, None, b"{}"))

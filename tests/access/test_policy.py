@@ -87,3 +87,14 @@ def test_anonymous_requests_count_under_anonymous_and_cannot_spend_a_principals_
     for reserved in ("acme", "billing"):
         with pytest.raises(ForbiddenError, match="belongs to a principal"):
             tenant(ANONYMOUS_CALLER, reserved)
+
+
+def test_anonymous_is_no_principals_name() -> None:
+    from pydantic import ValidationError
+
+    from gateway.access.config import KeyConfig
+
+    with pytest.raises(ValidationError, match="cannot be a principal"):
+        AccessConfig.model_validate({"allow": ["anonymous"]})
+    with pytest.raises(ValidationError, match="cannot be a principal"):
+        KeyConfig.model_validate({"principal": "anonymous", "secret": {"env": "K"}})
