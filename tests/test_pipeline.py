@@ -20,6 +20,7 @@ import pytest
 from gateway.access.guard import Guard
 from gateway.access.identity import Identifier
 from gateway.access.policy import AccessPolicy
+from gateway.access.replay import MemoryReplayRecord
 from gateway.access.reply_address import ReplyAddresses
 from gateway.admission import Admission
 from gateway.app import Gateway, load_config
@@ -84,6 +85,7 @@ async def running(
         ReplyAddresses(
             queue_pattern="cmn.replies.*", topic_pattern="cmn.replies.*", reserved=(REQUESTS, TELEMETRY, DEAD_LETTERS)
         ),
+        MemoryReplayRecord(clock),
     )
     pipeline = Pipeline(
         transport=transport,
