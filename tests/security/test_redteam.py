@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from contextlib import AsyncExitStack
 
 import aio_pika
 import pika
@@ -20,6 +21,7 @@ from gateway.access.config import AccessConfig
 from gateway.access.guard import Guard
 from gateway.access.identity import ANONYMOUS_CALLER, Caller, Identifier
 from gateway.access.policy import AccessPolicy
+from gateway.access.replay import MemoryReplayRecord
 from gateway.access.reply_address import ReplyAddresses
 from gateway.app import load_config
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, ReplyMessage
@@ -196,7 +198,10 @@ async def test_an_anonymous_caller_cannot_spend_the_tenant_of_a_signing_key_prin
         "upstreams": {"open": {"endpoints": ["http://127.0.0.1:9"]}},
     }
     config = load_config(load_settings(ENABLE_METRICS=False), document)
-    guard = await build_guard(config.settings, config.upstreams, config.security, SecretResolver(), SystemClock())
+    async with AsyncExitStack() as resources:
+        guard = await build_guard(
+            config.settings, config.upstreams, config.security, SecretResolver(), SystemClock(), resources
+        )
     envelope = RequestEnvelope.model_validate({"id": "r", "upstream": "open", "tenant": "reports"})
     with pytest.raises(ForbiddenError):
         guard.authorize(ANONYMOUS_CALLER, envelope)
@@ -269,6 +274,7 @@ def test_a_rule_narrowed_to_methods_or_paths_refuses_headers_that_override_them(
         Identifier({}, clock=SystemClock(), max_age=300, require_identity=False),
         policy,
         ReplyAddresses(queue_pattern="cmn.replies.*", topic_pattern="cmn.replies.*", reserved=("cmn.requests",)),
+        MemoryReplayRecord(SystemClock()),
     )
     caller = Caller("reports", "user_id")
     for upstream in ("methods", "paths"):
