@@ -162,6 +162,7 @@ class Gateway:
         )
         if self._metrics is not None:
             self.observer.add(self._metrics.metrics)
+            self._metrics.metrics.bind_observer_failures(self.observer.failures_by_observer)
         tls = await build_certificates(
             config.certificates, config.upstreams, settings,
             clock=clock, observer=self.observer, resources=stack, metrics=self.metrics,

@@ -261,6 +261,13 @@ class ObserverGroup:
         """Every observer failure so far."""
         return sum(self.failures.values())
 
+    def failures_by_observer(self) -> dict[str, float]:
+        """Failures summed per observer class (what ``cmn_observer_failures`` shows)."""
+        totals: dict[str, float] = {}
+        for (observer, _), count in self.failures.items():
+            totals[observer] = totals.get(observer, 0.0) + count
+        return totals
+
     def add(self, observer: Observer) -> None:
         self.observers.append(observer)
 

@@ -20,7 +20,7 @@ from importlib import metadata
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.errors import ERROR_CODES
 from gateway.events import (
@@ -108,10 +108,11 @@ class _Pulled:
     def __init__(self) -> None:
         self.consumer_lag: Callable[[], LagByPartition] | None = None
         self.certificate_expiries: Callable[[], Mapping[str, float]] | None = None
+        self.observer_failures: Callable[[], Mapping[str, float]] | None = None
         self.renewed: dict[str, float] = {}  # not_after of certificates seen renewing, by name
 
     def describe(self) -> Iterable[Metric]:
-        return [self._lag_family(), self._expiry_family()]
+        return [self._lag_family(), self._expiry_family(), self._observer_family()]
 
     def collect(self) -> Iterable[Metric]:
         lag = self._lag_family()
@@ -120,7 +121,16 @@ class _Pulled:
         expiry = self._expiry_family()
         for name, not_after in {**self.renewed, **_read(self.certificate_expiries)}.items():
             expiry.add_metric([name], float(not_after))
-        return [lag, expiry]
+        failures = self._observer_family()
+        for observer, count in _read(self.observer_failures).items():
+            failures.add_metric([observer], float(count))
+        return [lag, expiry, failures]
+
+    @staticmethod
+    def _observer_family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "cmn_observer_failures", "Events an observer (metrics, log, stream) failed on.", labels=["observer"]
+        )
 
     @staticmethod
     def _lag_family() -> GaugeMetricFamily:
@@ -286,6 +296,10 @@ class Metrics:
     def bind_certificate_expiries(self, source: Callable[[], Mapping[str, float]]) -> None:
         """Read at every scrape: certificate notAfter (epoch seconds) by name; wins over renewal events."""
         self._pulled.certificate_expiries = source
+
+    def bind_observer_failures(self, source: Callable[[], Mapping[str, float]]) -> None:
+        """Read at every scrape: events each observer class failed on (the group logs the first)."""
+        self._pulled.observer_failures = source
 
     # -- events -----------------------------------------------------------------------------
     def on_event(self, event: Event) -> None:

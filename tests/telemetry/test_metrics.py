@@ -306,3 +306,21 @@ def test_security_events_never_label_principal_reason_or_unknown_kinds(
     assert len(security_lines) == len(SECURITY_KINDS) + 1  # every kind and other, nothing more
     for leaked in ("mallory", "trudy", "hunter2", "made_up_kind", "payments"):
         assert leaked not in "\n".join(security_lines), leaked
+
+
+def test_observer_failures_are_counted_by_observer() -> None:
+    from gateway.events import ObserverGroup
+
+    class Broken:
+        def on_event(self, event: object) -> None:
+            raise RuntimeError("a bug in a sink")
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    group = ObserverGroup([Broken(), metrics])
+    metrics.bind_observer_failures(group.failures_by_observer)
+    group.on_event(RetryBudgetExhausted(upstream="payments"))
+    group.on_event(RetryBudgetExhausted(upstream="payments"))
+    text = generate_latest(registry).decode()
+    assert 'cmn_observer_failures_total{observer="Broken"} 2.0' in text
+    assert 'cmn_retry_budget_exhausted_total{upstream="payments"} 2.0' in text  # the others still ran
