@@ -119,6 +119,7 @@ class MemoryTransport:
             transport=self.name,
             timestamp_ms=timestamp_ms,
             user_id=user_id,
+            source=REQUESTS,
             token=next(self._tags),
         )
         self._waiting.append(delivery)
