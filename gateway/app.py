@@ -20,9 +20,9 @@ from gateway.access.guard import Guard
 from gateway.admission import Admission
 from gateway.bus.base import Transport
 from gateway.clock import Clock, SystemClock
-from gateway.dedupe import Deduplicator, ResultStore
 from gateway.errors import ConfigError
 from gateway.events import Observer, ObserverGroup
+from gateway.idempotency import Deduplicator, IdempotencyStore
 from gateway.pipeline import Pipeline, RequestTracer
 from gateway.secrets import SecretResolver
 from gateway.settings import Settings, describe_validation_error, read_yaml
@@ -170,7 +170,7 @@ class Gateway:
         secrets = await build_secrets(settings, stack)
         guard = await build_guard(settings, config.upstreams, config.security, secrets, clock, stack)
         self.forwarder = await self._build_forwarder(tls, secrets)
-        store: ResultStore | None = await build_dedupe_store(settings, clock=clock, resources=stack)
+        store: IdempotencyStore | None = await build_dedupe_store(settings, clock=clock, resources=stack)
         self.transports = self._given_transports or await self._build_transports()
         self.telemetry = TelemetryService(clock=self.clock, instance=self.instance, publishers=self.transports)
         self.observer.add(self.telemetry)  # the stream sink, beside metrics and the log line
@@ -208,7 +208,7 @@ class Gateway:
         return forwarder
 
     def _pipeline(
-        self, transport: Transport, tracer: RequestTracer, store: ResultStore | None, guard: Guard
+        self, transport: Transport, tracer: RequestTracer, store: IdempotencyStore | None, guard: Guard
     ) -> Pipeline:
         assert self.forwarder is not None and self.telemetry is not None
         settings = self.settings

@@ -29,7 +29,6 @@ from gateway.access.identity import ANONYMOUS_CALLER, Caller, Signed
 from gateway.admission import Admission
 from gateway.bus.base import REQUESTS, Delivery, OutboundMessage, Transport
 from gateway.clock import Clock
-from gateway.dedupe import Deduplicator, IdempotencyKey
 from gateway.envelope.codec import (
     JSON,
     MSGPACK,
@@ -43,6 +42,7 @@ from gateway.envelope.codec import (
 from gateway.envelope.models import RequestEnvelope
 from gateway.errors import GatewayError, InternalError, MessageRejectedError, ReplyToRefusedError
 from gateway.events import MessageDeadLettered, Observer, RequestCompleted, RequestReceived, SecurityRefused
+from gateway.idempotency import Deduplicator, IdempotencyKey
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
 

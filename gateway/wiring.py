@@ -22,8 +22,8 @@ from gateway.access.replay import MemoryReplayRecord, RedisReplayRecord, ReplayR
 from gateway.access.reply_address import ReplyAddresses
 from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY, Transport
 from gateway.clock import Clock
-from gateway.dedupe import ResultStore
 from gateway.events import Observer
+from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from gateway.secrets import SecretResolver
 from gateway.settings import Settings
 from gateway.upstream.config import UpstreamsFile
@@ -107,10 +107,8 @@ async def build_certificates(
     return provider
 
 
-async def build_dedupe_store(settings: Settings, *, clock: Clock, resources: AsyncExitStack) -> ResultStore:
+async def build_dedupe_store(settings: Settings, *, clock: Clock, resources: AsyncExitStack) -> IdempotencyStore:
     """Redis when REDIS_URL is set (shared by every replica), else this process's memory."""
-    from gateway.upstream.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
-
     if settings.redis_url:
         store = RedisIdempotencyStore.from_url(settings.redis_url)
         resources.push_async_callback(store.aclose)

@@ -26,10 +26,10 @@ from gateway.admission import Admission
 from gateway.app import Gateway, load_config
 from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY
 from gateway.client import GatewayClient
-from gateway.dedupe import Deduplicator
 from gateway.envelope.codec import JSON, Reply
 from gateway.errors import BusUnavailableError
 from gateway.events import Event, ObserverGroup, RecordingObserver, RequestCompleted
+from gateway.idempotency import Deduplicator, MemoryIdempotencyStore
 from gateway.pipeline import Pipeline
 from gateway.settings import load_settings
 from gateway.telemetry.service import TelemetryService
@@ -37,7 +37,6 @@ from gateway.telemetry.tracing import NoopRequestTracer
 from gateway.testing import FakeClock, MemoryRequester, MemoryTransport
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
 from gateway.upstream.forward import build_forwarder
-from gateway.upstream.idempotency import MemoryIdempotencyStore
 from gateway.worker import Lane, Worker
 from tests.fixtures.upstreams import Upstream
 

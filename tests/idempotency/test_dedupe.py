@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.clock import Deadline, SystemClock
-from gateway.dedupe import Deduplicator, IdempotencyKey
 from gateway.errors import DeadlineExceededError, IdempotencyMismatchError, UpstreamTimeoutError
+from gateway.idempotency import Deduplicator, IdempotencyKey, MemoryIdempotencyStore, RedisIdempotencyStore
 from gateway.testing import FakeClock
 from gateway.upstream.base import UpstreamResponse
-from gateway.upstream.idempotency import MemoryIdempotencyStore, RedisIdempotencyStore
 
 REDIS = "redis://127.0.0.1:6379/0"
 CLOCK = SystemClock()
