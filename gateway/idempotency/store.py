@@ -74,6 +74,10 @@ class MemoryIdempotencyStore:
         self.too_large = 0  # never kept
 
     @property
+    def max_bytes(self) -> int:
+        return self._max
+
+    @property
     def nbytes(self) -> int:
         """The bytes this store accounts for (keys, values, per-entry overhead); never above ``max_bytes``."""
         return self._bytes
