@@ -75,7 +75,7 @@ class GatewayClient:
     # -- construction ---------------------------------------------------------------------
     @classmethod
     def rabbitmq(cls, url: str, **kwargs: Any) -> GatewayClient:
-        from gateway.bus.rabbitmq_requester import RabbitRequester
+        from gateway.bus.rabbitmq.requester import RabbitRequester
 
         codec, clock = kwargs.pop("codec", JSON), kwargs.pop("clock", None) or SystemClock()
         key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)

@@ -143,7 +143,7 @@ async def build_transports(
     """RabbitMQ when AMQP_URL is set, Kafka when ``bootstrap`` is; each takes the gateway's clock."""
     transports: list[Transport] = []
     if settings.amqp_url:
-        from gateway.bus.rabbitmq import RabbitTransport
+        from gateway.bus.rabbitmq.transport import RabbitTransport
 
         transports.append(
             RabbitTransport(

@@ -24,11 +24,11 @@ from confluent_kafka import Consumer, Producer
 
 from gateway.app import Gateway, load_config
 from gateway.bus.kafka import KafkaTransport
-from gateway.bus.rabbitmq import RabbitTransport
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock
 from gateway.events import RecordingObserver, SecurityRefused
 from gateway.settings import load_settings
-from tests.bus.rabbit_node import RabbitNode
+from tests.bus.rabbitmq.node import RabbitNode
 from tests.fixtures.kafka import FAST_GROUP
 from tests.fixtures.upstreams import Upstream
 

@@ -17,7 +17,7 @@ import pytest
 from gateway.bus.base import OutboundMessage
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka import KafkaTransport
-from gateway.bus.rabbitmq import RabbitTransport
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock
 from gateway.errors import BusUnavailableError
 from tests.fixtures.kafka import FAST_GROUP

@@ -14,8 +14,8 @@ import pytest
 from gateway.bus.base import ERROR_HEADER, Delivery, OutboundMessage, ReplyMessage, Requester, Transport
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_requester import KafkaRequester
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock
 from gateway.testing import MemoryRequester, MemoryTransport
 from tests.fixtures.kafka import FAST_GROUP

@@ -10,12 +10,12 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from gateway.bus.rabbitmq_topology import connect
+from gateway.bus.rabbitmq.connection import connect
 from gateway.certs.bundle import CertificateBundle
 from gateway.certs.devca import DevCertificateAuthority, write_leaf
 from gateway.errors import ConfigError
 from gateway.tls import client_context
-from tests.bus.rabbit_node import RabbitNode
+from tests.bus.rabbitmq.node import RabbitNode
 from tests.fixtures.upstreams import free_port
 
 

@@ -15,8 +15,8 @@ from gateway.app import Gateway, load_config
 from gateway.bus.base import Transport
 from gateway.bus.kafka import KafkaTransport
 from gateway.bus.kafka_requester import KafkaRequester
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from gateway.envelope.codec import JSON

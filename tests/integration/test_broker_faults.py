@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.app import Gateway, load_config
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from gateway.settings import load_settings

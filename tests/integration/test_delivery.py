@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 
 from gateway.app import Gateway, load_config
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from gateway.events import MessageDeadLettered

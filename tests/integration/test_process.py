@@ -14,7 +14,7 @@ from aiohttp import web
 
 from gateway.bus.base import ReplyMessage
 from gateway.bus.kafka_requester import KafkaRequester
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from gateway.envelope.codec import decode_reply, encode_request

@@ -8,12 +8,12 @@ import uuid
 import aiohttp
 
 from gateway.app import Gateway, load_config
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from gateway.settings import load_settings
-from tests.bus.rabbit_node import RabbitNode
+from tests.bus.rabbitmq.node import RabbitNode
 from tests.fixtures.upstreams import Upstream
 
 

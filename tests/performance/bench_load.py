@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 
 from gateway.bus.kafka_requester import KafkaRequester
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.client import GatewayClient, ReplyTimeoutError
 from gateway.clock import SystemClock
 from tests.performance.bench_procs import AMQP_URL

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from aiohttp import web
 
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.client import GatewayClient, ReplyTimeoutError
 from gateway.clock import SystemClock
 from gateway.envelope.codec import JSON, MSGPACK, decode_reply

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway.bus.base import Delivery
 from gateway.bus.kafka import KafkaTransport
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
+from gateway.bus.rabbitmq.topology import STREAM_ARGUMENTS
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.envelope.models import TelemetryEvent
 from gateway.errors import BusUnavailableError
 from gateway.events import (

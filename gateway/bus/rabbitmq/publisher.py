@@ -16,9 +16,9 @@ from aio_pika.abc import AbstractRobustChannel
 from pamqp.commands import Basic
 
 from gateway.bus.base import PUBLISH_TIMEOUT
-from gateway.bus.rabbitmq_confirms import ordered_confirms
-from gateway.bus.rabbitmq_topology import BROKER_ERRORS, underlay
-from gateway.bus.rabbitmq_wire import MAX_SHORT_STR, LeanPublisher
+from gateway.bus.rabbitmq.aiormq_internals.confirms import ordered_confirms
+from gateway.bus.rabbitmq.aiormq_internals.wire import MAX_SHORT_STR, LeanPublisher
+from gateway.bus.rabbitmq.connection import BROKER_ERRORS, underlay
 from gateway.clock import Clock
 from gateway.errors import BusUnavailableError, MessageRejectedError
 

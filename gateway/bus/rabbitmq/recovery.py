@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from gateway.bus.rabbitmq_topology import BROKER_ERRORS
+from gateway.bus.rabbitmq.connection import BROKER_ERRORS
 from gateway.clock import Clock
 
 log = logging.getLogger(__name__)

@@ -19,22 +19,14 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from gateway.bus.amqp_text import tolerate_non_utf8
 from gateway.bus.base import PUBLISH_TIMEOUT, REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
-from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
-from gateway.bus.rabbitmq_recovery import Resubscriber
-from gateway.bus.rabbitmq_stream import RabbitTelemetryStream
-from gateway.bus.rabbitmq_topology import (
-    DEFAULT_CONTENT_TYPE,
-    DIRECT_REPLY_TO,
-    TRANSPORT_NAME,
-    Topology,
-    connect,
-    declare_requests,
-    properties,
-    text_headers,
-    underlay,
-)
+from gateway.bus.rabbitmq.aiormq_internals.text import tolerate_non_utf8
+from gateway.bus.rabbitmq.connection import connect, underlay
+from gateway.bus.rabbitmq.properties import DEFAULT_CONTENT_TYPE, properties, text_headers
+from gateway.bus.rabbitmq.publisher import ConfirmedPublisher
+from gateway.bus.rabbitmq.recovery import Resubscriber
+from gateway.bus.rabbitmq.stream import RabbitTelemetryStream
+from gateway.bus.rabbitmq.topology import DIRECT_REPLY_TO, TRANSPORT_NAME, Topology, declare_requests
 from gateway.clock import Clock
 
 log = logging.getLogger(__name__)

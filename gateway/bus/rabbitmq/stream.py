@@ -16,8 +16,9 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
-from gateway.bus.rabbitmq_recovery import Resubscriber
-from gateway.bus.rabbitmq_topology import BROKER_ERRORS, Topology, declare_telemetry, underlay
+from gateway.bus.rabbitmq.connection import BROKER_ERRORS, underlay
+from gateway.bus.rabbitmq.recovery import Resubscriber
+from gateway.bus.rabbitmq.topology import Topology, declare_telemetry
 from gateway.clock import Clock
 
 log = logging.getLogger(__name__)

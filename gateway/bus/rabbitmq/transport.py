@@ -4,7 +4,7 @@ One robust connection, two channels: one consumes (prefetch = the in-flight limi
 one publishes with publisher confirms. Consuming and acking go through the underlying aiormq
 channel: aio-pika would build an IncomingMessage and two more tasks per delivery, and wait for
 the socket buffer on every ack. Publishing goes through ``ConfirmedPublisher`` (lean encoding,
-rabbitmq_wire) and the connection writes its frames coalesced (rabbitmq_coalesce). aio-pika
+aiormq_internals.wire) and the connection writes its frames coalesced (aiormq_internals.coalesce). aio-pika
 still owns reconnecting; after it reopens the consuming channel (prefetch restored), a
 ``Resubscriber`` declares the topology again and consumes again, retrying until it works.
 
@@ -26,26 +26,21 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from gateway.bus.amqp_text import tolerate_non_utf8
 from gateway.bus.base import ERROR_HEADER, PUBLISH_TIMEOUT, REQUESTS, TELEMETRY, Delivery, Handler, OutboundMessage
-from gateway.bus.rabbitmq_coalesce import CoalesceStats
-from gateway.bus.rabbitmq_publisher import ConfirmedPublisher
-from gateway.bus.rabbitmq_recovery import Resubscriber
-from gateway.bus.rabbitmq_topology import (
-    BROKER_ERRORS,
+from gateway.bus.rabbitmq.aiormq_internals.coalesce import CoalesceStats
+from gateway.bus.rabbitmq.aiormq_internals.text import tolerate_non_utf8
+from gateway.bus.rabbitmq.aiormq_internals.wire import try_ack
+from gateway.bus.rabbitmq.connection import BROKER_ERRORS, connect, underlay
+from gateway.bus.rabbitmq.properties import (
     DEFAULT_CONTENT_TYPE,
-    DIRECT_REPLY_TO,
-    TRANSPORT_NAME,
-    Topology,
-    connect,
     dead_letter_properties,
-    declare_topology,
     properties,
     text_headers,
     timestamp_ms,
-    underlay,
 )
-from gateway.bus.rabbitmq_wire import try_ack
+from gateway.bus.rabbitmq.publisher import ConfirmedPublisher
+from gateway.bus.rabbitmq.recovery import Resubscriber
+from gateway.bus.rabbitmq.topology import DIRECT_REPLY_TO, TRANSPORT_NAME, Topology, declare_topology
 from gateway.clock import Clock
 from gateway.events import Observer, ReplyUnroutable
 

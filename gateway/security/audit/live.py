@@ -9,8 +9,9 @@ gives one finding, not three.
 The guest check logs in to AMQP_URL's host and vhost as guest/guest and closes at once. RabbitMQ
 lets guest in only over loopback by default (``loopback_users``), so a login accepted on a remote
 host is high (anyone on the network has a broker account); accepted on loopback it is medium: the
-account exists and any process on that host may use it. This is the one place outside
-``gateway.bus`` that opens a broker connection: a bare login, not a transport.
+account exists and any process on that host may use it. The login itself is
+``gateway.bus.rabbitmq.connection.try_login`` (a bare login, not a transport): only ``gateway.bus``
+imports the broker libraries.
 """
 
 from __future__ import annotations
@@ -196,17 +197,6 @@ async def broker_findings(ctx: AuditContext) -> list[Finding]:
 
 async def try_login(url: str) -> bool | str:
     """True when the broker accepted the login, False when it refused it, else why it was not tried."""
-    import aiormq
-    from aiormq.exceptions import ProbableAuthenticationError
+    from gateway.bus.rabbitmq.connection import try_login as bare_login
 
-    try:
-        async with asyncio.timeout(LOGIN_TIMEOUT):
-            connection = await aiormq.connect(url)
-    except ProbableAuthenticationError:
-        return False
-    except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
-        if "ACCESS_REFUSED" in str(exc):
-            return False
-        return type(exc).__name__
-    await connection.close()
-    return True
+    return await bare_login(url, timeout=LOGIN_TIMEOUT)

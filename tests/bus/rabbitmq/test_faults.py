@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.bus.base import Delivery, OutboundMessage, ReplyMessage
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock
 from gateway.errors import BusUnavailableError, MessageRejectedError
-from tests.bus.rabbit_node import MAX_MESSAGE_SIZE, RabbitNode
+from tests.bus.rabbitmq.node import MAX_MESSAGE_SIZE, RabbitNode
 from tests.fixtures.rabbit import wait_until
 
 RECOVERY = 60.0  # a restart takes about 5-7 s here; generous for a loaded 2-core box

@@ -7,7 +7,7 @@ import asyncio
 
 import aiormq
 
-from gateway.bus.rabbitmq_recovery import Resubscriber
+from gateway.bus.rabbitmq.recovery import Resubscriber
 from gateway.testing import FakeClock
 
 

@@ -8,8 +8,8 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from gateway.bus.base import Delivery, OutboundMessage, ReplyMessage
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_requester import RabbitRequester
+from gateway.bus.rabbitmq.requester import RabbitRequester
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from tests.fixtures.rabbit import RequesterFactory, TransportFactory, wait_until
 
 

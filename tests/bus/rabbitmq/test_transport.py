@@ -11,8 +11,8 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from gateway.bus.base import ERROR_HEADER, Delivery, OutboundMessage
-from gateway.bus.rabbitmq import RabbitTransport
-from gateway.bus.rabbitmq_topology import STREAM_ARGUMENTS
+from gateway.bus.rabbitmq.topology import STREAM_ARGUMENTS
+from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.events import Event, ReplyUnroutable
 from tests.fixtures.rabbit import TransportFactory, ready_count, reply_queue, wait_until
 
@@ -284,7 +284,7 @@ async def test_a_reply_nobody_can_receive_is_returned_counted_and_the_request_st
     await transport.start(echo(transport, seen))
     queue, replies = await reply_queue(amqp_channel)
     gone = f"{rabbit_queue}.requester-gone"  # no such queue: its requester went away
-    with caplog.at_level(logging.WARNING, logger="gateway.bus.rabbitmq"):
+    with caplog.at_level(logging.WARNING, logger="gateway.bus.rabbitmq.transport"):
         for reply_to, correlation in ((gone, "c-gone"), (queue.name, "c-here")):
             message = aio_pika.Message(b'{"id": "r"}', reply_to=reply_to, correlation_id=correlation)
             await amqp_channel.default_exchange.publish(message, routing_key=rabbit_queue)

@@ -7,7 +7,7 @@ frame the broker sends: py-spy put about 4 % of the gateway's CPU in the 10,000-
 Tags are taken in increasing order and ``confirmations`` is a dict, which keeps insertion order, so
 the walk can stop at the first tag past the confirmed one.
 
-Like ``rabbitmq_coalesce`` this reaches into aiormq: the channel's ``confirmations`` dict, its
+Like ``coalesce`` this reaches into aiormq: the channel's ``confirmations`` dict, its
 ``_confirm_delivery`` and the reader's call of ``_on_confirm_frame``. ``ordered_confirms`` checks that
 shape and leaves a channel alone (only slower) when it does not match.
 """

@@ -9,9 +9,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aiormq.abc import ChannelFrame
 from pamqp import commands
 
-from gateway.bus import rabbitmq_topology
 from gateway.bus.base import Delivery, OutboundMessage
-from gateway.bus.rabbitmq_coalesce import QUEUE_BOUND, CoalesceStats, coalesce_writes
+from gateway.bus.rabbitmq.aiormq_internals.coalesce import QUEUE_BOUND, CoalesceStats, coalesce_writes
+from gateway.bus.rabbitmq.connection import underlay
 from tests.fixtures.rabbit import TransportFactory, wait_until
 
 
@@ -102,15 +102,15 @@ async def test_a_plain_aiormq_connection_keeps_every_message(amqp_url: str) -> N
         assert coalesce_writes(connection.transport.connection, stats)
         channel = await connection.channel()
         queue = await channel.declare_queue(exclusive=True)
-        underlay = await rabbitmq_topology.underlay(channel)
+        aiormq_channel = await underlay(channel)
         properties = commands.Basic.Properties()
         await asyncio.gather(
             *(
-                underlay.basic_publish(b"x", routing_key=queue.name, properties=properties, wait=False)
+                aiormq_channel.basic_publish(b"x", routing_key=queue.name, properties=properties, wait=False)
                 for _ in range(200)
             )
         )
-        declared = await underlay.queue_declare(queue.name, passive=True)
+        declared = await aiormq_channel.queue_declare(queue.name, passive=True)
         assert declared.message_count == 200
         assert stats.frames > stats.writes
     finally:

@@ -10,7 +10,7 @@ import aiormq
 import pytest
 from pamqp.commands import Basic
 
-from gateway.bus.rabbitmq_confirms import ordered_confirms
+from gateway.bus.rabbitmq.aiormq_internals.confirms import ordered_confirms
 from tests.fixtures.rabbit import AMQP_URL
 
 

@@ -12,7 +12,7 @@ from pamqp.commands import Basic
 from pamqp.common import FieldTable
 from pamqp.header import ContentHeader
 
-from gateway.bus.rabbitmq_wire import (
+from gateway.bus.rabbitmq.aiormq_internals.wire import (
     FRAME_HEADER,
     FRAME_METHOD,
     ack_method,
