@@ -100,7 +100,7 @@ async def _client(settings: Settings, msgpack: bool, *, stream: str | None = Non
 async def _kafka_security(settings: Settings) -> Any:
     """KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* as the gateway reads them. A named client
     certificate is loaded once from CMN_UPSTREAMS_FILE's `certificates:` (a CLI run needs no renewals)."""
-    from gateway.bus.kafka_security import security_from_settings
+    from gateway.bus.kafka.security import security_from_settings
     from gateway.certs.wiring import broker_tls_context
     from gateway.clock import SystemClock
 

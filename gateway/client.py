@@ -30,7 +30,7 @@ from gateway.errors import UpstreamTimeoutError
 from gateway.telemetry.messaging import messaging_span
 
 if TYPE_CHECKING:
-    from gateway.bus.kafka_security import KafkaSecurity
+    from gateway.bus.kafka.security import KafkaSecurity
 
 _MISSING: Any = object()
 
@@ -83,9 +83,9 @@ class GatewayClient:
 
     @classmethod
     def kafka(cls, bootstrap: str, *, security: KafkaSecurity | None = None, **kwargs: Any) -> GatewayClient:
-        """``security``: SASL and TLS for every connection (``gateway.bus.kafka_security``); PLAINTEXT if None."""
-        from gateway.bus.kafka import KafkaRequester
-        from gateway.bus.kafka_security import PLAINTEXT
+        """``security``: SASL and TLS for every connection (``gateway.bus.kafka.security``); PLAINTEXT if None."""
+        from gateway.bus.kafka.requester import KafkaRequester
+        from gateway.bus.kafka.security import PLAINTEXT
 
         codec, clock = kwargs.pop("codec", JSON), kwargs.pop("clock", None) or SystemClock()
         key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.telemetry.metrics import Metrics
+    from gateway.telemetry.server import StatusSource
     from gateway.telemetry.tracing import TracingHandle
     from gateway.upstream.tls import TlsContextProvider
 
@@ -62,9 +63,14 @@ async def build_tracing(settings: Settings, resources: AsyncExitStack) -> Tracin
 
 
 async def build_metrics(
-    settings: Settings, resources: AsyncExitStack, *, readiness: Callable[[], bool], upstreams: Iterable[str] = ()
+    settings: Settings,
+    resources: AsyncExitStack,
+    *,
+    readiness: Callable[[], bool],
+    upstreams: Iterable[str] = (),
+    status: StatusSource | None = None,
 ) -> MetricsHandle | None:
-    """Prometheus metrics and the probes on METRICS_PORT when ENABLE_METRICS, else None."""
+    """Prometheus metrics, the probes and ``/admin/upstreams`` on METRICS_PORT when ENABLE_METRICS, else None."""
     if not settings.enable_metrics:
         return None
     from prometheus_client import CollectorRegistry
@@ -73,7 +79,7 @@ async def build_metrics(
     from gateway.telemetry.server import MetricsServer
 
     registry = CollectorRegistry()
-    server = MetricsServer(registry, port=settings.metrics_port, readiness=readiness)
+    server = MetricsServer(registry, port=settings.metrics_port, readiness=readiness, status=status)
     await server.start()
     resources.push_async_callback(server.aclose)
     return MetricsHandle(Metrics(registry, upstreams=upstreams), registry, server.port)
@@ -174,8 +180,8 @@ async def _kafka_transport(
     resources: AsyncExitStack,
     metrics: Metrics | None,
 ) -> Transport:
-    from gateway.bus.kafka import KafkaTransport
-    from gateway.bus.kafka_security import security_from_settings
+    from gateway.bus.kafka.security import security_from_settings
+    from gateway.bus.kafka.transport import KafkaTransport
 
     security = security_from_settings(s)
     if security.tls:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.bus.kafka_security import KafkaSecurity
+from gateway.bus.kafka.security import KafkaSecurity
 from gateway.bus.rabbitmq.connection import amqps_context
 from gateway.certs.config import CertificatesConfig
 from gateway.certs.configured import build_manager

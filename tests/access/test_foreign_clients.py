@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from gateway.app import Gateway, load_config
-from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock
 from gateway.events import RecordingObserver, SecurityRefused

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.bus.base import OutboundMessage
 from gateway.bus.embedded import EmbeddedBroker
-from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock
 from gateway.errors import BusUnavailableError

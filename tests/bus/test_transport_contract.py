@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from gateway.bus.base import ERROR_HEADER, Delivery, OutboundMessage, ReplyMessage, Requester, Transport
-from gateway.bus.kafka import KafkaTransport
-from gateway.bus.kafka_requester import KafkaRequester
+from gateway.bus.kafka.requester import KafkaRequester
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.clock import SystemClock

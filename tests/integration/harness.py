@@ -13,8 +13,8 @@ from aiokafka import AIOKafkaConsumer
 
 from gateway.app import Gateway, load_config
 from gateway.bus.base import Transport
-from gateway.bus.kafka import KafkaTransport
-from gateway.bus.kafka_requester import KafkaRequester
+from gateway.bus.kafka.requester import KafkaRequester
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.client import GatewayClient

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from gateway.bus.base import ReplyMessage
-from gateway.bus.kafka_requester import KafkaRequester
+from gateway.bus.kafka.requester import KafkaRequester
 from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.bus.kafka_requester import KafkaRequester
+from gateway.bus.kafka.requester import KafkaRequester
 from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.client import GatewayClient, ReplyTimeoutError
 from gateway.clock import SystemClock

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
 
 from gateway.bus.base import Delivery
-from gateway.bus.kafka import KafkaTransport
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.bus.rabbitmq.topology import STREAM_ARGUMENTS
 from gateway.bus.rabbitmq.transport import RabbitTransport
 from gateway.envelope.models import TelemetryEvent

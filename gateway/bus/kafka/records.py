@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import Delivery
-from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity, login_refused
+from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity, login_refused
 from gateway.errors import BusUnavailableError, MessageRejectedError
 
 DEFAULT_CONTENT_TYPE = "application/json"

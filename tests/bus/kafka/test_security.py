@@ -24,9 +24,9 @@ import pytest
 
 from gateway.app import Gateway, load_config
 from gateway.bus.embedded import EmbeddedBroker
-from gateway.bus.kafka import KafkaTransport
-from gateway.bus.kafka_records import KafkaLoginRefusedError, KafkaUnavailableError
-from gateway.bus.kafka_security import KafkaSecurity, security_from_settings
+from gateway.bus.kafka.records import KafkaLoginRefusedError, KafkaUnavailableError
+from gateway.bus.kafka.security import KafkaSecurity, security_from_settings
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.certs.devca import DevCertificateAuthority, write_leaf
 from gateway.certs.tls import server_context
 from gateway.client import GatewayClient

@@ -18,8 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
-from gateway.bus.kafka_producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
-from gateway.bus.kafka_records import (
+from gateway.bus.kafka.producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
+from gateway.bus.kafka.records import (
     CONTENT_TYPE,
     CORRELATION_ID,
     DEFAULT_CONTENT_TYPE,
@@ -27,7 +27,7 @@ from gateway.bus.kafka_records import (
     KafkaOptions,
     decode_headers,
 )
-from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity
+from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity
 from gateway.clock import Clock
 
 log = structlog.get_logger("cmn.bus.kafka")

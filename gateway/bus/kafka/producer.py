@@ -17,7 +17,7 @@ from aiokafka.errors import (
 )
 
 from gateway.bus.base import PUBLISH_TIMEOUT, OutboundMessage
-from gateway.bus.kafka_records import (
+from gateway.bus.kafka.records import (
     KafkaHeaders,
     KafkaOptions,
     KafkaRecordRejectedError,
@@ -25,7 +25,7 @@ from gateway.bus.kafka_records import (
     encode_headers,
     message_headers,
 )
-from gateway.bus.kafka_security import START_ERRORS
+from gateway.bus.kafka.security import START_ERRORS
 from gateway.clock import Clock
 
 # Replies carry upstream bodies up to MAX_RESPONSE_BYTES (10 MiB by default), base64-encoded when

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from gateway.bus.kafka_offsets import OffsetBook, PartitionOffsets
+from gateway.bus.kafka.offsets import OffsetBook, PartitionOffsets
 
 
 def test_commit_waits_for_the_oldest_unfinished_offset() -> None:

@@ -28,10 +28,10 @@ from gateway.bus.base import (
     Handler,
     OutboundMessage,
 )
-from gateway.bus.kafka_offsets import OffsetBook
-from gateway.bus.kafka_producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
-from gateway.bus.kafka_security import PLAINTEXT, START_ERRORS, KafkaSecurity
+from gateway.bus.kafka.offsets import OffsetBook
+from gateway.bus.kafka.producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
+from gateway.bus.kafka.records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
+from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity
 from gateway.clock import Clock
 
 log = structlog.get_logger("cmn.bus.kafka")
@@ -427,17 +427,3 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-# Re-exported: the client side lives in its own module but is found where users look first.
-from gateway.bus.kafka_requester import KafkaRequester, KafkaTelemetryStream  # noqa: E402
-
-__all__ = [
-    "KafkaProducerLink",
-    "KafkaRecordRejectedError",
-    "KafkaRequester",
-    "KafkaSecurity",
-    "KafkaTelemetryStream",
-    "KafkaTransport",
-    "KafkaUnavailableError",
-]

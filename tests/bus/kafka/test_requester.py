@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from gateway.bus.base import Delivery, Handler, OutboundMessage, ReplyMessage
-from gateway.bus.kafka import KafkaRequester, KafkaTransport
+from gateway.bus.kafka.requester import KafkaRequester
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.clock import SystemClock
 from tests.fixtures.kafka import KafkaTransportFactory, read_topic, topics, unique
 

@@ -15,9 +15,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, Delivery, OutboundMessage
 from gateway.bus.embedded import EmbeddedBroker, free_port
-from gateway.bus.kafka import KafkaRequester, KafkaTransport
-from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
+from gateway.bus.kafka.producer import KafkaProducerLink
+from gateway.bus.kafka.records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
+from gateway.bus.kafka.requester import KafkaRequester
+from gateway.bus.kafka.transport import KafkaTransport
 from gateway.clock import SystemClock
 from gateway.testing import FakeClock
 from tests.fixtures.kafka import (
@@ -331,9 +332,10 @@ async def test_revocation_commits_finished_work_before_another_member_takes_over
 
 CHILD = """
 import asyncio, sys
-from gateway.bus.kafka import KafkaRequester, KafkaTransport
-from gateway.bus.kafka_producer import KafkaProducerLink
-from gateway.bus.kafka_records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
+from gateway.bus.kafka.requester import KafkaRequester
+from gateway.bus.kafka.transport import KafkaTransport
+from gateway.bus.kafka.producer import KafkaProducerLink
+from gateway.bus.kafka.records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError
 from gateway.clock import SystemClock
 
 async def main(bootstrap, topic, group):

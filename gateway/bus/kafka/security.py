@@ -3,7 +3,7 @@
     security = KafkaSecurity("SASL_SSL", "SCRAM-SHA-512", "cmn", password, ssl_context=context)
     AIOKafkaProducer(bootstrap_servers=..., **security.client_kwargs())
 
-``KafkaOptions.client_kwargs`` (kafka_records.py) merges it into every producer, consumer and admin
+``KafkaOptions.client_kwargs`` (records.py) merges it into every producer, consumer and admin
 client the transport and the requester create. Combinations are checked when the value is made, so
 a gateway with half a configuration stops at start-up with a ``ConfigError`` naming the settings;
 no message ever carries the password.
