@@ -8,6 +8,7 @@ import os
 import socket
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from importlib import metadata
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from gateway.access.guard import Guard
 from gateway.admission import Admission
 from gateway.bus.base import Transport
 from gateway.clock import Clock, SystemClock
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, UnknownUpstreamError
 from gateway.events import Observer, ObserverGroup
 from gateway.idempotency import Deduplicator, IdempotencyStore
 from gateway.pipeline import Pipeline, RequestTracer
@@ -30,6 +31,7 @@ from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
+from gateway.upstream.snapshot import InstanceSnapshot, TransportSnapshot
 from gateway.wiring import (
     MetricsHandle,
     build_certificates,
@@ -114,6 +116,8 @@ class Gateway:
         self.settings = config.settings
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.instance = self.settings.instance or f"{socket.gethostname()}-{os.getpid()}"
+        self.version = _package_version()
+        self._started_at: float | None = None  # on this gateway's monotonic clock
         self.observer = ObserverGroup(list(observers or []))
         self._given_transports = transports
         self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
@@ -154,12 +158,14 @@ class Gateway:
 
     async def start(self) -> None:
         config, settings, clock, stack = self.config, self.settings, self.clock, self.resources
+        self._started_at = clock.monotonic()
         self.tracing = await build_tracing(settings, stack)
         tracer: RequestTracer = self.tracing.tracer
         self.observer.add(RequestLog())
         self._metrics = await build_metrics(
-            settings, stack, readiness=lambda: self.ready, upstreams=config.upstreams.upstreams
-        )
+            settings, stack,
+            readiness=lambda: self.ready, upstreams=config.upstreams.upstreams, status=self._status_json,
+        )  # fmt: skip
         if self._metrics is not None:
             self.observer.add(self._metrics.metrics)
             self._metrics.metrics.bind_observer_failures(self.observer.failures_by_observer)
@@ -261,6 +267,27 @@ class Gateway:
     def ready(self) -> bool:
         return self.worker is not None and self.worker.ready
 
+    def status(self, upstream: str | None = None) -> InstanceSnapshot:
+        """This instance's live state, every upstream's or one's (UnknownUpstreamError when not configured)."""
+        started = self._started_at
+        return InstanceSnapshot(
+            instance=self.instance,
+            version=self.version,
+            time=round(self.clock.time(), 3),
+            uptime=round(self.clock.monotonic() - started, 3) if started is not None else 0.0,
+            transports=tuple(TransportSnapshot(t.name, t.ready, t.in_flight) for t in self.transports),
+            in_flight=self.in_flight,
+            drain=self.worker.phase if self.worker is not None else "starting",
+            upstreams=self.forwarder.snapshot(upstream) if self.forwarder is not None else (),
+        )
+
+    def _status_json(self, upstream: str | None) -> dict[str, Any] | None:
+        """``status`` as JSON-ready data for the operations port; None for an unknown upstream."""
+        try:
+            return self.status(upstream).to_json()
+        except UnknownUpstreamError:
+            return None
+
     async def drain(self) -> None:
         if self.worker is not None:
             await self.worker.drain()
@@ -281,6 +308,13 @@ class Gateway:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.transports) or "none"
         return f"<Gateway {self.instance} [{names}] {'ready' if self.ready else 'not ready'}>"
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("cmn-gateway")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -16,6 +16,7 @@ import structlog
 
 from gateway.bus.base import Delivery, Handler, Transport
 from gateway.pipeline import Pipeline
+from gateway.upstream.snapshot import DrainState
 
 log = structlog.get_logger("cmn.worker")
 
@@ -54,12 +55,19 @@ class Worker:
         self._lanes = list(lanes)
         self._drain_timeout = drain_timeout
         self._started = False
+        self._phase: DrainState = "starting"
 
     async def start(self) -> None:
         for lane in self._lanes:
             await lane.transport.start(guarded(lane.transport, lane.pipeline.handle))
             log.info("consuming", transport=lane.transport.name)
         self._started = True
+        self._phase = "consuming"
+
+    @property
+    def phase(self) -> DrainState:
+        """Where the worker is in its life: starting, consuming, draining (finishing what it holds), stopped."""
+        return self._phase
 
     @property
     def ready(self) -> bool:
@@ -70,12 +78,15 @@ class Worker:
         if not self._started:
             return
         self._started = False
+        self._phase = "draining"
         drains = [lane.transport.drain() for lane in self._lanes]
         try:
             await asyncio.wait_for(asyncio.gather(*drains), self._drain_timeout)
         except TimeoutError:
             # Unsettled requests are redelivered to another worker: slow, but nothing is lost.
             log.warning("drain_timeout", seconds=self._drain_timeout)
+        finally:
+            self._phase = "stopped"
 
     async def aclose(self) -> None:
         await self.drain()

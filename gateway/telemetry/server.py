@@ -1,13 +1,22 @@
-"""The operations port: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for Kubernetes probes."""
+"""The operations port: ``/metrics`` for Prometheus, ``/healthz`` and ``/readyz`` for Kubernetes probes,
+``/admin/upstreams`` for operators (the instance's live state as JSON, read-only)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+
+StatusSource = Callable[[str | None], dict[str, Any] | None]
+"""The instance's state document as JSON-ready data, every upstream's or the one named; None when
+that upstream is not configured. The composition root passes it in: telemetry does not know upstreams."""
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 class MetricsServer:
@@ -15,6 +24,8 @@ class MetricsServer:
 
     ``/healthz`` answers 200 while the process serves at all (liveness); ``/readyz`` answers 200
     only while ``readiness()`` says the gateway is connected to its brokers and consuming.
+    ``/admin/upstreams`` (when a ``status`` source is given) answers GET only, ``?upstream=NAME``
+    narrows it (404 when NAME is not configured); any other method is a 405.
     Scrapes render on the event loop: a registry of a few thousand series renders in about a
     millisecond, and the pulled sources (consumer lag) are not safe to read from another thread.
     """
@@ -26,8 +37,10 @@ class MetricsServer:
         host: str = "0.0.0.0",  # nosec B104  # probes and scrapes come from outside the pod
         port: int,
         readiness: Callable[[], bool],
+        status: StatusSource | None = None,
     ) -> None:
         self._registry = registry
+        self._status = status
         self._host = host
         self._requested_port = port
         self._readiness = readiness
@@ -51,6 +64,8 @@ class MetricsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._status is not None:
+            app.router.add_get("/admin/upstreams", self._upstreams, allow_head=False)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -88,6 +103,13 @@ class MetricsServer:
         except Exception:  # noqa: BLE001 - a failing readiness check means "not ready", not a 500
             ready = False
         return web.Response(text="ready\n" if ready else "not ready\n", status=200 if ready else 503)
+
+    async def _upstreams(self, request: web.Request) -> web.Response:
+        assert self._status is not None  # the route exists only with a source
+        document = self._status(request.query.get("upstream"))
+        if document is None:
+            return web.json_response({"error": "no such upstream"}, status=404, headers=_NO_STORE)
+        return web.json_response(document, headers=_NO_STORE)
 
     def __repr__(self) -> str:
         where = f"{self._host}:{self._port}" if self._port is not None else "not started"

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gateway.clock import Deadline
 from gateway.envelope.models import RequestEnvelope
+from gateway.upstream.snapshot import UpstreamSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,5 +48,9 @@ class Forwarder(Protocol):
         ...
 
     async def forward(self, request: OutboundRequest) -> UpstreamResponse: ...
+
+    def snapshot(self, upstream: str | None = None) -> tuple[UpstreamSnapshot, ...]:
+        """Every upstream's live state, or one's (UnknownUpstreamError when not configured); no I/O."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.upstream.kinds import FAILURE_KINDS, FailureKind, WindowType
+from gateway.upstream.snapshot import BreakerSnapshot, rate, wall_time
 from gateway.upstream.window import TimeWindow
 
 _FAILED, _SLOW = 1, 2
@@ -81,6 +82,7 @@ class CircuitBreaker:
         self._probes_issued = 0
         self._probe = _CountWindow(policy.half_open_calls)
         self._timer: asyncio.Task[None] | None = None
+        self._tripped = (0, 0, 0)  # calls, failures, slow of the window that last opened it
 
     @property
     def state(self) -> BreakerState:
@@ -129,6 +131,7 @@ class CircuitBreaker:
             self._count.add(outcome)
             calls, failures, slow = self._count.calls, self._count.failures, self._count.slow
         if calls >= self.policy.minimum_calls and self._over_threshold(calls, failures, slow):
+            self._tripped = (calls, failures, slow)
             self._transition(BreakerState.OPEN)
 
     def _record_probe(self, outcome: int) -> None:
@@ -137,6 +140,8 @@ class CircuitBreaker:
         if probe.calls < self.policy.half_open_calls:
             return
         failed = self._over_threshold(probe.calls, probe.failures, probe.slow)
+        if failed:
+            self._tripped = (probe.calls, probe.failures, probe.slow)
         self._transition(BreakerState.OPEN if failed else BreakerState.CLOSED)
 
     def _over_threshold(self, calls: int, failures: int, slow: int) -> bool:
@@ -178,11 +183,37 @@ class CircuitBreaker:
             self._timer.cancel()
             self._timer = None
 
-    def __repr__(self) -> str:
+    def snapshot(self) -> BreakerSnapshot:
+        """The state and the rates that decide it, without performing a due transition."""
+        state = self._state
+        if state is BreakerState.OPEN and self._open_elapsed():
+            state = BreakerState.HALF_OPEN  # due; the timer or the next request performs it
+            calls = failures = slow = 0
+        elif state is BreakerState.OPEN:
+            calls, failures, slow = self._tripped
+        elif state is BreakerState.HALF_OPEN:
+            calls, failures, slow = self._probe.calls, self._probe.failures, self._probe.slow
+        else:
+            calls, failures, slow = self._window_totals()
+        open_until = self._opened_at + self.policy.open_duration if state is BreakerState.OPEN else None
+        policy = self.policy
+        return BreakerSnapshot(
+            state=state.value,
+            window=f"{policy.window_type}:{policy.window_size}{'s' if policy.window_type == 'time' else ''}",
+            calls=calls,
+            failure_rate=rate(failures, calls),
+            slow_call_rate=rate(slow, calls),
+            open_until=wall_time(self._clock, open_until) if open_until is not None else None,
+        )
+
+    def _window_totals(self) -> tuple[int, int, int]:
         if self.policy.window_type == "time":
             calls, failures, slow = self._time.totals(self._clock.monotonic())
-        else:
-            calls, failures, slow = self._count.calls, self._count.failures, self._count.slow
+            return calls, failures, slow
+        return self._count.calls, self._count.failures, self._count.slow
+
+    def __repr__(self) -> str:
+        calls, failures, slow = self._window_totals()
         return (
             f"<CircuitBreaker {self._state.value} window={self.policy.window_type}:{self.policy.window_size}"
             f" calls={calls} failures={failures} slow={slow}>"

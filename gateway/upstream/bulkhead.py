@@ -12,6 +12,7 @@ from types import TracebackType
 from gateway.clock import Clock, Deadline
 from gateway.errors import DeadlineExceededError, PoolExhaustedError
 from gateway.upstream.slots import Slots
+from gateway.upstream.snapshot import BulkheadSnapshot
 
 
 class BulkheadFullError(PoolExhaustedError):
@@ -55,6 +56,9 @@ class Bulkhead:
     @property
     def queued(self) -> int:
         return self._slots.waiting
+
+    def snapshot(self) -> BulkheadSnapshot:
+        return BulkheadSnapshot(self.policy.max_concurrent, self.policy.max_queued, self.in_flight, self.queued)
 
     def __repr__(self) -> str:
         return (

@@ -17,6 +17,7 @@ from gateway.upstream.host import Host
 from gateway.upstream.kinds import FailureKind
 from gateway.upstream.outlier import OutlierDetector
 from gateway.upstream.pool import ConnectionPool
+from gateway.upstream.snapshot import EndpointSnapshot
 
 
 class Cluster:
@@ -63,6 +64,23 @@ class Cluster:
         """An attempt that produced no outcome (no pool slot, cancelled): return its breaker permit."""
         if host.breaker is not None:
             host.breaker.release()
+
+    def snapshot(self) -> tuple[EndpointSnapshot, ...]:
+        """Every endpoint as its breaker, outlier detector, pool and health checker see it now."""
+        outlier = self.outlier.snapshot() if self.outlier is not None else {}
+        health = self.health.snapshot() if self.health is not None else {}
+        return tuple(
+            EndpointSnapshot(
+                url=host.url,
+                weight=host.weight,
+                active=host.active,
+                breaker=host.breaker.snapshot() if host.breaker is not None else None,
+                outlier=outlier.get(host.url),
+                pool=self.pool.snapshot(host.url),
+                health=health.get(host.url),
+            )
+            for host in self.hosts
+        )
 
     def start(self) -> None:
         if self.health is not None:

@@ -34,6 +34,7 @@ from gateway.upstream.ratelimit import BucketBackend, LocalBuckets, RateLimiter
 from gateway.upstream.ratelimit_redis import RedisBuckets
 from gateway.upstream.retry import RetryBudget
 from gateway.upstream.router import Router
+from gateway.upstream.snapshot import UpstreamSnapshot
 from gateway.upstream.tls import StaticTlsContexts, TlsContextProvider
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ class GatewayForwarder:
 
     async def forward(self, request: OutboundRequest) -> UpstreamResponse:
         return await self.router(request.upstream).forward(request)
+
+    def snapshot(self, upstream: str | None = None) -> tuple[UpstreamSnapshot, ...]:
+        """Every upstream's live state (or only ``upstream``'s: UnknownUpstreamError when not configured)."""
+        if upstream is not None:
+            return (self.router(upstream).snapshot(),)
+        return tuple(router.snapshot() for router in self._routers.values())
 
     def emit_pool_stats(self) -> None:
         for router in self._routers.values():

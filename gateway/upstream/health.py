@@ -19,6 +19,7 @@ from gateway.events import EndpointHealthChanged, Observer
 from gateway.upstream.auth import Credential
 from gateway.upstream.host import Host
 from gateway.upstream.http import Exchange, exchange
+from gateway.upstream.snapshot import HealthSnapshot
 from gateway.upstream.tls import TlsContextProvider
 
 
@@ -52,6 +53,7 @@ class HealthChecker:
         self._tls = tls
         self._credential = credential  # probes of an upstream behind auth carry its credential too
         self._streaks = {h.url: 0 for h in self._hosts}  # >0: passes in a row, <0: failures in a row
+        self._checked_at: dict[str, float] = {}  # epoch seconds of each host's last check
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -75,10 +77,25 @@ class HealthChecker:
         streak = self._streaks[host.url]
         streak = max(streak, 0) + 1 if passed else min(streak, 0) - 1
         self._streaks[host.url] = streak
+        self._checked_at[host.url] = self._clock.time()
         if host.healthy and -streak >= self.policy.unhealthy_threshold:
             self._flip(host, healthy=False)
         elif not host.healthy and streak >= self.policy.healthy_threshold:
             self._flip(host, healthy=True)
+
+    def snapshot(self) -> dict[str, HealthSnapshot]:
+        """Each host's health by URL: in rotation or not, the last result and the streak behind it."""
+        return {host.url: self._host_snapshot(host) for host in self._hosts}
+
+    def _host_snapshot(self, host: Host) -> HealthSnapshot:
+        streak = self._streaks[host.url]
+        return HealthSnapshot(
+            healthy=host.healthy,
+            last="passed" if streak > 0 else "failed" if streak < 0 else None,
+            consecutive_passes=max(streak, 0),
+            consecutive_failures=max(-streak, 0),
+            checked_at=self._checked_at.get(host.url),
+        )
 
     def _flip(self, host: Host, *, healthy: bool) -> None:
         host.healthy = healthy

@@ -17,6 +17,7 @@ from gateway.clock import Clock
 from gateway.events import EndpointEjected, EndpointRestored, Observer
 from gateway.upstream.host import Host
 from gateway.upstream.kinds import FailureKind
+from gateway.upstream.snapshot import OutlierSnapshot, wall_time
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,22 @@ class OutlierDetector:
         host.consecutive_failures = 0
         self._restored_at[host.url] = now
         self._observer.on_event(EndpointRestored(self.upstream, host.url))
+
+    def snapshot(self) -> dict[str, OutlierSnapshot]:
+        """Each host's ejection by URL; one whose time ran out (restored at the next pick) is not ejected."""
+        now = self._clock.monotonic()
+        return {
+            host.url: OutlierSnapshot(
+                ejected_until=(
+                    wall_time(self._clock, host.ejected_until)
+                    if host.ejected_until is not None and host.ejected_until > now
+                    else None
+                ),
+                ejections=host.ejections,
+                consecutive_failures=host.consecutive_failures,
+            )
+            for host in self._hosts
+        }
 
     def __repr__(self) -> str:
         ejected = [h.url for h in self._hosts if h.ejected]

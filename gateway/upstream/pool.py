@@ -25,6 +25,7 @@ from gateway.errors import PoolExhaustedError
 from gateway.events import PoolStats
 from gateway.upstream.http import Exchange, HttpResult, exchange
 from gateway.upstream.slots import Slots
+from gateway.upstream.snapshot import PoolSnapshot
 from gateway.upstream.tls import TlsContextProvider
 
 
@@ -161,10 +162,13 @@ class ConnectionPool:
             self._close_later(old)
 
     def stats(self, endpoint: str) -> PoolStats:
+        now = self.snapshot(endpoint)
+        return PoolStats(self.upstream, endpoint, in_use=now.in_use, idle=now.idle, waiting=now.waiting)
+
+    def snapshot(self, endpoint: str) -> PoolSnapshot:
         entry = self._entry(endpoint)
-        return PoolStats(
-            upstream=self.upstream,
-            endpoint=endpoint,
+        return PoolSnapshot(
+            size=entry.slots.size,
             in_use=entry.slots.in_use,
             idle=entry.current.idle_connections(),
             waiting=entry.slots.waiting,

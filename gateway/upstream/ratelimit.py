@@ -15,11 +15,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn, Protocol
+from typing import Literal, NoReturn, Protocol
 
 from gateway.clock import Clock, Deadline
 from gateway.errors import RateLimitedError
 from gateway.events import Observer, RateLimited
+from gateway.upstream.snapshot import BucketSnapshot, RateLimitSnapshot, TenantBucketSnapshot
+
+TENANTS_SHOWN = 5  # a snapshot lists the emptiest tenant buckets only; it counts them all
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,21 @@ BucketKey = tuple[str, Rate]
 class BucketBackend(Protocol):
     async def take(self, keys: Sequence[BucketKey]) -> tuple[float, int]:
         """One token from every bucket or none: (0.0, -1), else (seconds to wait, limiting key's index)."""
+        ...
+
+    @property
+    def scope(self) -> Literal["local", "shared"]:
+        """Whether the buckets are this replica's or every replica's."""
+        ...
+
+    @property
+    def degraded(self) -> bool:
+        """A shared backend deciding locally for now (its store unreachable)."""
+        ...
+
+    @property
+    def local(self) -> LocalBuckets:
+        """The buckets held in this process (a shared backend's fallback)."""
         ...
 
 
@@ -60,12 +78,19 @@ class TokenBucket:
         missing = n - self.tokens
         return 0.0 if missing <= 0 else missing / self.rate.rate
 
+    def level(self, now: float) -> float:
+        """The tokens there now, refill included, without changing the bucket."""
+        return min(self.rate.burst, self.tokens + max(now - self.updated, 0.0) * self.rate.rate)
+
     def __repr__(self) -> str:
         return f"<TokenBucket {self.tokens:.2f}/{self.rate.burst:g} +{self.rate.rate:g}/s>"
 
 
 class LocalBuckets:
     """In-process buckets; the least recently used ones are forgotten past ``max_buckets`` (they refill)."""
+
+    scope: Literal["local", "shared"] = "local"
+    degraded = False
 
     def __init__(self, clock: Clock, max_buckets: int = 10_000) -> None:
         self._clock = clock
@@ -94,6 +119,21 @@ class LocalBuckets:
                 self._buckets.popitem(last=False)
         self._buckets.move_to_end(name)
         return bucket
+
+    @property
+    def local(self) -> LocalBuckets:
+        return self
+
+    def level(self, name: str, rate: Rate) -> BucketSnapshot:
+        """How full a bucket is now, without touching it; one not held (or held at another rate) is full."""
+        bucket = self._buckets.get(name)
+        tokens = bucket.level(self._clock.monotonic()) if bucket is not None and bucket.rate == rate else rate.burst
+        return BucketSnapshot(tokens=round(tokens, 3), burst=rate.burst, rate=rate.rate)
+
+    def levels(self, prefix: str) -> list[tuple[str, float]]:
+        """(name after ``prefix``, tokens now) of every bucket held whose name starts with ``prefix``."""
+        now = self._clock.monotonic()
+        return [(name[len(prefix) :], b.level(now)) for name, b in self._buckets.items() if name.startswith(prefix)]
 
     def __repr__(self) -> str:
         return f"<LocalBuckets {len(self._buckets)} buckets>"
@@ -134,10 +174,26 @@ class RateLimiter:
                 self._reject(tenant, keys[index][0])
             await self._clock.sleep(delay)
 
+    def snapshot(self) -> RateLimitSnapshot:
+        """Tokens left in the upstream's bucket and in the emptiest tenant buckets, as held here."""
+        backend, local, tenant = self._backend, self._backend.local, self.tenant_rate
+        upstream = local.level(self.upstream, self.upstream_rate) if self.upstream_rate is not None else None
+        held = sorted(local.levels(self._tenant_prefix), key=lambda pair: pair[1]) if tenant is not None else []
+        tenants = tuple(
+            TenantBucketSnapshot(name, round(tokens, 3), tenant.burst, tenant.rate)
+            for name, tokens in held[:TENANTS_SHOWN]
+            if tenant is not None
+        )
+        return RateLimitSnapshot(backend.scope, backend.degraded, upstream, tenants, tenant_buckets=len(held))
+
+    @property
+    def _tenant_prefix(self) -> str:
+        return f"{self.upstream}|tenant|"
+
     def _keys(self, tenant: str | None) -> list[BucketKey]:
         keys: list[BucketKey] = []
         if self.tenant_rate is not None and tenant is not None:
-            keys.append((f"{self.upstream}|tenant|{tenant}", self.tenant_rate))
+            keys.append((self._tenant_prefix + tenant, self.tenant_rate))
         if self.upstream_rate is not None:
             keys.append((self.upstream, self.upstream_rate))
         return keys

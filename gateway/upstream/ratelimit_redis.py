@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -52,6 +53,8 @@ return {'0', 0}
 
 
 class RedisBuckets:
+    scope: Literal["local", "shared"] = "shared"
+
     def __init__(
         self,
         client: aioredis.Redis,
@@ -70,6 +73,11 @@ class RedisBuckets:
         self._prefix = prefix
         self._retry_interval = retry_interval
         self._down_until = -math.inf
+
+    @property
+    def local(self) -> LocalBuckets:
+        """The fallback buckets: this replica's view, deciding while Redis is out."""
+        return self._fallback
 
     @property
     def degraded(self) -> bool:

@@ -31,6 +31,7 @@ from gateway.upstream.http import Exchange, HttpResult
 from gateway.upstream.outcome import AttemptTimeoutError, TlsVerificationFailedError, failure_kind
 from gateway.upstream.ratelimit import RateLimiter
 from gateway.upstream.retry import RetryBudget, RetryPolicy, replayable
+from gateway.upstream.snapshot import UpstreamSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +230,14 @@ class Router:
             attempts=attempts,
             endpoint=attempt.host.url,
             upstream_duration=spent,
+        )
+
+    def snapshot(self) -> UpstreamSnapshot:
+        return UpstreamSnapshot(
+            name=self.name,
+            endpoints=self.cluster.snapshot(),
+            rate_limit=self.limiter.snapshot() if self.limiter is not None else None,
+            bulkhead=self.bulkhead.snapshot() if self.bulkhead is not None else None,
         )
 
     async def aclose(self) -> None:

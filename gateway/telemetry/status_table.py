@@ -1,0 +1,128 @@
+"""The instance state documents (``/admin/upstreams``, ``cmn status``) as a table an 80-column terminal holds.
+
+    gw-a 0.1.0  up 1h02m  consuming  in flight 3
+      transports: rabbitmq ready, kafka NOT READY
+    UPSTREAM / ENDPOINT         BREAKER   FAIL%  SLOW%  EJECTED  POOL u/i/w  HEALTH
+    payments  rate 7/10 local  bulkhead 2/10 +0
+      http://10.0.0.5:8080      open      100.0    0.0      12s       0/1/0  ok 3
+
+It reads the JSON-ready documents (the wire form), not the upstream layer's types: telemetry and
+upstream are siblings, and ``cmn status`` renders documents gathered from other replicas. Every line
+is at most ``width`` characters: long URLs keep their end (host and port tell endpoints apart),
+free text wraps.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# (title, width, right-aligned): 27 + 9 + 5 + 5 + 8 + 10 + 7 and six spaces make 77 columns.
+_COLUMNS = (
+    ("UPSTREAM / ENDPOINT", 27, False),
+    ("BREAKER", 9, False),
+    ("FAIL%", 5, True),
+    ("SLOW%", 5, True),
+    ("EJECTED", 8, True),
+    ("POOL u/i/w", 10, True),
+    ("HEALTH", 7, False),
+)
+
+Document = Mapping[str, Any]
+
+
+def render_status(documents: Sequence[Document], width: int = 80) -> str:
+    """One block per instance, blank lines between them."""
+    return "\n\n".join("\n".join(_instance(doc, width)) for doc in documents) + "\n"
+
+
+def _instance(doc: Document, width: int) -> list[str]:
+    up = duration(doc["uptime"])
+    head = f"{doc['instance']} {doc['version']}  up {up}  {doc['drain']}  in flight {doc['in_flight']}"
+    transports = ", ".join(f"{t['name']} {'ready' if t['ready'] else 'NOT READY'}" for t in doc["transports"])
+    lines = _wrap(head, width) + _wrap(f"transports: {transports or 'none'}", width, indent="  ")
+    lines.append(_row([title for title, _, _ in _COLUMNS]))
+    for upstream in doc["upstreams"]:
+        lines += _wrap(_upstream_line(upstream), width, indent="    ")
+        lines += [_row(_endpoint_cells(e, now=doc["time"])) for e in upstream["endpoints"]]
+    return lines
+
+
+def _upstream_line(upstream: Document) -> str:
+    parts = [upstream["name"]]
+    if (limit := upstream.get("rate_limit")) is not None:
+        parts.append(_rate_limit(limit))
+    if (b := upstream.get("bulkhead")) is not None:
+        parts.append(f"bulkhead {b['in_flight']}/{b['max_concurrent']} +{b['queued']}/{b['max_queued']}")
+    return "  ".join(parts)
+
+
+def _rate_limit(limit: Document) -> str:
+    scope = limit["scope"] + (" (redis down)" if limit["degraded"] else "")
+    if limit["scope"] == "shared":
+        scope += ", local view"
+    text = f"rate {_bucket(limit['upstream'])} {scope}" if limit["upstream"] is not None else f"rate {scope}"
+    if limit["tenant_buckets"]:
+        emptiest = limit["tenants"][0]
+        text += f"  tenants {limit['tenant_buckets']}, emptiest {emptiest['tenant']} {_bucket(emptiest)}"
+    return text
+
+
+def _bucket(bucket: Document) -> str:
+    return f"{bucket['tokens']:.4g}/{bucket['burst']:g}"
+
+
+def _endpoint_cells(endpoint: Document, *, now: float) -> list[str]:
+    breaker, outlier, health, pool = (endpoint.get(k) for k in ("breaker", "outlier", "health", "pool"))
+    ejected_until = outlier["ejected_until"] if outlier is not None else None
+    return [
+        "  " + keep_end(endpoint["url"], _COLUMNS[0][1] - 2),
+        breaker["state"] if breaker is not None else "-",
+        _percent(breaker["failure_rate"] if breaker is not None else None),
+        _percent(breaker["slow_call_rate"] if breaker is not None else None),
+        duration(ejected_until - now) if ejected_until is not None else "-",
+        f"{pool['in_use']}/{pool['idle']}/{pool['waiting']}" if pool is not None else "-",
+        _health(health),
+    ]
+
+
+def _health(health: Document | None) -> str:
+    if health is None or health["last"] is None:
+        return "-"
+    if health["last"] == "passed":
+        return f"ok {health['consecutive_passes']}"
+    return f"fail {health['consecutive_failures']}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    out = []
+    for (_, width, right), cell in zip(_COLUMNS, cells, strict=True):
+        text = cell if len(cell) <= width else cell[: width - 1] + "…"
+        out.append(text.rjust(width) if right else text.ljust(width))
+    return " ".join(out).rstrip()
+
+
+def _wrap(text: str, width: int, indent: str = "") -> list[str]:
+    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
+
+
+def keep_end(text: str, width: int) -> str:
+    """``text``, or its last characters behind an ellipsis when it is longer than ``width``."""
+    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
+
+
+def duration(seconds: float) -> str:
+    """A short duration: 45s, 4m05s, 2h03m, 3d04h."""
+    s = max(int(seconds), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
