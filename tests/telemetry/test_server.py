@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
@@ -84,3 +86,48 @@ async def test_port_is_known_after_start_and_released_after_close(registry: Coll
     async with aiohttp.ClientSession() as http:
         with pytest.raises(aiohttp.ClientConnectionError):
             await http.get(f"http://127.0.0.1:{port}/healthz")
+
+
+def fake_status(upstream: str | None) -> dict[str, Any] | None:
+    upstreams = {"pay": {"name": "pay"}, "ship": {"name": "ship"}}
+    if upstream is None:
+        return {"instance": "gw-1", "upstreams": list(upstreams.values())}
+    if upstream not in upstreams:
+        return None
+    return {"instance": "gw-1", "upstreams": [upstreams[upstream]]}
+
+
+async def test_admin_upstreams_serves_the_status_document_narrowed_by_upstream(registry: CollectorRegistry) -> None:
+    async with (
+        MetricsServer(registry, host="127.0.0.1", port=0, readiness=lambda: True, status=fake_status) as server,
+        aiohttp.ClientSession(base_url=f"http://127.0.0.1:{server.port}") as http,
+    ):
+        async with http.get("/admin/upstreams") as every:
+            assert (every.status, every.content_type) == (200, "application/json")
+            assert every.headers["Cache-Control"] == "no-store"
+            assert [u["name"] for u in (await every.json())["upstreams"]] == ["pay", "ship"]
+        async with http.get("/admin/upstreams", params={"upstream": "ship"}) as one:
+            assert (await one.json())["upstreams"] == [{"name": "ship"}]
+        async with http.get("/admin/upstreams", params={"upstream": "<nope>"}) as unknown:
+            assert unknown.status == 404
+            assert "<nope>" not in await unknown.text()
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD"])
+async def test_admin_upstreams_is_read_only(registry: CollectorRegistry, method: str) -> None:
+    async with (
+        MetricsServer(registry, host="127.0.0.1", port=0, readiness=lambda: True, status=fake_status) as server,
+        aiohttp.ClientSession() as http,
+        http.request(method, f"http://127.0.0.1:{server.port}/admin/upstreams", json={"state": "open"}) as response,
+    ):
+        assert response.status == 405
+        assert response.headers["Allow"] == "GET"
+
+
+async def test_admin_upstreams_is_absent_without_a_status_source(registry: CollectorRegistry) -> None:
+    async with (
+        MetricsServer(registry, host="127.0.0.1", port=0, readiness=lambda: True) as server,
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{server.port}/admin/upstreams") as response,
+    ):
+        assert response.status == 404
