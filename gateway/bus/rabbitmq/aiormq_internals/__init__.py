@@ -18,9 +18,9 @@ wire.py: lean publish and ack (``LeanPublisher.try_publish``, ``try_ack``), used
     Reaches into: an ``aiormq.Channel``'s ``number``, ``delivery_tag``, ``confirmations``,
     ``message_id_delivery_tag``, ``max_content_size``, ``publisher_confirms``, ``create_future``
     and ``write_queue``; it encodes AMQP frames itself with ``struct``.
-    Checks: per message, properties outside the encoded shape, names over 255 bytes, a mandatory
-    message without a message id, a closed channel or a full write queue. The channel's attributes
-    themselves are checked only by the pin and by mypy.
+    Checks: ``lean_shape(channel)`` once per channel (those attributes, of those types); then per
+    message: properties outside the encoded shape, names over 255 bytes, a mandatory message
+    without a message id, a closed channel or a full write queue.
     Fall-back: ``try_publish`` returns None and ``try_ack`` False; the caller then uses aiormq's
     ``basic_publish`` / ``basic_ack``, unchanged.
 
@@ -34,7 +34,9 @@ confirms.py: ordered confirms (``ordered_confirms(channel)``), applied by ``publ
 text.py: non-UTF-8 short strings (``tolerate_non_utf8()``), applied by the transport and the requester
     Reaches into: pamqp's decoder dispatch tables ``decode.METHODS['shortstr']``,
     ``decode.METHODS['table']`` and ``decode.TABLE_MAPPING[b'F']`` (process-wide, once).
-    Checks: none at run time (the tables are assigned); the pin on aiormq pins pamqp with it.
-    Fall-back: none; with pamqp's strict decoders a header key or short string that is not UTF-8
-    is a frame error that closes the connection it arrives on.
+    Checks: ``decoder_fits(pamqp.decode)``: both tables are dicts holding those keys, and
+    ``embedded_value`` (which the replacement table decoder calls) exists.
+    Fall-back: pamqp keeps its strict decoders (logged at WARNING, returns False): a message with
+    a header key or short string that is not UTF-8 is then a frame error that closes the
+    connection it arrives on (every connection it reaches, until it is removed from its queue).
 """

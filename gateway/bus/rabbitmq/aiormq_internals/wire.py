@@ -13,11 +13,15 @@ with no await in between. Anything outside that shape goes through aiormq as bef
 (``try_publish`` returns None). The caller must not use this path while one of its own
 ``basic_publish`` calls on the channel is under way: that one may hold a tag whose frames are not
 queued yet (``ConfirmedPublisher`` counts them). Tests check the bytes against pamqp's marshalling.
+``lean_shape`` checks, once per channel, that it has the attributes used here; a channel of another
+shape (another aiormq) takes aiormq's path for every publish and ack.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import struct
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -25,6 +29,8 @@ from collections.abc import Mapping
 import aiormq
 from aiormq.abc import ChannelFrame
 from pamqp.commands import Basic
+
+log = logging.getLogger(__name__)
 
 FRAME_METHOD, FRAME_HEADER, FRAME_BODY, FRAME_END = 1, 2, 3, b"\xce"
 BASIC_CLASS, PUBLISH_METHOD, ACK_METHOD = 60, 40, 80
@@ -44,6 +50,7 @@ _OTHER_PROPERTIES = (
 )
 METHOD_CACHE_SIZE = 1024
 MAX_SHORT_STR, MAX_FIELD_NAME = 255, 128
+_SHAPE = "_cmn_lean_shape"
 
 
 class LeanPublisher:
@@ -76,7 +83,7 @@ class LeanPublisher:
         header = content_header(props, len(body))
         too_long = len(routing_key.encode()) > MAX_SHORT_STR or len(exchange.encode()) > MAX_SHORT_STR
         unmatched = mandatory and not props.message_id
-        if header is None or too_long or unmatched or not _ready(channel):
+        if header is None or too_long or unmatched or not lean_shape(channel) or not _ready(channel):
             self.general += 1
             return None
         number = channel.number
@@ -118,11 +125,33 @@ def _match_returns(channel: aiormq.Channel, message_id: str, tag: int, confirmat
 
 def try_ack(channel: aiormq.Channel, delivery_tag: int) -> bool:
     """Queue a Basic.Ack without aiormq's per-call marshalling and awaits; False: use basic_ack."""
-    if channel.is_closed or channel.write_queue.full():
+    if not lean_shape(channel) or channel.is_closed or channel.write_queue.full():
         return False
     payload = frame(FRAME_METHOD, channel.number, ack_method(delivery_tag))
     channel.write_queue.put_nowait(ChannelFrame(payload=payload, should_close=False))
     return True
+
+
+def lean_shape(channel: object) -> bool:
+    """Has ``channel`` the aiormq 7.x attributes this module reads and writes? Checked once per channel."""
+    known = getattr(channel, _SHAPE, None)
+    if isinstance(known, bool):
+        return known
+    fits = (
+        isinstance(getattr(channel, "number", None), int)
+        and isinstance(getattr(channel, "delivery_tag", None), int)
+        and isinstance(getattr(channel, "confirmations", None), dict)
+        and isinstance(getattr(channel, "message_id_delivery_tag", None), dict)
+        and isinstance(getattr(channel, "max_content_size", None), int)
+        and isinstance(getattr(channel, "write_queue", None), asyncio.Queue)
+        and isinstance(getattr(channel, "publisher_confirms", None), bool)
+        and callable(getattr(channel, "create_future", None))
+    )
+    if not fits:
+        log.info("aiormq channel has another shape here; publishes and acks go through aiormq")
+    with contextlib.suppress(AttributeError):  # a channel that cannot be marked is checked again next time
+        setattr(channel, _SHAPE, fits)
+    return fits
 
 
 def ack_method(delivery_tag: int) -> bytes:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+from typing import cast
 
+import aio_pika
+import aiormq
 import pamqp.frame
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,12 +19,16 @@ from pamqp.header import ContentHeader
 from gateway.bus.rabbitmq.aiormq_internals.wire import (
     FRAME_HEADER,
     FRAME_METHOD,
+    LeanPublisher,
     ack_method,
     body_frames,
     content_header,
     frame,
+    lean_shape,
     publish_method,
+    try_ack,
 )
+from gateway.bus.rabbitmq.connection import underlay
 
 short_text = st.text(max_size=40).filter(lambda s: len(s.encode()) <= 255)
 optional_short = st.one_of(st.none(), short_text.filter(bool))
@@ -93,3 +101,33 @@ def test_properties_outside_the_lean_shape_are_declined() -> None:
     assert content_header(Basic.Properties(timestamp=datetime.datetime.now(datetime.UTC)), 1) is None
     assert content_header(Basic.Properties(headers={"attempt": 3}), 1) is None  # not text
     assert content_header(Basic.Properties(correlation_id="x" * 256), 1) is None  # too long a short string
+
+
+class OtherChannel:
+    """A channel as another aiormq might make it: no ``confirmations`` or ``delivery_tag`` to write to."""
+
+    def __init__(self) -> None:
+        self.number = 1
+        self.publisher_confirms = True
+        self.is_closed = False
+        self.write_queue: asyncio.Queue[object] = asyncio.Queue()
+
+
+async def test_a_channel_of_another_shape_takes_aiormqs_path_for_publishes_and_acks() -> None:
+    other = OtherChannel()
+    channel = cast("aiormq.Channel", other)
+    publisher = LeanPublisher()
+    props = Basic.Properties(content_type="application/json", delivery_mode=2)
+
+    assert not lean_shape(other)
+    assert publisher.try_publish(channel, "", "q", b"{}", props) is None
+    assert not try_ack(channel, 1)
+    assert (publisher.lean, publisher.general) == (0, 1)
+    assert other.write_queue.empty()  # nothing half-written on a channel it does not know
+
+
+async def test_aiormqs_own_channel_has_the_lean_shape(amqp_url: str) -> None:
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        assert lean_shape(await underlay(channel))
