@@ -2,14 +2,19 @@
 
     gw-a 0.1.0  up 1h02m  consuming  in flight 3
       transports: rabbitmq ready, kafka NOT READY
-    UPSTREAM / ENDPOINT         BREAKER   FAIL%  SLOW%  EJECTED  POOL u/i/w  HEALTH
-    payments  rate 7/10 local  bulkhead 2/10 +0
-      http://10.0.0.5:8080      open      100.0    0.0      12s       0/1/0  ok 3
+    UPSTREAM / ENDPOINT         BREAKER   FAIL% SLOW%  EJECTED POOL u/i/w HEALTH
+    payments  rate 7/10 shared, local view  tenants 3, emptiest acme 0.5/3
+        bulkhead 2/10 +0/5
+      http://10.0.0.5:8080      open       66.7   0.0      12s      3/2/0 ok 4
+
+Rates are percent of the breaker's window, EJECTED is how long the outlier ejection still lasts,
+POOL is slots in use / idle keep-alive connections / requests waiting, HEALTH the last active check
+and how many in a row gave it.
 
 It reads the JSON-ready documents (the wire form), not the upstream layer's types: telemetry and
 upstream are siblings, and ``cmn status`` renders documents gathered from other replicas. Every line
 is at most ``width`` characters: long URLs keep their end (host and port tell endpoints apart),
-free text wraps.
+other text wraps.
 """
 
 from __future__ import annotations
@@ -41,32 +46,32 @@ def _instance(doc: Document, width: int) -> list[str]:
     up = duration(doc["uptime"])
     head = f"{doc['instance']} {doc['version']}  up {up}  {doc['drain']}  in flight {doc['in_flight']}"
     transports = ", ".join(f"{t['name']} {'ready' if t['ready'] else 'NOT READY'}" for t in doc["transports"])
-    lines = _wrap(head, width) + _wrap(f"transports: {transports or 'none'}", width, indent="  ")
+    lines = _wrap(head, width) + _wrap(f"transports: {transports or 'none'}", width, first="  ")
     lines.append(_row([title for title, _, _ in _COLUMNS]))
     for upstream in doc["upstreams"]:
-        lines += _wrap(_upstream_line(upstream), width, indent="    ")
+        lines += _flow(_upstream_parts(upstream), width)
         lines += [_row(_endpoint_cells(e, now=doc["time"])) for e in upstream["endpoints"]]
     return lines
 
 
-def _upstream_line(upstream: Document) -> str:
+def _upstream_parts(upstream: Document) -> list[str]:
     parts = [upstream["name"]]
     if (limit := upstream.get("rate_limit")) is not None:
-        parts.append(_rate_limit(limit))
+        parts += _rate_limit(limit)
     if (b := upstream.get("bulkhead")) is not None:
         parts.append(f"bulkhead {b['in_flight']}/{b['max_concurrent']} +{b['queued']}/{b['max_queued']}")
-    return "  ".join(parts)
+    return parts
 
 
-def _rate_limit(limit: Document) -> str:
+def _rate_limit(limit: Document) -> list[str]:
     scope = limit["scope"] + (" (redis down)" if limit["degraded"] else "")
     if limit["scope"] == "shared":
         scope += ", local view"
-    text = f"rate {_bucket(limit['upstream'])} {scope}" if limit["upstream"] is not None else f"rate {scope}"
+    parts = [f"rate {_bucket(limit['upstream'])} {scope}" if limit["upstream"] is not None else f"rate {scope}"]
     if limit["tenant_buckets"]:
         emptiest = limit["tenants"][0]
-        text += f"  tenants {limit['tenant_buckets']}, emptiest {emptiest['tenant']} {_bucket(emptiest)}"
-    return text
+        parts.append(f"tenants {limit['tenant_buckets']}, emptiest {emptiest['tenant']} {_bucket(emptiest)}")
+    return parts
 
 
 def _bucket(bucket: Document) -> str:
@@ -107,8 +112,19 @@ def _row(cells: Sequence[str]) -> str:
     return " ".join(out).rstrip()
 
 
-def _wrap(text: str, width: int, indent: str = "") -> list[str]:
-    return textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ", break_on_hyphens=False)
+def _flow(parts: Sequence[str], width: int, rest: str = "    ") -> list[str]:
+    """The parts two spaces apart, a part moved whole to the next line when it would overflow."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 2 + len(part) <= width:
+            lines[-1] += "  " + part
+        else:
+            lines += _wrap(part, width, first=rest if lines else "", rest="  ")
+    return lines
+
+
+def _wrap(text: str, width: int, first: str = "", rest: str = "  ") -> list[str]:
+    return textwrap.wrap(text, width, initial_indent=first, subsequent_indent=first + rest, break_on_hyphens=False)
 
 
 def keep_end(text: str, width: int) -> str:
