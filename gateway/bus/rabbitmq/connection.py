@@ -2,10 +2,15 @@
 
 ``connect`` opens an aio-pika robust connection (it reconnects on loss and reopens its channels)
 and has every aiormq connection under it write its frames coalesced (``aiormq_internals.coalesce``).
-The gateway's transport and the SDK's requester both connect here. The SDK keeps the coalesced
-writes too: a client with many requests in flight queues frames the way the gateway does, the patch
-leaves a connection it does not recognise alone (only slower), and one way of connecting means one
-behaviour to test.
+The gateway's transport and the SDK's requester (and its telemetry streams) all connect here, and
+the SDK keeps the coalesced writes on purpose. A client with many requests in flight queues frames
+the way the gateway does: 20,000 confirmed sends at 256 in flight through ``RabbitRequester``
+(uvloop, loopback broker, three runs each) took 43-44 us of CPU per send coalesced against
+112-143 us frame by frame, 8.0-8.7k sends/s against 3.2-4.5k; one send at a time had the same
+median latency either way (0.45-0.58 ms). The widened write queue holds no more memory than
+aiormq's bound of 10 would: each queued frame is a send its caller is awaiting anyway. The patch
+leaves a connection it does not recognise alone (only slower), and one way of connecting keeps
+one behaviour to test.
 
 ``amqps_context`` builds an ``amqps://`` URL's TLS through the one builder (``gateway.tls``), and
 ``try_login`` is the bare login ``cmn audit --live`` tries (no transport, no patch).

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 
 from gateway.bus.base import PUBLISH_TIMEOUT, REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
+from gateway.bus.rabbitmq.aiormq_internals.coalesce import CoalesceStats
 from gateway.bus.rabbitmq.aiormq_internals.text import tolerate_non_utf8
 from gateway.bus.rabbitmq.connection import connect, underlay
 from gateway.bus.rabbitmq.properties import DEFAULT_CONTENT_TYPE, properties, text_headers
@@ -67,6 +68,7 @@ class RabbitRequester:
         )
         self._streams: set[RabbitTelemetryStream] = set()
         self.reply_to: str | None = None
+        self.write_stats = CoalesceStats()  # its connections write coalesced too (see connection.py)
 
     def __repr__(self) -> str:
         mode = "direct reply-to" if self._direct else "exclusive queue"
@@ -95,6 +97,7 @@ class RabbitRequester:
             ssl_context=self._ssl_context,
             reconnect_interval=self._reconnect_interval,
             name="cmn client",
+            write_stats=self.write_stats,
         )
 
     async def _listen(self) -> None:
