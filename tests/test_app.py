@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import gc
 import inspect
 from collections.abc import AsyncIterator, Iterator
@@ -15,14 +16,15 @@ from prometheus_client import CollectorRegistry
 
 from gateway import wiring
 from gateway.app import Gateway, load_config
+from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from gateway.gc_governor import THRESHOLDS
 from gateway.settings import load_settings
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.tracing import TracingHandle
-from gateway.testing import FakeClock
+from gateway.testing import FakeClock, MemoryRequester, MemoryTransport
 from tests.fixtures.kafka import unique
-from tests.fixtures.rabbit import AMQP_URL, delete_queues
+from tests.fixtures.rabbit import AMQP_URL, delete_queues, wait_until
 from tests.fixtures.upstreams import Upstream
 
 
@@ -144,3 +146,40 @@ def test_the_sdk_entry_hands_its_clock_to_the_requester_it_builds() -> None:
     default = GatewayClient.rabbitmq(AMQP_URL)
     held = {id(c) for _, c in clocks_held(default)}
     assert len(held) == 1 and isinstance(default._clock, SystemClock)
+
+
+async def test_the_status_document_reads_the_gateways_clock_and_drain_phase(fake_clock_gateway: Gateway) -> None:
+    gateway = fake_clock_gateway
+    clock = gateway.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(90.0)
+    status = gateway.status()
+    assert (status.uptime, status.time) == (90.0, clock.time())
+    assert (status.drain, status.in_flight) == ("consuming", 0)
+    assert {(t.name, t.ready) for t in status.transports} == {("rabbitmq", True), ("kafka", True)}
+    assert [u.name for u in status.upstreams] == ["echo"]
+    await gateway.drain()
+    assert gateway.status().drain == "stopped"
+    port = gateway.metrics_port
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/admin/upstreams") as response:
+        document = await response.json()
+    assert (document["drain"], document["uptime"]) == ("stopped", 90.0)
+
+
+async def test_the_status_document_shows_draining_while_requests_finish(echo_upstream: Upstream) -> None:
+    transport = MemoryTransport()
+    config = load_config(
+        load_settings(ENABLE_METRICS=False), {"upstreams": {"echo": {"endpoints": [echo_upstream.url]}}}
+    )
+    async with Gateway(config, transports=[transport]) as gateway, GatewayClient(MemoryRequester(transport)) as client:
+        assert gateway.status().drain == "consuming"
+        reply = asyncio.ensure_future(client.request("echo", "GET", "/slow?delay_ms=300"))
+        await wait_until(lambda: gateway.in_flight == 1)
+        drain = asyncio.ensure_future(gateway.drain())
+        await asyncio.sleep(0)
+        status = gateway.status()
+        assert (status.drain, status.in_flight) == ("draining", 1)
+        assert status.upstreams[0].endpoints[0].active == 1
+        await drain
+        assert gateway.status().drain == "stopped"
+        assert (await reply).status == 200
