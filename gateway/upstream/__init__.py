@@ -16,4 +16,5 @@ outcome.py      how an attempt failed, in gateway.errors terms
 idempotency.py  the dedupe store behind idempotency_key (memory or Redis)
 config.py       the upstreams file (pydantic, at the edge); policies.py resolves it into frozen policies
 tls.py          TlsContextProvider, which the certificate manager implements
+snapshot.py     the live-state document (/admin/upstreams): each part made by its component's snapshot()
 """
