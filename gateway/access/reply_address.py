@@ -32,7 +32,12 @@ class ReplyAddresses:
         if address.startswith(self._reserved):
             raise ReplyToRefusedError("reply_to names one of the gateway's own queues or topics")
         if transport == "kafka":
-            allowed = _KAFKA_TOPIC.match(address) is not None and fnmatchcase(address, self._topic_pattern)
+            # "__" topics are Kafka's own (__consumer_offsets, __transaction_state), whatever the pattern.
+            allowed = (
+                _KAFKA_TOPIC.match(address) is not None
+                and not address.startswith("__")
+                and fnmatchcase(address, self._topic_pattern)
+            )
         else:
             allowed = len(address.encode()) <= _MAX_QUEUE_BYTES and (
                 address.startswith(_RABBIT_ALWAYS) or fnmatchcase(address, self._queue_pattern)

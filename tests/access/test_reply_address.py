@@ -57,6 +57,6 @@ def test_everything_else_is_refused(transport: str, address: str) -> None:
 def test_reserved_names_win_over_a_permissive_pattern() -> None:
     wide = ReplyAddresses(queue_pattern="*", topic_pattern="*", reserved=("cmn.requests", "cmn.telemetry"))
     wide.check("kafka", "anything")
-    for name in ("cmn.telemetry", "cmn.requests.park.5s"):
+    for name in ("cmn.telemetry", "cmn.requests.park.5s", "__consumer_offsets", "__transaction_state"):
         with pytest.raises(ReplyToRefusedError):
             wide.check("kafka", name)
