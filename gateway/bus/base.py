@@ -9,6 +9,7 @@ from typing import Any, Protocol
 REQUESTS = "cmn.requests"
 TELEMETRY = "cmn.telemetry"
 DEAD_LETTERS = "cmn.requests.dlq"
+CONTROL = "cmn.control"  # commands to every replica (RabbitMQ topic exchange; Kafka topic)
 ERROR_HEADER = "x-cmn-error"
 # How long a publish may take, reconnects included, before the transport gives up with
 # BusUnavailableError: the bound of the Transport contract, written once.
@@ -150,5 +151,32 @@ class TelemetryStream(Protocol):
     def __aiter__(self) -> TelemetryStream: ...
 
     async def __anext__(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ControlChannel(Protocol):
+    """Commands to every live replica, over the broker they already share (``cmn.control``).
+
+    A replica ``start``s it to receive every command published from then on (each replica its own
+    copy: an exclusive queue bound to the exchange on RabbitMQ, a group-less reader from the end on
+    Kafka); commands arrive as ``Delivery`` values (``user_id`` and headers as sent, for identity).
+    A caller ``publish``es a command naming its reply address (a requester's: direct reply-to is not
+    usable here, since the command leaves on another channel) and gathers the ``answer``s there.
+    """
+
+    name: str
+
+    async def start(self, handler: Handler) -> None: ...
+
+    async def publish(
+        self, body: bytes, *, reply_to: str, correlation_id: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish one command to every replica (confirmed by the broker)."""
+        ...
+
+    async def answer(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        """Publish one answer (JSON) to a caller's reply address (confirmed by the broker)."""
+        ...
 
     async def aclose(self) -> None: ...
