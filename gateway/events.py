@@ -65,6 +65,20 @@ class BreakerStateChanged(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerForced(_Event):
+    """An operator forced a breaker open or closed, reset it, or its forcing expired (``state``
+    "automatic" then, ``expired`` saying which)."""
+
+    type = "breaker.forced"
+    upstream: str
+    endpoint: str
+    state: str  # "open", "closed" or "automatic"
+    principal: str  # who forced or reset it; for an expiry, who had forced it
+    until: float | None  # epoch seconds when the forcing expires; None once automatic
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointEjected(_Event):
     type = "endpoint.ejected"
     upstream: str
@@ -203,6 +217,7 @@ Event = (
     RequestReceived
     | RequestCompleted
     | BreakerStateChanged
+    | BreakerForced
     | EndpointEjected
     | EndpointRestored
     | RetryAttempted

@@ -10,6 +10,17 @@ the only I/O-like part is an optional timer task that makes OPEN → HALF_OPEN h
 when no request asks. Every change goes to ``on_change`` (the forwarder turns it into a
 ``BreakerStateChanged`` event).
 
+An operator can force a breaker (``cmn breaker open|close|reset``, issue 11):
+
+    forced open    every call refused: CircuitOpenError("forced open by PRINCIPAL")
+    forced closed  every call allowed; outcomes are still recorded, so the automatic state
+                   underneath keeps moving and is what rules once the forcing ends
+    reset          back to automatic
+
+A forced state lasts ``duration`` seconds on the injected clock (an hour by default, so a
+forgotten maintenance switch heals itself), then the breaker is automatic again. Every change of
+the forcing (forced, reset, expired) goes to ``on_forced``.
+
 Why our own: pybreaker and aiobreaker count consecutive failures only (no sliding failure rate,
 no slow calls, no limited half-open probes) and read the system clock; resilience4j is Java.
 """
@@ -20,10 +31,12 @@ import asyncio
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.clock import Clock
+from gateway.errors import CircuitOpenError
 from gateway.upstream.kinds import FAILURE_KINDS, FailureKind, WindowType
-from gateway.upstream.snapshot import BreakerSnapshot, rate, wall_time
+from gateway.upstream.snapshot import BreakerSnapshot, ForcedSnapshot, rate, wall_time
 from gateway.upstream.window import TimeWindow
 
 _FAILED, _SLOW = 1, 2
@@ -69,12 +82,38 @@ class _CountWindow:
 
 StateListener = Callable[[BreakerState, BreakerState], None]
 
+ForcedKind = Literal["open", "closed"]
+FORCED_DURATION = 3600.0  # the issue's default: a forced state heals itself after an hour
+
+
+@dataclass(frozen=True, slots=True)
+class ForcedState:
+    """An operator's override: ``state`` until ``until`` on the clock's monotonic scale."""
+
+    state: ForcedKind
+    by: str  # the principal who forced it
+    until: float
+
+
+ForcedListener = Callable[["ForcedState | None", str, bool], None]
+"""Called with (the new forcing or None when automatic again, the principal, whether it expired)."""
+
 
 class CircuitBreaker:
-    def __init__(self, policy: BreakerPolicy, *, clock: Clock, on_change: StateListener | None = None) -> None:
+    def __init__(
+        self,
+        policy: BreakerPolicy,
+        *,
+        clock: Clock,
+        on_change: StateListener | None = None,
+        on_forced: ForcedListener | None = None,
+    ) -> None:
         self.policy = policy
         self._clock = clock
         self._on_change = on_change
+        self._on_forced = on_forced
+        self._forced: ForcedState | None = None
+        self._expiry: asyncio.Task[None] | None = None
         self._state = BreakerState.CLOSED
         self._opened_at = 0.0
         self._count = _CountWindow(policy.window_size)
@@ -90,8 +129,75 @@ class CircuitBreaker:
             self._transition(BreakerState.HALF_OPEN)
         return self._state
 
+    @property
+    def forced(self) -> ForcedState | None:
+        """The operator's override in force now; reading it ends one whose time is up."""
+        forced = self._forced
+        if forced is not None and self._clock.monotonic() >= forced.until:
+            self._set_forced(None, forced.by, expired=True)
+            return None
+        return forced
+
+    def force(self, state: ForcedKind, principal: str, duration: float = FORCED_DURATION) -> ForcedState:
+        """Force the breaker ``state`` ("open" or "closed") for ``duration`` seconds, replacing any forcing."""
+        if state not in ("open", "closed"):
+            raise ValueError(f"a breaker is forced 'open' or 'closed', not {state!r}")
+        if duration <= 0:
+            raise ValueError(f"a forced state lasts a positive duration, not {duration}")
+        forced = ForcedState(state, principal, self._clock.monotonic() + duration)
+        self._set_forced(forced, principal)
+        self._schedule_expiry(duration)
+        return forced
+
+    def reset(self, principal: str) -> bool:
+        """Back to automatic; False (and nothing reported) when it was not forced."""
+        if self.forced is None:
+            return False
+        self._set_forced(None, principal)
+        return True
+
+    def _set_forced(self, new: ForcedState | None, principal: str, *, expired: bool = False) -> None:
+        self._forced = new
+        if new is None and self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self._on_forced is not None:
+            self._on_forced(new, principal, expired)
+
+    def _schedule_expiry(self, duration: float) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (sync tests): the expiry happens on the next look at ``forced``
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = loop.create_task(self._expire_later(duration))
+
+    async def _expire_later(self, duration: float) -> None:
+        await self._clock.sleep(duration)
+        self._expiry = None  # this task is ending: an expiry must not cancel it
+        _ = self.forced  # reading it performs the due expiry
+
+    def refusal(self) -> CircuitOpenError | None:
+        """Why a call is refused now (None when it would be permitted): a forced open names its principal."""
+        forced = self.forced
+        if forced is not None and forced.state == "open":
+            return CircuitOpenError(f"forced open by {forced.by}")
+        if self.permits():
+            return None
+        return CircuitOpenError(f"circuit breaker is {self.state.value}")
+
+    def acquire(self) -> None:
+        """``try_acquire`` that raises the refusal (CircuitOpenError) instead of returning False."""
+        if (refused := self.refusal()) is not None:
+            raise refused
+        self.try_acquire()
+
     def permits(self) -> bool:
         """Whether ``try_acquire`` would succeed now (no side effect beyond time-driven transitions)."""
+        forced = self.forced
+        if forced is not None:
+            return forced.state == "closed"
         state = self.state
         if state is BreakerState.CLOSED:
             return True
@@ -101,13 +207,15 @@ class CircuitBreaker:
         """Take permission for one call; in HALF_OPEN only ``half_open_calls`` probes get it."""
         if not self.permits():
             return False
+        if self._forced is not None:
+            return True  # forced closed: not a probe
         if self._state is BreakerState.HALF_OPEN:
             self._probes_issued += 1
         return True
 
     def release(self) -> None:
         """A permitted call that produced no outcome (cancelled, no pool slot): give the probe back."""
-        if self._state is BreakerState.HALF_OPEN and self._probes_issued > self._probe.calls:
+        if self._forced is None and self._state is BreakerState.HALF_OPEN and self._probes_issued > self._probe.calls:
             self._probes_issued -= 1
 
     def record(self, kind: FailureKind | None, duration: float) -> None:
@@ -179,9 +287,10 @@ class CircuitBreaker:
         _ = self.state  # reading the state performs the due transition
 
     async def aclose(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for task in (self._timer, self._expiry):
+            if task is not None:
+                task.cancel()
+        self._timer = self._expiry = None
 
     def snapshot(self) -> BreakerSnapshot:
         """The state and the rates that decide it, without performing a due transition."""
@@ -204,7 +313,14 @@ class CircuitBreaker:
             failure_rate=rate(failures, calls),
             slow_call_rate=rate(slow, calls),
             open_until=wall_time(self._clock, open_until) if open_until is not None else None,
+            forced=self._forced_snapshot(),
         )
+
+    def _forced_snapshot(self) -> ForcedSnapshot | None:
+        forced = self._forced
+        if forced is None or self._clock.monotonic() >= forced.until:
+            return None  # expired: due, not performed (a snapshot only reads)
+        return ForcedSnapshot(state=forced.state, by=forced.by, until=wall_time(self._clock, forced.until))
 
     def _window_totals(self) -> tuple[int, int, int]:
         if self.policy.window_type == "time":
@@ -214,7 +330,8 @@ class CircuitBreaker:
 
     def __repr__(self) -> str:
         calls, failures, slow = self._window_totals()
+        forced = f" forced {self._forced.state} by {self._forced.by}" if self._forced is not None else ""
         return (
-            f"<CircuitBreaker {self._state.value} window={self.policy.window_type}:{self.policy.window_size}"
+            f"<CircuitBreaker {self._state.value}{forced} window={self.policy.window_type}:{self.policy.window_size}"
             f" calls={calls} failures={failures} slow={slow}>"
         )

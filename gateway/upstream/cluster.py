@@ -44,7 +44,7 @@ class Cluster:
             self.outlier.refresh()
         permitted = [h for h in self.hosts if h.breaker is None or h.breaker.permits()]
         if not permitted:
-            raise CircuitOpenError(f"upstream {self.name}: the circuit breaker of every endpoint is open")
+            raise self._refusal()
         candidates = [h for h in permitted if h.healthy and not h.ejected] or permitted
         if avoid is not None and len(candidates) > 1:
             candidates = [h for h in candidates if h is not avoid]
@@ -52,6 +52,15 @@ class Cluster:
         if host.breaker is not None:
             host.breaker.try_acquire()  # cannot fail: permits() said yes and nothing ran since
         return host
+
+    def _refusal(self) -> CircuitOpenError:
+        """Every breaker refuses: an operator's forced open names its principal (the first endpoint's
+        when all are forced open, as ``cmn breaker open UPSTREAM`` does)."""
+        forced = [h.breaker.forced if h.breaker is not None else None for h in self.hosts]
+        opened = [f for f in forced if f is not None and f.state == "open"]
+        if opened and len(opened) == len(self.hosts):
+            return CircuitOpenError(f"forced open by {opened[0].by}")
+        return CircuitOpenError(f"upstream {self.name}: the circuit breaker of every endpoint is open")
 
     def record(self, host: Host, kind: FailureKind | None, duration: float) -> None:
         """The outcome of an attempt on ``host``: None for an answer below 500, else its failure kind."""

@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
 from gateway.clock import Clock
-from gateway.errors import ConfigError, UnknownUpstreamError
-from gateway.events import BreakerStateChanged, Observer
+from gateway.errors import ConfigError, InvalidRequestError, UnknownUpstreamError
+from gateway.events import BreakerForced, BreakerStateChanged, Observer
 from gateway.upstream import policies
 from gateway.upstream.auth import Credential
 from gateway.upstream.balancer import make_balancer
 from gateway.upstream.base import OutboundRequest, UpstreamResponse
-from gateway.upstream.breaker import BreakerState, CircuitBreaker
+from gateway.upstream.breaker import FORCED_DURATION, BreakerState, CircuitBreaker, ForcedKind, ForcedState
 from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.cluster import Cluster
 from gateway.upstream.config import UpstreamConfig, UpstreamDefaults, UpstreamsFile
@@ -34,7 +35,7 @@ from gateway.upstream.ratelimit import BucketBackend, LocalBuckets, RateLimiter
 from gateway.upstream.ratelimit_redis import RedisBuckets
 from gateway.upstream.retry import RetryBudget
 from gateway.upstream.router import Router
-from gateway.upstream.snapshot import UpstreamSnapshot
+from gateway.upstream.snapshot import UpstreamSnapshot, wall_time
 from gateway.upstream.tls import StaticTlsContexts, TlsContextProvider
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,71 @@ class GatewayForwarder:
         if upstream is not None:
             return (self.router(upstream).snapshot(),)
         return tuple(router.snapshot() for router in self._routers.values())
+
+    def force_breakers(
+        self,
+        upstream: str,
+        state: ForcedKind | Literal["automatic"],
+        *,
+        principal: str,
+        endpoint: str | None = None,
+        duration: float = FORCED_DURATION,
+    ) -> list[tuple[str, str]]:
+        """Force the breakers of ``upstream`` (or of its one ``endpoint``) "open" or "closed" for
+        ``duration`` seconds, or put them back to "automatic"; the (upstream, endpoint) pairs changed.
+
+        UnknownUpstreamError for an upstream not configured; InvalidRequestError for an endpoint it
+        does not have, or an upstream without breakers (``breaker.enabled: false``).
+        """
+        breakers = self._breakers(upstream, endpoint)
+        if state == "automatic":
+            return [(upstream, url) for url, breaker in breakers if breaker.reset(principal)]
+        for _, breaker in breakers:
+            breaker.force(state, principal, duration)
+        return [(upstream, url) for url, _ in breakers]
+
+    def _breakers(self, upstream: str, endpoint: str | None) -> list[tuple[str, CircuitBreaker]]:
+        hosts = self.router(upstream).cluster.hosts
+        if endpoint is not None:
+            hosts = [h for h in hosts if h.url == endpoint]
+            if not hosts:
+                raise InvalidRequestError(f"upstream {upstream!r} has no endpoint {endpoint!r}")
+        breakers = [(h.url, h.breaker) for h in hosts if h.breaker is not None]
+        if not breakers:
+            raise InvalidRequestError(f"upstream {upstream!r} has no circuit breaker (breaker.enabled is false)")
+        return breakers
+
+    def forced_states(self) -> list[dict[str, Any]]:
+        """Every forcing in force, JSON-ready with its absolute expiry (epoch seconds): what a replica
+        that starts later applies with ``apply_forced_states``."""
+        states = []
+        for name, router in self._routers.items():
+            for host in router.cluster.hosts:
+                forced = host.breaker.forced if host.breaker is not None else None
+                if forced is not None:
+                    states.append(_forced_json(name, host.url, forced, self._clock))
+        return states
+
+    def apply_forced_states(self, states: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """Apply forcings exported by ``forced_states`` (a peer's), each for the time it has left;
+        expired ones, and upstreams or endpoints this replica does not have, are skipped."""
+        applied = []
+        now = self._clock.time()
+        for item in states:
+            left = float(item["until"]) - now
+            if left <= 0 or item.get("state") not in ("open", "closed") or not self.knows(str(item["upstream"])):
+                continue
+            try:
+                applied += self.force_breakers(
+                    str(item["upstream"]),
+                    item["state"],
+                    principal=str(item["by"]),
+                    endpoint=str(item["endpoint"]),
+                    duration=left,
+                )
+            except InvalidRequestError:
+                continue  # an endpoint or breaker this replica's upstreams file does not have
+        return applied
 
     def emit_pool_stats(self) -> None:
         for router in self._routers.values():
@@ -159,6 +225,16 @@ def build_forwarder(
     return GatewayForwarder(routers, observer=observer, clock=clock, redis=redis, stats_interval=stats_interval)
 
 
+def _forced_json(upstream: str, endpoint: str, forced: ForcedState, clock: Clock) -> dict[str, Any]:
+    return {
+        "upstream": upstream,
+        "endpoint": endpoint,
+        "state": forced.state,
+        "by": forced.by,
+        "until": wall_time(clock, forced.until),
+    }
+
+
 def _redis_buckets(url: str, local: LocalBuckets, clock: Clock, observer: Observer) -> RedisBuckets:
     client = aioredis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
     return RedisBuckets(client, fallback=local, clock=clock, observer=observer)
@@ -224,10 +300,16 @@ def _breaker(upstream: str, endpoint: str, config: UpstreamConfig, shared: _Shar
         return None
     observer = shared.observer
 
+    clock = shared.clock
+
     def changed(old: BreakerState, new: BreakerState) -> None:
         observer.on_event(BreakerStateChanged(upstream, endpoint, old.value, new.value))
 
-    return CircuitBreaker(policy, clock=shared.clock, on_change=changed)
+    def forced(new: ForcedState | None, principal: str, expired: bool) -> None:
+        state, until = (new.state, wall_time(clock, new.until)) if new is not None else ("automatic", None)
+        observer.on_event(BreakerForced(upstream, endpoint, state, principal, until, expired))
+
+    return CircuitBreaker(policy, clock=clock, on_change=changed, on_forced=forced)
 
 
 def _limiter(name: str, config: UpstreamConfig, shared: _Shared) -> RateLimiter | None:

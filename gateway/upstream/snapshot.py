@@ -29,6 +29,15 @@ DrainState = Literal["starting", "consuming", "draining", "stopped"]
 
 
 @dataclass(frozen=True, slots=True)
+class ForcedSnapshot:
+    """An operator's override of a breaker (``cmn breaker open|close``)."""
+
+    state: Literal["open", "closed"]
+    by: str  # the principal who forced it
+    until: float  # epoch seconds when it expires and the breaker is automatic again
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerSnapshot:
     """The rates are those of the window that decides the state: while closed the sliding window,
     while half-open the probes so far, while open the window that opened it (why it is open)."""
@@ -39,6 +48,7 @@ class BreakerSnapshot:
     failure_rate: float | None  # percent; None before any call in the window
     slow_call_rate: float | None
     open_until: float | None  # epoch seconds when an open breaker lets its first probes through
+    forced: ForcedSnapshot | None = None  # an operator's override; ``state`` is the automatic state under it
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,4 +246,4 @@ async def test_forwarder_snapshot_assembles_every_part_and_serialises_to_json() 
     document = json.loads(json.dumps(pay.to_json()))
     assert document["endpoints"][0]["breaker"]["state"] == "open"
     assert document["endpoints"][1]["outlier"] == {"ejected_until": None, "ejections": 0, "consecutive_failures": 0}
-    assert "forced" not in document["endpoints"][0]["breaker"]
+    assert document["endpoints"][0]["breaker"]["forced"] is None  # automatic: no operator override
