@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from pydantic import ValidationError
@@ -21,7 +21,7 @@ from gateway.access.guard import Guard
 from gateway.admission import Admission
 from gateway.bus.base import Transport
 from gateway.clock import Clock, SystemClock
-from gateway.errors import ConfigError, UnknownUpstreamError
+from gateway.errors import ConfigError, InvalidRequestError, UnknownUpstreamError
 from gateway.events import Observer, ObserverGroup
 from gateway.idempotency import Deduplicator, IdempotencyStore
 from gateway.pipeline import Pipeline, RequestTracer
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.tracing import TracingHandle
+    from gateway.upstream.forward import GatewayForwarder
     from gateway.upstream.tls import TlsContextProvider
 
 log = structlog.get_logger("cmn.app")
@@ -288,6 +289,61 @@ class Gateway:
         except UnknownUpstreamError:
             return None
 
+    def force_breakers(
+        self,
+        upstream: str,
+        state: str,
+        *,
+        principal: str,
+        endpoint: str | None = None,
+        duration: float = 3600.0,
+    ) -> dict[str, Any]:
+        """The ``breaker`` control command on this instance: force ``upstream``'s breakers (or one
+        ``endpoint``'s) "open" or "closed" for ``duration`` seconds, or back to "automatic".
+
+        JSON-ready, refusals included (unknown upstream or endpoint, no breakers, a bad state):
+        ``{"instance", "ok", "affected": [{"upstream", "endpoint"}], "forced": [...]}`` or
+        ``{"instance", "ok": false, "error"}``.
+        """
+        forwarder = self._breaker_forwarder()
+        if forwarder is None:
+            return {"instance": self.instance, "ok": False, "error": "the gateway has no forwarder yet"}
+        kind = _BREAKER_STATES.get(state)
+        if kind is None:
+            return {"instance": self.instance, "ok": False, "error": f"unknown breaker state {state!r}"}
+        try:
+            affected = forwarder.force_breakers(
+                upstream,
+                kind,
+                principal=principal,
+                endpoint=endpoint,
+                duration=duration,
+            )
+        except (InvalidRequestError, ValueError) as exc:
+            return {"instance": self.instance, "ok": False, "error": str(exc)}
+        return {
+            "instance": self.instance,
+            "ok": True,
+            "affected": [{"upstream": u, "endpoint": e} for u, e in affected],
+            "forced": [f for f in forwarder.forced_states() if f["upstream"] == upstream],
+        }
+
+    def forced_breakers(self) -> list[dict[str, Any]]:
+        """Every breaker forcing in force here, with absolute expiries (what a late starter asks peers for)."""
+        forwarder = self._breaker_forwarder()
+        return forwarder.forced_states() if forwarder is not None else []
+
+    def apply_forced_breakers(self, states: list[dict[str, Any]]) -> dict[str, Any]:
+        """Apply a peer's ``forced_breakers`` (expired ones and unknown upstreams/endpoints skipped)."""
+        forwarder = self._breaker_forwarder()
+        applied = forwarder.apply_forced_states(states) if forwarder is not None else []
+        return {"instance": self.instance, "applied": [{"upstream": u, "endpoint": e} for u, e in applied]}
+
+    def _breaker_forwarder(self) -> GatewayForwarder | None:
+        from gateway.upstream.forward import GatewayForwarder  # imported late, as in _build_forwarder
+
+        return self.forwarder if isinstance(self.forwarder, GatewayForwarder) else None
+
     async def drain(self) -> None:
         if self.worker is not None:
             await self.worker.drain()
@@ -308,6 +364,13 @@ class Gateway:
     def __repr__(self) -> str:
         names = ", ".join(t.name for t in self.transports) or "none"
         return f"<Gateway {self.instance} [{names}] {'ready' if self.ready else 'not ready'}>"
+
+
+_BREAKER_STATES: dict[str, Literal["open", "closed", "automatic"]] = {
+    "open": "open",
+    "closed": "closed",
+    "automatic": "automatic",
+}
 
 
 def _package_version() -> str:

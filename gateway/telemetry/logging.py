@@ -23,6 +23,7 @@ from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from gateway.events import (
+    BreakerForced,
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
@@ -140,6 +141,16 @@ class RequestLog:
             case BreakerStateChanged(upstream=upstream, endpoint=endpoint, old=old, new=new):
                 write = self._log.warning if new.lower() == "open" else self._log.info
                 write(event.type, upstream=upstream, endpoint=endpoint, old=old, new=new)
+            case BreakerForced():
+                self._log.warning(
+                    event.type,
+                    upstream=event.upstream,
+                    endpoint=event.endpoint,
+                    state=event.state,
+                    principal=event.principal,
+                    until=event.until,
+                    expired=event.expired,
+                )
             case RateLimitBackendFallback(reason=reason):
                 self._log.warning(event.type, reason=reason)
             case MessageDeadLettered(transport=transport, error_code=code, reason=reason):

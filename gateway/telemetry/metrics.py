@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from gateway.errors import ERROR_CODES
 from gateway.events import (
     SECURITY_KINDS,
+    BreakerForced,
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
@@ -249,6 +250,12 @@ class Metrics:
         self.breaker_transitions = Counter(
             "cmn_breaker_transitions", "Breaker state changes, by new state.", [*where, "state"], registry=r
         )
+        self.breaker_forced = Gauge(
+            "cmn_breaker_forced",
+            "1 while an operator forces the breaker into this state (open, closed), 0 otherwise.",
+            [*where, "state"],
+            registry=r,
+        )
         self.ejected = Gauge("cmn_endpoint_ejected", "1 while the endpoint is ejected.", where, registry=r)
         self.ejections = Counter("cmn_endpoint_ejections", "Outlier ejections of an endpoint.", where, registry=r)
         self.healthy = Gauge(
@@ -352,6 +359,9 @@ class Metrics:
                 self.renewals.labels(self._certificate(name), "failure").inc()
             case EndpointHealthChanged(upstream=upstream, endpoint=endpoint, healthy=healthy):
                 self.healthy.labels(*self._where(upstream, endpoint)).set(1 if healthy else 0)
+            case BreakerForced(upstream=upstream, endpoint=endpoint, state=forced):
+                for state in ("open", "closed"):
+                    self.breaker_forced.labels(*self._where(upstream, endpoint), state).set(int(state == forced))
 
     def _completed(self, event: RequestCompleted) -> None:
         transport = event.transport or NONE

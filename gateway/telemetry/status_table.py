@@ -6,10 +6,13 @@
     payments  rate 7/10 shared, local view  tenants 3, emptiest acme 0.5/3
         bulkhead 2/10 +0/5
       http://10.0.0.5:8080      open       66.7   0.0      12s      3/2/0 ok 4
+      http://10.0.0.6:8080      open*       0.0   0.0        -      0/1/0 ok 9
+        forced open by ops, 59m12s left
 
 Rates are percent of the breaker's window, EJECTED is how long the outlier ejection still lasts,
 POOL is slots in use / idle keep-alive connections / requests waiting, HEALTH the last active check
-and how many in a row gave it.
+and how many in a row gave it. A breaker an operator forced (``cmn breaker open|close``) shows the
+forced state with a ``*`` and a line under its endpoint naming who forced it and for how long still.
 
 It reads the JSON-ready documents (the wire form), not the upstream layer's types: telemetry and
 upstream are siblings, and ``cmn status`` renders documents gathered from other replicas. Every line
@@ -50,7 +53,11 @@ def _instance(doc: Document, width: int) -> list[str]:
     lines.append(_row([title for title, _, _ in _COLUMNS]))
     for upstream in doc["upstreams"]:
         lines += _flow(_upstream_parts(upstream), width)
-        lines += [_row(_endpoint_cells(e, now=doc["time"])) for e in upstream["endpoints"]]
+        for endpoint in upstream["endpoints"]:
+            lines.append(_row(_endpoint_cells(endpoint, now=doc["time"])))
+            if (forced := _forced(endpoint)) is not None:
+                left = duration(forced["until"] - doc["time"])
+                lines += _wrap(f"forced {forced['state']} by {forced['by']}, {left} left", width, first="    ")
     return lines
 
 
@@ -83,13 +90,25 @@ def _endpoint_cells(endpoint: Document, *, now: float) -> list[str]:
     ejected_until = outlier["ejected_until"] if outlier is not None else None
     return [
         "  " + keep_end(endpoint["url"], _COLUMNS[0][1] - 2),
-        breaker["state"] if breaker is not None else "-",
+        _breaker(breaker),
         _percent(breaker["failure_rate"] if breaker is not None else None),
         _percent(breaker["slow_call_rate"] if breaker is not None else None),
         duration(ejected_until - now) if ejected_until is not None else "-",
         f"{pool['in_use']}/{pool['idle']}/{pool['waiting']}" if pool is not None else "-",
         _health(health),
     ]
+
+
+def _breaker(breaker: Document | None) -> str:
+    if breaker is None:
+        return "-"
+    forced = breaker.get("forced")  # absent in documents from replicas older than forcing
+    return f"{forced['state']}*" if forced is not None else str(breaker["state"])
+
+
+def _forced(endpoint: Document) -> Document | None:
+    breaker = endpoint.get("breaker")
+    return breaker.get("forced") if breaker is not None else None
 
 
 def _health(health: Document | None) -> str:
