@@ -29,8 +29,10 @@ async def prefix() -> AsyncIterator[str]:
     await client.aclose()
 
 
-def backend(url: str, prefix: str, clock: FakeClock, observer: RecordingObserver) -> RedisBuckets:
-    client = aioredis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+def backend(
+    url: str, prefix: str, clock: FakeClock, observer: RecordingObserver, *, timeout: float = 0.25
+) -> RedisBuckets:
+    client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     return RedisBuckets(client, fallback=LocalBuckets(clock), clock=clock, observer=observer, prefix=prefix)
 
 
@@ -79,13 +81,16 @@ async def test_concurrent_takes_from_two_replicas_spend_exactly_the_burst(prefix
     """The script is one atomic step: 100 takes racing from two clients at a burst of 10 get 10 tokens.
     A read-then-write from the client side would let several racers read the same level."""
     clock, observer = FakeClock(), RecordingObserver()
-    one, two = backend(REDIS, prefix, clock, observer), backend(REDIS, prefix, clock, observer)
+    # A generous timeout: 100 racing calls on a busy machine must not fall back to local buckets.
+    one = backend(REDIS, prefix, clock, observer, timeout=10.0)
+    two = backend(REDIS, prefix, clock, observer, timeout=10.0)
     rate = Rate(0.001, 10.0)  # one token per ~17 minutes: nothing refills during the test
     try:
         results = await asyncio.gather(*((one if i % 2 else two).take([("race", rate)]) for i in range(100)))
     finally:
         await one.aclose()
         await two.aclose()
+    assert observer.events == []  # really through Redis, not the local fallback
     granted = [wait for wait, _ in results if wait == 0.0]
     assert len(granted) == 10
     assert all(index == 0 for wait, index in results if wait > 0)
