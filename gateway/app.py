@@ -19,14 +19,16 @@ from gateway import gc_governor
 from gateway.access.config import SecurityConfig
 from gateway.access.guard import Guard
 from gateway.admission import Admission
-from gateway.bus.base import Transport
+from gateway.bus.base import ControlChannel, Transport
 from gateway.clock import Clock, SystemClock
+from gateway.control.responder import ControlResponder
+from gateway.control.wiring import build_control_channels, start_responders
 from gateway.errors import ConfigError, InvalidRequestError, UnknownUpstreamError
 from gateway.events import Observer, ObserverGroup
 from gateway.idempotency import Deduplicator, IdempotencyStore
 from gateway.pipeline import Pipeline, RequestTracer
 from gateway.secrets import SecretResolver
-from gateway.settings import Settings, describe_validation_error, read_yaml
+from gateway.settings import Settings, describe_validation_error, principals, read_yaml
 from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
@@ -112,7 +114,10 @@ class Gateway:
         clock: Clock | None = None,
         observers: list[Observer] | None = None,
         transports: list[Transport] | None = None,
+        control: list[ControlChannel] | None = None,
     ) -> None:
+        """``transports`` replace the ones the settings name; ``control`` channels then come only
+        from ``control`` (none by default), else one per transport built."""
         self.config = config
         self.settings = config.settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -121,6 +126,8 @@ class Gateway:
         self._started_at: float | None = None  # on this gateway's monotonic clock
         self.observer = ObserverGroup(list(observers or []))
         self._given_transports = transports
+        self._given_control = control
+        self.control: list[ControlResponder] = []  # one per transport: answers `cmn status` and friends
         self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
         self.transports: list[Transport] = []
         self.worker: Worker | None = None
@@ -187,6 +194,7 @@ class Gateway:
         self.worker = Worker(lanes)
         self.resources.push_async_callback(self._close_transports)
         await self.worker.start()
+        await self._start_control(guard)
         log.info("gateway_started", instance=self.instance, transports=[t.name for t in self.transports])
 
     async def _build_transports(self) -> list[Transport]:
@@ -196,6 +204,22 @@ class Gateway:
             settings, certificates=self.config.certificates,
             bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers, instance=self.instance,
             clock=self.clock, observer=self.observer, resources=self.resources, metrics=self.metrics,
+        )  # fmt: skip
+
+    async def _start_control(self, guard: Guard) -> None:
+        settings, config = self.settings, self.config
+        channels = self._given_control
+        if channels is None and self._given_transports is None:
+            channels = await build_control_channels(
+                settings, [t.name for t in self.transports],
+                bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers,
+                certificates=config.certificates, clock=self.clock, resources=self.resources,
+            )  # fmt: skip
+        self.control = await start_responders(
+            channels or [], status=lambda upstream: self.status(upstream).to_json(), guard=guard,
+            principals=principals(settings.control_principals),
+            identity_configured=bool(config.security.keys) or settings.require_identity,
+            instance=self.instance, resources=self.resources,
         )  # fmt: skip
 
     async def _build_forwarder(self, tls: TlsContextProvider | None, secrets: SecretResolver) -> Forwarder:

@@ -1,4 +1,6 @@
-"""`cmn`: serve, request, telemetry, demo, schemas, certs, audit. The only place that reads the process environment."""
+"""`cmn`: serve, request, telemetry, status, demo, schemas, certs, audit.
+
+The only place that reads the process environment."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Coroutine
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -246,6 +249,43 @@ def schemas(
         return
     for path in write(out):
         console.print(f"wrote {path}")
+
+
+class StatusFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def status(
+    format: Annotated[StatusFormat, typer.Option("--format", help="table (80 columns) or json.")] = StatusFormat.table,
+    upstream: Annotated[str | None, typer.Option(help="Only this upstream.")] = None,
+    wait: Annotated[float, typer.Option(min=0.05, max=60.0, help="Seconds to gather answers.")] = 1.0,
+) -> None:
+    """Every live replica's state (breakers, ejections, pools, rate limits, health), over cmn.control."""
+    from gateway.clock import SystemClock
+    from gateway.control.status import Format, StatusReport, gather_status, render
+    from gateway.telemetry.logging import configure_logging
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)  # on stderr: stdout carries the table or JSON
+
+    async def main() -> StatusReport:
+        security = None if settings.amqp_url else await _kafka_security(settings)
+        return await gather_status(settings, upstream=upstream, wait=wait, clock=SystemClock(), security=security)
+
+    try:
+        report = _run(main())
+    except GatewayError as exc:
+        console.print(f"[red]cmn: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    for warning in report.warnings:
+        console.print(f"[yellow]cmn: {escape(warning)}[/yellow]")
+    for error in report.errors:
+        console.print(f"[red]cmn: {escape(error)}[/red]")
+    print(render(report, Format(format.value)))
+    if not report.answers:
+        raise typer.Exit(1)
 
 
 def _mount_certs() -> None:

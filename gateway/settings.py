@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     )
     reply_queue_pattern: str = Field("cmn.replies.*", min_length=1, alias="REPLY_QUEUE_PATTERN")
     reply_topic_pattern: str = Field("cmn.replies.*", min_length=1, alias="REPLY_TOPIC_PATTERN")
+    control_principals: str = Field(
+        "",
+        alias="CONTROL_PRINCIPALS",
+        description="Comma-separated principals allowed to send state-changing commands on cmn.control.",
+    )
 
     # Brokers
     amqp_url: str | None = Field(None, alias="AMQP_URL")
@@ -136,3 +141,8 @@ def _first_problem(exc: ValidationError, where: str) -> str:
 
 def describe_validation_error(exc: ValidationError, where: str) -> str:
     return _first_problem(exc, where)
+
+
+def principals(text: str) -> frozenset[str]:
+    """A comma-separated list of principals (CONTROL_PRINCIPALS) as a set; blanks ignored."""
+    return frozenset(name.strip() for name in text.split(",") if name.strip())

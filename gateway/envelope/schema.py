@@ -9,12 +9,14 @@ import orjson
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
+from gateway.envelope.control import MAX_COMMAND_BYTES, Answer, StatusCommand
 from gateway.envelope.models import CONTRACT_VERSION, ReplyEnvelope, RequestEnvelope, TelemetryEvent
 from gateway.events import SECURITY_KINDS
 
 REQUESTS = "cmn.requests"
 TELEMETRY = "cmn.telemetry"
 DEAD_LETTERS = "cmn.requests.dlq"
+CONTROL = "cmn.control"
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -24,6 +26,8 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ("request", RequestEnvelope, "validation"),
         ("reply", ReplyEnvelope, "serialization"),
         ("telemetry", TelemetryEvent, "serialization"),
+        ("control-status", StatusCommand, "validation"),
+        ("control-answer", Answer, "serialization"),
     )
     for name, model, mode in models:
         schema = model.model_json_schema(by_alias=True, mode=mode)
@@ -98,6 +102,28 @@ def asyncapi() -> dict[str, Any]:
                     "kafka": {"topic": TELEMETRY},
                 },
             },
+            "control": {
+                "address": CONTROL,
+                "description": (
+                    "Commands to every live replica (cmn status). RabbitMQ: a topic exchange, each replica binding "
+                    "an exclusive queue with #; Kafka: a topic each replica reads with no consumer group, from the "
+                    f"end. A command is a JSON object with a type, at most {MAX_COMMAND_BYTES} bytes, sent with "
+                    "reply_to and correlation_id like a request; every replica answers on reply_to (errors too: "
+                    "too_large, invalid, unknown_command, unauthenticated, forbidden). A reply_to that is not a "
+                    "reply address gets no answer. Commands that change state need a principal (AMQP user_id or "
+                    "the x-cmn-signature headers) listed in CONTROL_PRINCIPALS."
+                ),
+                "messages": {"status": {"$ref": "#/components/messages/controlStatus"}},
+                "bindings": {
+                    "amqp": {"is": "routingKey", "exchange": {"name": CONTROL, "type": "topic", "durable": True}},
+                    "kafka": {"topic": CONTROL},
+                },
+            },
+            "controlAnswers": {
+                "address": None,
+                "description": "The caller's reply queue or topic: one answer per replica, gathered within a window.",
+                "messages": {"answer": {"$ref": "#/components/messages/controlAnswer"}},
+            },
             "deadLetters": {
                 "address": DEAD_LETTERS,
                 "description": "Original request bytes that could not be served, with header x-cmn-error.",
@@ -111,6 +137,14 @@ def asyncapi() -> dict[str, Any]:
                 "channel": {"$ref": "#/channels/requests"},
                 "reply": {
                     "channel": {"$ref": "#/channels/replies"},
+                    "address": {"location": "$message.header#/reply_to"},
+                },
+            },
+            "sendControlCommand": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/control"},
+                "reply": {
+                    "channel": {"$ref": "#/channels/controlAnswers"},
                     "address": {"location": "$message.header#/reply_to"},
                 },
             },
@@ -143,6 +177,18 @@ def asyncapi() -> dict[str, Any]:
                     **_message("telemetry", "telemetry.schema.json", "One telemetry event.", _TRACE),
                     "description": _TELEMETRY_TYPES,
                 },
+                "controlStatus": _message(
+                    "controlStatus",
+                    "control-status.schema.json",
+                    "status: every replica answers with its instance state document (/admin/upstreams).",
+                    {"reply_to": {"type": "string"}, "correlation_id": {"type": "string"}},
+                ),
+                "controlAnswer": _message(
+                    "controlAnswer",
+                    "control-answer.schema.json",
+                    "One replica's answer: ok with a result, or an error code and message.",
+                    {"correlation_id": {"type": "string"}},
+                ),
                 "deadLetter": {
                     "name": "deadLetter",
                     "summary": "The original request bytes.",

@@ -15,7 +15,7 @@ from gateway.bus.rabbitmq.control import RabbitControlChannel
 from gateway.bus.rabbitmq.requester import RabbitRequester
 from gateway.clock import SystemClock
 from gateway.control.gather import Gathering
-from gateway.control.messages import Answer
+from gateway.envelope.control import Answer
 from tests.fixtures.kafka import unique
 from tests.fixtures.rabbit import wait_until
 

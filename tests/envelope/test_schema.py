@@ -20,3 +20,14 @@ def test_asyncapi_names_the_public_channels() -> None:
     addresses = {c["address"] for c in doc["channels"].values()}
     assert {"cmn.requests", "cmn.telemetry", "cmn.requests.dlq"} <= addresses
     assert doc["asyncapi"] == "3.0.0"
+
+
+def test_asyncapi_documents_the_control_channel_and_its_answers() -> None:
+    doc = asyncapi()
+    control = doc["channels"]["control"]
+    assert control["address"] == "cmn.control"
+    assert control["bindings"]["amqp"]["exchange"] == {"name": "cmn.control", "type": "topic", "durable": True}
+    assert doc["operations"]["sendControlCommand"]["reply"]["channel"] == {"$ref": "#/channels/controlAnswers"}
+    status = render()["control-status.schema.json"].decode()
+    assert '"additionalProperties": false' in status and '"const": "status"' in status
+    assert "CONTROL_PRINCIPALS" in control["description"]

@@ -25,6 +25,7 @@ GOOD: dict[str, Any] = {
 }
 GOOD_ENV: dict[str, str] = {
     "REQUIRE_IDENTITY": "true",
+    "CONTROL_PRINCIPALS": "ops",
     "MAX_REQUEST_BYTES": str(MIB),
     "MAX_IN_FLIGHT": "64",
     "AMQP_URL": "amqps://cmn:pw@rabbit.example.com:5671/",

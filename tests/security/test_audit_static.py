@@ -164,3 +164,14 @@ async def test_certificates_expiring_within_renew_before(tmp_path: Path, dev_ca:
         ("CMN-CERT-002", "certificates.items.missing"),
         ("CMN-CERT-003", "certificates.items.local"),
     }
+
+
+async def test_control_channel_without_principals_or_identity_is_flagged(tmp_path: Path) -> None:
+    (nobody,) = [f for f in await audit(tmp_path, good(), {"CONTROL_PRINCIPALS": " , "}) if f.id == "CMN-CTL-001"]
+    assert nobody.severity is Severity.LOW
+    assert "CMN-CTL-002" not in ids(await audit(tmp_path, good()))  # REQUIRE_IDENTITY on
+    unidentified = await audit(tmp_path, good(), {"REQUIRE_IDENTITY": "false"})
+    assert "CMN-CTL-002" in ids(unidentified)
+    keyed = good()
+    keyed["security"] = {"keys": {"k1": {"principal": "ops", "secret": {"env": "K1_SECRET"}}}}
+    assert "CMN-CTL-002" not in ids(await audit(tmp_path, keyed, {"REQUIRE_IDENTITY": "false"}))

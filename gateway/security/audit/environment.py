@@ -15,6 +15,9 @@ Rules chosen here (and in the README's Security section):
   (issue 9's bound on the hardened decoder), on top of a ``BASELINE`` of 128 MiB (an idle gateway
   measured 98 MB RSS). High when one maximum-size request does not fit beside the baseline; medium
   when ``MAX_IN_FLIGHT`` of them per broker (the prefetch lets that many arrive at once) do not.
+- The control channel: an empty CONTROL_PRINCIPALS (CMN-CTL-001) is low (nobody may change state,
+  the safe default, but `cmn breaker` and `cmn dlq replay` will be refused); no identity at all (no
+  signing keys and REQUIRE_IDENTITY off, CMN-CTL-002) is medium.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from urllib.parse import urlsplit
 from gateway.security.audit import findings as r
 from gateway.security.audit.context import MIB, AuditContext, is_loopback
 from gateway.security.audit.findings import Finding, Location, Severity, finding
+from gateway.settings import principals
 
 DECODE_FACTOR = 3
 BASELINE = 128 * MIB
@@ -32,6 +36,7 @@ BASELINE = 128 * MIB
 
 def environment_findings(ctx: AuditContext) -> Iterator[Finding]:
     yield from _identity(ctx)
+    yield from _control(ctx)
     if ctx.settings.log_level == "DEBUG":
         yield finding(r.DEBUG_LOGS, "debug logs carry request details", Location(env="LOG_LEVEL"))
     yield from _amqp(ctx.settings.amqp_url)
@@ -51,6 +56,16 @@ def _identity(ctx: AuditContext) -> Iterator[Finding]:
     else:
         message = "requests without a principal are admitted (as tenant anonymous) and refused only by allow lists"
         yield finding(r.IDENTITY_OPTIONAL, message, Location(env="REQUIRE_IDENTITY"))
+
+
+def _control(ctx: AuditContext) -> Iterator[Finding]:
+    """The control channel (cmn.control): who may change state, and whether callers are identified."""
+    if not principals(ctx.settings.control_principals):
+        message = "no principal may send state-changing control commands (breaker, dlq replay)"
+        yield finding(r.CONTROL_NOBODY, message, Location(env="CONTROL_PRINCIPALS"))
+    if not ctx.config.security.keys and not ctx.settings.require_identity:
+        message = "no signing keys and REQUIRE_IDENTITY off: control commands arrive from anonymous callers"
+        yield finding(r.CONTROL_UNIDENTIFIED, message, Location(env="REQUIRE_IDENTITY"))
 
 
 def _amqp(url: str | None) -> Iterator[Finding]:

@@ -89,6 +89,18 @@ IDENTITY_OPTIONAL = _rule(
     "REQUIRE_IDENTITY is off",
     "set REQUIRE_IDENTITY=true once every caller sends a RabbitMQ user_id or a signed envelope",
 )
+CONTROL_NOBODY = _rule(
+    "CMN-CTL-001",
+    L,
+    "CONTROL_PRINCIPALS is empty",
+    "list the operators' principals in CONTROL_PRINCIPALS; until then no one may change state over cmn.control",
+)
+CONTROL_UNIDENTIFIED = _rule(
+    "CMN-CTL-002",
+    M,
+    "identity is not configured for control commands",
+    "add signing keys (security.keys) or set REQUIRE_IDENTITY=true; `cmn status` answers anonymous callers",
+)
 # Transport security to upstreams
 TLS_12 = _rule("CMN-TLS-001", M, "TLS 1.2 allowed", 'set `min_version: "1.3"` (the default) unless the peer lacks 1.3')
 NO_HOSTNAME_CHECK = _rule(

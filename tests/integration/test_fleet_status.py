@@ -1,0 +1,155 @@
+"""`cmn status` over a fleet of real `cmn serve` processes sharing one broker (issue 11, sections 1-2)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from aiohttp import web
+
+from gateway.bus.base import CONTROL
+from tests.fixtures.rabbit import AMQP_URL, wait_until
+from tests.fixtures.upstreams import StartUpstream
+from tests.integration.harness import delete_rabbit_topology
+from tests.integration.process import REPO, ServeProcess
+
+
+async def cmn_status(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
+    """Run `cmn status --format json ARGS` as an operator would: exit code, JSON document, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "status", "--format", "json", *args,
+        env={**os.environ, **env}, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, orjson.loads(out), err.decode(errors="replace")
+
+
+def instances(document: dict[str, Any]) -> list[str]:
+    return sorted(replica["instance"] for replica in document["replicas"])
+
+
+@pytest.fixture(params=["rabbitmq", "kafka"])
+def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+    if request.param == "rabbitmq":
+        return {"AMQP_URL": AMQP_URL, "CMN_REQUESTS_QUEUE": queue}
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": request.getfixturevalue("kafka_bootstrap"),
+        "CMN_REQUESTS_QUEUE": queue,
+        "KAFKA_GROUP_ID": f"g.{queue}",
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
+    }
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, start_upstream: StartUpstream, broker_env: dict[str, str]) -> AsyncIterator[list[str]]:
+    """Three real gateways on one broker; yields their instance ids once each answers `cmn status`."""
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ok)
+    upstream = await start_upstream(app)
+    tag = uuid.uuid4().hex[:8]
+    names = [f"fleet-{tag}-{i}" for i in range(3)]
+    processes = []
+    for name in names:
+        (tmp_path / name).mkdir()
+        upstreams = {"payments": {"endpoints": [upstream.url]}, "ledger": {"endpoints": [upstream.url]}}
+        processes.append(ServeProcess(tmp_path / name, upstreams, {**broker_env, "CMN_INSTANCE": name}))
+    try:
+        for process in processes:
+            await process.start()
+        await _until_listed(broker_env, names)
+        yield names
+    finally:
+        for process in processes:
+            await process.aclose()
+        if "AMQP_URL" in broker_env:
+            await delete_rabbit_topology(broker_env["CMN_REQUESTS_QUEUE"])
+
+
+async def _until_listed(env: dict[str, str], names: list[str], within: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while True:
+        code, document, _ = await cmn_status(env, "--wait", "0.5")
+        if set(names) <= set(instances(document)):
+            return
+        if loop.time() > end:
+            raise TimeoutError(f"only {instances(document)} answered (exit {code})")
+
+
+async def test_cmn_status_lists_every_live_replica(fleet: list[str], broker_env: dict[str, str]) -> None:
+    code, document, err = await cmn_status(broker_env)
+    assert code == 0
+    ours = [r for r in document["replicas"] if r["instance"] in fleet]
+    assert sorted(r["instance"] for r in ours) == fleet  # each once
+    for replica in ours:
+        assert replica["drain"] == "consuming"
+        assert [u["name"] for u in replica["upstreams"]] == ["ledger", "payments"]
+    # No signing keys and REQUIRE_IDENTITY off: the output says so.
+    assert any("identity is not configured" in w for w in document["warnings"])
+    assert "identity is not configured" in err
+
+    code, narrowed, _ = await cmn_status(broker_env, "--upstream", "payments", "--wait", "0.5")
+    ours = [r for r in narrowed["replicas"] if r["instance"] in fleet]
+    assert code == 0 and len(ours) == 3
+    assert all([u["name"] for u in r["upstreams"]] == ["payments"] for r in ours)
+
+    code, unknown, _ = await cmn_status(broker_env, "--upstream", "nosuch", "--wait", "0.5")
+    assert sum(e.split(":")[0] in fleet and "unknown_upstream" in e for e in unknown["errors"]) == 3
+
+
+@pytest.mark.parametrize("broker_env", ["rabbitmq"], indirect=True)  # hostile publishes over AMQP
+async def test_hostile_commands_are_answered_or_dropped_and_no_replica_crashes(
+    fleet: list[str], broker_env: dict[str, str]
+) -> None:
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(CONTROL, aio_pika.ExchangeType.TOPIC, durable=True)
+        replies = await channel.declare_queue("", exclusive=True, auto_delete=True)
+        answers: list[dict[str, Any]] = []
+
+        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            answers.append(orjson.loads(message.body))
+
+        await replies.consume(collect, no_ack=True)
+        hostile = [
+            b"\xff\xfe not json",
+            b"[1, 2, 3]",
+            orjson.dumps({"type": "status", "upstream": "x" * 5000}),  # oversized
+            orjson.dumps({"type": "status", "upstream": "../etc"}),  # invalid name
+            orjson.dumps({"type": "status", "extra": {"deep": [[[[1]]]]}}),  # unknown field
+            orjson.dumps({"type": "drop-tables"}),  # unknown command
+        ]
+        for i, body in enumerate(hostile):
+            await exchange.publish(
+                aio_pika.Message(body, reply_to=replies.name, correlation_id=f"h{i}"), routing_key="command"
+            )
+        # A reply address that is one of the gateway's own queues: no replica writes there.
+        await exchange.publish(
+            aio_pika.Message(b'{"type": "status"}', reply_to="cmn.requests", correlation_id="x"), routing_key="c"
+        )
+        await exchange.publish(aio_pika.Message(b'{"type": "status"}'), routing_key="no-reply-to")
+        await wait_until(lambda: len([a for a in answers if a["instance"] in fleet]) >= 3 * len(hostile))
+        await asyncio.sleep(0.5)  # time for the two dropped commands' answers, were any sent
+    ours = [a for a in answers if a["instance"] in fleet]
+    codes = sorted({a["error"] for a in ours})
+    assert len(ours) == 3 * len(hostile)
+    assert not any(a["ok"] for a in ours)
+    assert codes == ["invalid", "too_large", "unknown_command"]
+    code, document, _ = await cmn_status(broker_env)  # every replica still answers
+    assert code == 0 and set(fleet) <= set(instances(document))
