@@ -327,14 +327,15 @@ class Gateway:
 
         JSON-ready, refusals included (unknown upstream or endpoint, no breakers, a bad state):
         ``{"instance", "ok", "affected": [{"upstream", "endpoint"}], "forced": [...]}`` or
-        ``{"instance", "ok": false, "error"}``.
+        ``{"instance", "ok": false, "code", "error"}`` (``code`` a wire error code: unknown_upstream,
+        invalid_request).
         """
         forwarder = self._breaker_forwarder()
         if forwarder is None:
-            return {"instance": self.instance, "ok": False, "error": "the gateway has no forwarder yet"}
+            return self._refused("internal", "the gateway has no forwarder yet")
         kind = _BREAKER_STATES.get(state)
         if kind is None:
-            return {"instance": self.instance, "ok": False, "error": f"unknown breaker state {state!r}"}
+            return self._refused("invalid_request", f"unknown breaker state {state!r}")
         try:
             affected = forwarder.force_breakers(
                 upstream,
@@ -343,14 +344,19 @@ class Gateway:
                 endpoint=endpoint,
                 duration=duration,
             )
-        except (InvalidRequestError, ValueError) as exc:
-            return {"instance": self.instance, "ok": False, "error": str(exc)}
+        except InvalidRequestError as exc:
+            return self._refused(exc.code, exc.message)
+        except ValueError as exc:  # a duration that is not positive
+            return self._refused("invalid_request", str(exc))
         return {
             "instance": self.instance,
             "ok": True,
             "affected": [{"upstream": u, "endpoint": e} for u, e in affected],
             "forced": [f for f in forwarder.forced_states() if f["upstream"] == upstream],
         }
+
+    def _refused(self, code: str, error: str) -> dict[str, Any]:
+        return {"instance": self.instance, "ok": False, "code": code, "error": error}
 
     def forced_breakers(self) -> list[dict[str, Any]]:
         """Every breaker forcing in force here, with absolute expiries (what a late starter asks peers for)."""

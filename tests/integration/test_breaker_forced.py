@@ -64,9 +64,15 @@ async def test_the_gateway_answers_a_bad_command_with_a_clear_error(
     stack = await make_stack({"echo": {"endpoints": [echo_upstream.url]}})
     gateway = stack.gateway
     unknown = gateway.force_breakers("nope", "open", principal="ops")
-    assert unknown == {"instance": gateway.instance, "ok": False, "error": "upstream 'nope' is not configured"}
+    assert unknown == {
+        "instance": gateway.instance,
+        "ok": False,
+        "code": "unknown_upstream",
+        "error": "upstream 'nope' is not configured",
+    }
     endpoint = gateway.force_breakers("echo", "open", principal="ops", endpoint="http://127.0.0.1:1")
-    assert endpoint["ok"] is False and "has no endpoint 'http://127.0.0.1:1'" in endpoint["error"]
+    assert (endpoint["ok"], endpoint["code"]) == (False, "invalid_request")
+    assert "has no endpoint 'http://127.0.0.1:1'" in endpoint["error"]
     state = gateway.force_breakers("echo", "half_open", principal="ops")
     assert state["ok"] is False and "half_open" in state["error"]
     assert gateway.forced_breakers() == []
