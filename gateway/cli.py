@@ -1,4 +1,4 @@
-"""`cmn`: serve, request, telemetry, status, demo, schemas, certs, audit.
+"""`cmn`: serve, request, telemetry, status, breaker, demo, schemas, certs, audit.
 
 The only place that reads the process environment."""
 
@@ -285,6 +285,59 @@ def status(
         console.print(f"[red]cmn: {escape(error)}[/red]")
     print(render(report, Format(format.value)))
     if not report.answers:
+        raise typer.Exit(1)
+
+
+class BreakerAction(StrEnum):
+    open = "open"
+    close = "close"
+    reset = "reset"
+
+
+@app.command()
+def breaker(
+    action: Annotated[BreakerAction, typer.Argument(help="open (forced open), close (forced closed), reset.")],
+    upstream: Annotated[str, typer.Argument(help="The upstream whose breakers to force.")],
+    endpoint: Annotated[str | None, typer.Option(help="Only this endpoint URL of the upstream.")] = None,
+    for_: Annotated[str, typer.Option("--for", help="How long the forcing lasts: 90s, 30m, 2h, 1d.")] = "1h",
+    wait: Annotated[float, typer.Option(min=0.05, max=60.0, help="Seconds to gather answers.")] = 1.0,
+) -> None:
+    """Force the breakers of every live replica open or closed, or back to automatic, over cmn.control.
+
+    Changes state: each replica obeys only a principal in its CONTROL_PRINCIPALS (on RabbitMQ, the
+    broker user). A forced state expires after --for (1 h by default)."""
+    from pydantic import ValidationError
+
+    from gateway.clock import SystemClock
+    from gateway.control.breaker import BreakerCommand, describe, parse_for, send_breaker
+    from gateway.control.messages import Answer
+    from gateway.telemetry.logging import configure_logging
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    try:
+        command = BreakerCommand(action=action.value, upstream=upstream, endpoint=endpoint, duration=parse_for(for_))
+    except (ValueError, ValidationError) as exc:
+        console.print(f"[red]cmn: {escape(str(exc).splitlines()[0])}[/red]")
+        raise typer.Exit(2) from exc
+
+    async def main() -> list[Answer]:
+        security = None if settings.amqp_url else await _kafka_security(settings)
+        return await send_breaker(settings, command, wait=wait, clock=SystemClock(), security=security)
+
+    try:
+        answers = _run(main())
+    except GatewayError as exc:
+        console.print(f"[red]cmn: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    done, failed = describe(answers, command)
+    for line in failed:
+        console.print(f"[red]cmn: {escape(line)}[/red]")
+    for line in done:
+        print(line)
+    if not answers:
+        console.print("[red]cmn: no replica answered[/red]")
+    if failed or not answers:
         raise typer.Exit(1)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from gateway.access.guard import Guard
 from gateway.bus.base import ControlChannel
 from gateway.clock import Clock
+from gateway.control.breaker import ForceBreakers, register_breaker
 from gateway.control.registry import StatusSource, default_registry
 from gateway.control.responder import ControlResponder
 from gateway.settings import Settings
@@ -57,9 +58,13 @@ async def start_responders(
     identity_configured: bool,
     instance: str,
     resources: AsyncExitStack,
+    breakers: ForceBreakers | None = None,
 ) -> list[ControlResponder]:
-    """A responder on each channel, started; each is closed with the gateway (``resources``)."""
+    """A responder on each channel, started; each is closed with the gateway (``resources``).
+    ``breakers`` (``Gateway.force_breakers``) adds the ``breaker`` command."""
     registry = default_registry(status)
+    if breakers is not None:
+        register_breaker(registry, breakers)
     responders = []
     for channel in channels:
         responder = ControlResponder(

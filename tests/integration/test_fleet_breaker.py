@@ -1,0 +1,81 @@
+"""`cmn breaker` over a fleet of real `cmn serve` processes (issue 11, section 3): a forced open reaches
+every replica, names the principal, and a reset puts every replica back to automatic."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.fixtures.rabbit import AMQP_URL
+from tests.integration.process import REPO
+from tests.integration.test_fleet_status import cmn_status, fleet
+
+__all__ = ["fleet"]  # the fixture, used here with this module's broker_env
+
+
+@pytest.fixture
+def broker_env() -> dict[str, str]:
+    """RabbitMQ, where the broker's user (guest) is the caller's principal; guest may change state."""
+    return {
+        "AMQP_URL": AMQP_URL,
+        "CMN_REQUESTS_QUEUE": f"t.requests.{uuid.uuid4().hex[:10]}",
+        "CONTROL_PRINCIPALS": "guest",
+    }
+
+
+async def cmn_breaker(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "breaker", *args,
+        env={**os.environ, **env}, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode(errors="replace")
+
+
+def breakers(document: dict[str, Any], fleet: list[str]) -> dict[str, Any]:
+    """instance -> the payments endpoint's breaker, for the fleet's replicas."""
+    found = {}
+    for replica in document["replicas"]:
+        if replica["instance"] in fleet:
+            [payments] = [u for u in replica["upstreams"] if u["name"] == "payments"]
+            [endpoint] = payments["endpoints"]
+            found[replica["instance"]] = endpoint["breaker"]
+    return found
+
+
+async def test_a_forced_open_reaches_every_replica_and_reset_undoes_it(
+    fleet: list[str], broker_env: dict[str, str]
+) -> None:
+    code, out, err = await cmn_breaker(broker_env, "open", "payments", "--for", "10m")
+    assert code == 0, err
+    assert sorted(line.split(":")[0] for line in out.splitlines() if line.split(":")[0] in fleet) == fleet
+    assert all("open payments: 1 breaker(s) changed" in line for line in out.splitlines())
+
+    code, document, _ = await cmn_status(broker_env, "--upstream", "payments")
+    forced = {name: b["forced"] for name, b in breakers(document, fleet).items()}
+    assert sorted(forced) == fleet
+    assert {(f["state"], f["by"]) for f in forced.values()} == {("open", "guest")}
+    assert all(500 < f["until"] - document["replicas"][0]["time"] <= 600 for f in forced.values())
+
+    code, out, err = await cmn_breaker(broker_env, "open", "nosuch")
+    err = " ".join(err.split())  # the console may wrap long lines
+    assert code == 1 and sum(f"{name}: unknown_upstream" in err for name in fleet) == 3
+
+    code, out, _ = await cmn_breaker(broker_env, "reset", "payments")
+    assert code == 0 and sum(line.split(":")[0] in fleet for line in out.splitlines()) == 3
+    code, document, _ = await cmn_status(broker_env, "--upstream", "payments")
+    assert {name: b["forced"] for name, b in breakers(document, fleet).items()} == dict.fromkeys(fleet)
+
+
+async def test_a_bad_duration_or_action_is_refused_before_anything_is_sent(broker_env: dict[str, str]) -> None:
+    code, _, err = await cmn_breaker(broker_env, "open", "payments", "--for", "bogus")
+    assert code == 2 and "--for takes a duration" in " ".join(err.split())
+    code, _, err = await cmn_breaker(broker_env, "half-open", "payments")
+    assert code == 2
