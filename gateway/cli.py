@@ -261,6 +261,10 @@ def status(
     format: Annotated[StatusFormat, typer.Option("--format", help="table (80 columns) or json.")] = StatusFormat.table,
     upstream: Annotated[str | None, typer.Option(help="Only this upstream.")] = None,
     wait: Annotated[float, typer.Option(min=0.05, max=60.0, help="Seconds to gather answers.")] = 1.0,
+    key_id: Annotated[str | None, typer.Option(help="Sign the command with this key (security.keys).")] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="File holding the signing key's secret (never on the command line).")
+    ] = None,
 ) -> None:
     """Every live replica's state (breakers, ejections, pools, rate limits, health), over cmn.control."""
     from gateway.clock import SystemClock
@@ -269,10 +273,13 @@ def status(
 
     settings = _settings()
     configure_logging("WARNING", settings.log_format)  # on stderr: stdout carries the table or JSON
+    signing = _signing(key_id, secret_file)
 
     async def main() -> StatusReport:
         security = None if settings.amqp_url else await _kafka_security(settings)
-        return await gather_status(settings, upstream=upstream, wait=wait, clock=SystemClock(), security=security)
+        return await gather_status(
+            settings, upstream=upstream, wait=wait, clock=SystemClock(), security=security, **signing
+        )
 
     try:
         report = _run(main())

@@ -9,7 +9,7 @@ one answer per instance that answered within ``wait`` seconds.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 import structlog
@@ -20,6 +20,9 @@ from gateway.clock import Clock
 from gateway.envelope.control import MAX_ANSWER_BYTES, Answer, Command
 
 log = structlog.get_logger("cmn.control")
+
+# (correlation_id, reply_to, body) -> the x-cmn-signature headers (gateway.access.signature.sign)
+Signer = Callable[[str, str, bytes], Mapping[str, str]]
 
 
 class Gathering:
@@ -53,15 +56,22 @@ async def gather(
     wait: float,
     clock: Clock,
     headers: Mapping[str, str] | None = None,
+    signer: Signer | None = None,
 ) -> list[Answer]:
-    """Every live replica's answer to ``command``, sorted by instance; ``requester`` is started here."""
+    """Every live replica's answer to ``command``, sorted by instance; ``requester`` is started here.
+
+    ``signer`` signs the command (its reply address and correlation id included) for gateways that
+    identify callers by signature; over RabbitMQ the channel's user_id identifies the caller anyway."""
     gathering = Gathering(uuid.uuid4().hex)
     await requester.start(gathering.on_reply)
     reply_to = requester.reply_address
     if reply_to is None:
         raise RuntimeError(f"{requester!r} has no reply address")
     body = orjson.dumps(command.model_dump(mode="json"))
-    await channel.publish(body, reply_to=reply_to, correlation_id=gathering.correlation_id, headers=headers)
+    correlation_id = gathering.correlation_id
+    if signer is not None:
+        headers = {**(headers or {}), **signer(correlation_id, reply_to, body)}
+    await channel.publish(body, reply_to=reply_to, correlation_id=correlation_id, headers=headers)
     await clock.sleep(wait)
     if gathering.ignored:
         log.info("control_answers_ignored", gathering=repr(gathering))

@@ -6,6 +6,7 @@ broker's address), as for `cmn request`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -15,7 +16,7 @@ import orjson
 from gateway.bus.base import ControlChannel, Requester
 from gateway.bus.kafka.security import KafkaSecurity
 from gateway.clock import Clock
-from gateway.control.gather import gather
+from gateway.control.gather import Signer, gather
 from gateway.envelope.control import Answer, StatusCommand
 from gateway.settings import Settings
 from gateway.telemetry.status_table import render_status
@@ -91,14 +92,29 @@ async def gather_status(
     wait: float,
     clock: Clock,
     security: KafkaSecurity | None = None,
+    key_id: str | None = None,
+    secret: str | None = None,
 ) -> StatusReport:
+    """``key_id`` and ``secret`` sign the command (a key of the gateways' security.keys)."""
+    signer = _signer(key_id, secret.encode(), clock) if key_id is not None and secret is not None else None
     channel, requester = connect(settings, clock=clock, security=security)
     try:
-        answers = await gather(channel, requester, StatusCommand(upstream=upstream), wait=wait, clock=clock)
+        command = StatusCommand(upstream=upstream)
+        answers = await gather(channel, requester, command, wait=wait, clock=clock, signer=signer)
     finally:
         await requester.aclose()
         await channel.aclose()
     return StatusReport(tuple(answers))
+
+
+def _signer(key_id: str, secret: bytes, clock: Clock) -> Signer:
+    from gateway.access.signature import sign
+
+    def signed(correlation_id: str, reply_to: str, body: bytes) -> Mapping[str, str]:
+        now_ms = int(clock.time() * 1000)
+        return sign(key_id, secret, now_ms=now_ms, correlation_id=correlation_id, reply_to=reply_to, body=body)
+
+    return signed
 
 
 def render(report: StatusReport, form: Format) -> str:
