@@ -219,7 +219,8 @@ class Gateway:
             channels or [], status=lambda upstream: self.status(upstream).to_json(), guard=guard,
             principals=principals(settings.control_principals),
             identity_configured=bool(config.security.keys) or settings.require_identity,
-            instance=self.instance, resources=self.resources, breakers=self.force_breakers,
+            instance=self.instance, resources=self.resources,
+            breakers=self.force_breakers, forced_breakers=self.forced_breakers,
         )  # fmt: skip
 
     async def _build_forwarder(self, tls: TlsContextProvider | None, secrets: SecretResolver) -> Forwarder:

@@ -55,11 +55,22 @@ def parse_for(text: str) -> float:
     return seconds
 
 
+class ForcedBreakersCommand(Command):
+    """Read-only: the forced states a replica holds, with absolute expiries (epoch seconds). A replica
+    that starts later asks its peers this and applies the answers (``Gateway.apply_forced_breakers``)."""
+
+    type: Literal["breaker.forced"] = "breaker.forced"
+
+
 ForceBreakers = Callable[..., dict[str, Any]]
 """``Gateway.force_breakers(upstream, state, *, principal, endpoint, duration)``."""
+ForcedBreakers = Callable[[], list[dict[str, Any]]]
+"""``Gateway.forced_breakers()``."""
 
 
-def register_breaker(registry: CommandRegistry, force: ForceBreakers) -> None:
+def register_breaker(registry: CommandRegistry, force: ForceBreakers, forced: ForcedBreakers | None = None) -> None:
+    """``breaker`` (changes state) and, given ``forced``, the read-only ``breaker.forced``."""
+
     async def run(command: BreakerCommand, caller: Caller) -> dict[str, Any]:
         answer = force(
             command.upstream,
@@ -73,6 +84,13 @@ def register_breaker(registry: CommandRegistry, force: ForceBreakers) -> None:
         return answer
 
     registry.register("breaker", CommandSpec(BreakerCommand, run, changes_state=True))
+    if forced is None:
+        return
+
+    async def run_forced(command: ForcedBreakersCommand, caller: Caller) -> dict[str, Any]:
+        return {"forced": forced()}
+
+    registry.register("breaker.forced", CommandSpec(ForcedBreakersCommand, run_forced))
 
 
 async def send_breaker(

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.access.guard import Guard
 from gateway.bus.base import ControlChannel
 from gateway.clock import Clock
-from gateway.control.breaker import ForceBreakers, register_breaker
+from gateway.control.breaker import ForceBreakers, ForcedBreakers, register_breaker
 from gateway.control.registry import StatusSource, default_registry
 from gateway.control.responder import ControlResponder
 from gateway.settings import Settings
@@ -59,12 +59,14 @@ async def start_responders(
     instance: str,
     resources: AsyncExitStack,
     breakers: ForceBreakers | None = None,
+    forced_breakers: ForcedBreakers | None = None,
 ) -> list[ControlResponder]:
     """A responder on each channel, started; each is closed with the gateway (``resources``).
-    ``breakers`` (``Gateway.force_breakers``) adds the ``breaker`` command."""
+    ``breakers`` (``Gateway.force_breakers``) adds the ``breaker`` command, ``forced_breakers``
+    (``Gateway.forced_breakers``) the read-only ``breaker.forced`` a late starter asks its peers."""
     registry = default_registry(status)
     if breakers is not None:
-        register_breaker(registry, breakers)
+        register_breaker(registry, breakers, forced_breakers)
     responders = []
     for channel in channels:
         responder = ControlResponder(

@@ -66,7 +66,7 @@ async def test_the_responder_forces_a_real_forwarders_breakers_for_a_control_pri
             return {"ok": True, "affected": [list(a) for a in affected]}
 
         registry = default_registry(status_of)
-        register_breaker(registry, force)
+        register_breaker(registry, force, fwd.forced_states)
         responder, channel, _ = make(allowed="ops", registry=registry)
         body = {"type": "breaker", "action": "open", "upstream": "pay", "duration": 60}
         refused = await answer_to(responder, channel, command(body, user_id="intern"))
@@ -76,6 +76,8 @@ async def test_the_responder_forces_a_real_forwarders_breakers_for_a_control_pri
         assert done["ok"] is True and done["result"]["affected"] == [["pay", "http://127.0.0.1:9"]]
         [forced] = fwd.forced_states()
         assert (forced["state"], forced["by"], forced["until"]) == ("open", "ops", clock.time() + 60)
+        asked = await answer_to(responder, channel, command({"type": "breaker.forced"}))  # read-only: anyone
+        assert asked["ok"] is True and asked["result"] == {"forced": [forced]}
         unknown = await answer_to(responder, channel, command({**body, "upstream": "nope"}, user_id="ops"))
         assert (unknown["ok"], unknown["error"]) == (False, "unknown_upstream")
         reset = await answer_to(responder, channel, command({**body, "action": "reset"}, user_id="ops"))

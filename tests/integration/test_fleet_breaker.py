@@ -53,23 +53,27 @@ def breakers(document: dict[str, Any], fleet: list[str]) -> dict[str, Any]:
 async def test_a_forced_open_reaches_every_replica_and_reset_undoes_it(
     fleet: list[str], broker_env: dict[str, str]
 ) -> None:
+    # cmn.control is the broker's: replicas of other fleets (other tests) answer too, and may refuse.
     code, out, err = await cmn_breaker(broker_env, "open", "payments", "--for", "10m")
-    assert code == 0, err
-    assert sorted(line.split(":")[0] for line in out.splitlines() if line.split(":")[0] in fleet) == fleet
-    assert all("open payments: 1 breaker(s) changed" in line for line in out.splitlines())
+    ours = [line for line in out.splitlines() if line.split(":")[0] in fleet]
+    assert sorted(line.split(":")[0] for line in ours) == fleet, err
+    assert all(line.endswith("open payments: 1 breaker(s) changed") for line in ours)
+    assert not any(name in err for name in fleet)
 
     code, document, _ = await cmn_status(broker_env, "--upstream", "payments")
     forced = {name: b["forced"] for name, b in breakers(document, fleet).items()}
     assert sorted(forced) == fleet
     assert {(f["state"], f["by"]) for f in forced.values()} == {("open", "guest")}
     assert all(500 < f["until"] - document["replicas"][0]["time"] <= 600 for f in forced.values())
+    untils = [f["until"] for f in forced.values()]
+    assert max(untils) - min(untils) < 1.0  # each replica forced it on receipt: all within a second
 
     code, out, err = await cmn_breaker(broker_env, "open", "nosuch")
     err = " ".join(err.split())  # the console may wrap long lines
     assert code == 1 and sum(f"{name}: unknown_upstream" in err for name in fleet) == 3
 
-    code, out, _ = await cmn_breaker(broker_env, "reset", "payments")
-    assert code == 0 and sum(line.split(":")[0] in fleet for line in out.splitlines()) == 3
+    code, out, err = await cmn_breaker(broker_env, "reset", "payments")
+    assert sum(line.split(":")[0] in fleet for line in out.splitlines()) == 3, err
     code, document, _ = await cmn_status(broker_env, "--upstream", "payments")
     assert {name: b["forced"] for name, b in breakers(document, fleet).items()} == dict.fromkeys(fleet)
 
