@@ -108,3 +108,24 @@ async def test_rabbitmq_commands_carry_the_callers_user_id(amqp_url: str) -> Non
         await replica.aclose()
         if caller is not None:
             await caller.aclose()
+
+
+async def test_a_handler_that_fails_on_one_command_still_gets_the_next(broker: Pair) -> None:
+    make_channel, _ = broker
+    replica, caller = make_channel(), make_channel()
+    seen: list[bytes] = []
+
+    async def fragile(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        if delivery.body == b"poison":
+            raise ValueError("a bug in a handler")
+
+    try:
+        await replica.start(fragile)
+        await caller.publish(b"poison", reply_to="amq.gen-x", correlation_id="1")
+        await caller.publish(b"next", reply_to="amq.gen-x", correlation_id="2")
+        await wait_until(lambda: len(seen) == 2)
+        assert seen == [b"poison", b"next"]
+    finally:
+        await caller.aclose()
+        await replica.aclose()
