@@ -308,11 +308,16 @@ def breaker(
     endpoint: Annotated[str | None, typer.Option(help="Only this endpoint URL of the upstream.")] = None,
     for_: Annotated[str, typer.Option("--for", help="How long the forcing lasts: 90s, 30m, 2h, 1d.")] = "1h",
     wait: Annotated[float, typer.Option(min=0.05, max=60.0, help="Seconds to gather answers.")] = 1.0,
+    key_id: Annotated[str | None, typer.Option(help="Sign the command with this key (security.keys).")] = None,
+    secret_file: Annotated[
+        Path | None, typer.Option(help="File holding the signing key's secret (never on the command line).")
+    ] = None,
 ) -> None:
     """Force the breakers of every live replica open or closed, or back to automatic, over cmn.control.
 
     Changes state: each replica obeys only a principal in its CONTROL_PRINCIPALS (on RabbitMQ, the
-    broker user). A forced state expires after --for (1 h by default)."""
+    broker user, or the principal of the --key-id signing key). A forced state expires after --for
+    (1 h by default)."""
     from pydantic import ValidationError
 
     from gateway.clock import SystemClock
@@ -327,10 +332,11 @@ def breaker(
     except (ValueError, ValidationError) as exc:
         console.print(f"[red]cmn: {escape(str(exc).splitlines()[0])}[/red]")
         raise typer.Exit(2) from exc
+    signing = _signing(key_id, secret_file)
 
     async def main() -> list[Answer]:
         security = None if settings.amqp_url else await _kafka_security(settings)
-        return await send_breaker(settings, command, wait=wait, clock=SystemClock(), security=security)
+        return await send_breaker(settings, command, wait=wait, clock=SystemClock(), security=security, **signing)
 
     try:
         answers = _run(main())

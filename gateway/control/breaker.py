@@ -8,7 +8,7 @@ principal is the one a forced open names ("forced open by PRINCIPAL") and the on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import Field
@@ -19,7 +19,7 @@ from gateway.clock import Clock
 from gateway.control.gather import gather
 from gateway.control.messages import UPSTREAM_NAME, Answer, Command
 from gateway.control.registry import CommandFailed, CommandRegistry, CommandSpec
-from gateway.control.status import connect
+from gateway.control.status import _signer, connect
 from gateway.settings import Settings
 
 Action = Literal["open", "close", "reset"]
@@ -99,13 +99,17 @@ async def send_breaker(
     *,
     wait: float,
     clock: Clock,
-    headers: Mapping[str, str] | None = None,
     security: KafkaSecurity | None = None,
+    key_id: str | None = None,
+    secret: str | None = None,
 ) -> list[Answer]:
-    """Every live replica's answer to ``command``."""
+    """Every live replica's answer to ``command``; ``key_id`` and ``secret`` sign it (a key of the
+    gateways' security.keys whose principal is in CONTROL_PRINCIPALS), else only RabbitMQ's user_id
+    identifies the caller."""
+    signer = _signer(key_id, secret.encode(), clock) if key_id is not None and secret is not None else None
     channel, requester = connect(settings, clock=clock, security=security)
     try:
-        return await gather(channel, requester, command, wait=wait, clock=clock, headers=headers)
+        return await gather(channel, requester, command, wait=wait, clock=clock, signer=signer)
     finally:
         await requester.aclose()
         await channel.aclose()

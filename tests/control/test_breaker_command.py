@@ -3,18 +3,24 @@ responder serves it only to CONTROL_PRINCIPALS and runs it on a real forwarder, 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
+from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.control.breaker import BreakerCommand, parse_for, register_breaker
+from gateway.app import Gateway, load_config
+from gateway.clock import SystemClock
+from gateway.control.breaker import BreakerCommand, parse_for, register_breaker, send_breaker
 from gateway.control.registry import default_registry
-from gateway.events import RecordingObserver
+from gateway.events import BreakerForced, RecordingObserver
+from gateway.settings import load_settings
 from gateway.testing import FakeClock
 from gateway.upstream.config import UpstreamDefaults
 from gateway.upstream.forward import build_forwarder
 from tests.control.test_responder import answer_to, command, make, status_of
+from tests.fixtures.upstreams import StartUpstream
 from tests.upstream.helpers import upstreams
 
 
@@ -82,3 +88,45 @@ async def test_the_responder_forces_a_real_forwarders_breakers_for_a_control_pri
         assert (unknown["ok"], unknown["error"]) == (False, "unknown_upstream")
         reset = await answer_to(responder, channel, command({**body, "action": "reset"}, user_id="ops"))
         assert reset["ok"] is True and fwd.forced_states() == []
+
+
+async def test_a_signed_breaker_command_on_tansu_forces_and_a_late_starter_applies_what_its_peer_exports(
+    kafka_bootstrap: str, start_upstream: StartUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "0123456789abcdef0123456789abcdef"
+    monkeypatch.setenv("CMN_TEST_OPS_KEY", secret)
+    upstream = await start_upstream(web.Application())
+    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+    instance = f"gw-breaker-{uuid.uuid4().hex[:6]}"
+    settings = load_settings(
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap, CMN_REQUESTS_QUEUE=queue, KAFKA_GROUP_ID=f"g.{queue}",
+        KAFKA_SESSION_TIMEOUT_MS=1000, REQUIRE_IDENTITY=True, CMN_INSTANCE=instance, CONTROL_PRINCIPALS="ops",
+    )  # fmt: skip
+    document = {
+        "upstreams": {"payments": {"endpoints": [upstream.url]}},
+        "security": {"keys": {"k1": {"principal": "ops", "secret": {"env": "CMN_TEST_OPS_KEY"}}}},
+    }
+    clock = SystemClock()
+    open_for = BreakerCommand(action="open", upstream="payments", duration=600)
+    async with Gateway(load_config(settings, document)) as gateway:
+        unsigned = await send_breaker(settings, open_for, wait=1.0, clock=clock)
+        assert gateway.forced_breakers() == []
+        signed = await send_breaker(settings, open_for, wait=1.0, clock=clock, key_id="k1", secret=secret)
+        exported = gateway.forced_breakers()
+    assert [(a.instance, a.error) for a in unsigned if a.instance == instance] == [(instance, "unauthenticated")]
+    assert [(a.instance, a.ok, a.principal) for a in signed if a.instance == instance] == [(instance, True, "ops")]
+    [forced] = exported
+    assert (forced["upstream"], forced["state"], forced["by"]) == ("payments", "open", "ops")
+    assert 590 < forced["until"] - clock.time() <= 600
+
+    late_settings = load_settings(CMN_INSTANCE="gw-late", ENABLE_METRICS=False)
+    observer = RecordingObserver()
+    late = Gateway(
+        load_config(late_settings, {"upstreams": document["upstreams"]}), observers=[observer], transports=[]
+    )
+    async with late:
+        applied = late.apply_forced_breakers(exported)
+        assert applied["applied"] == [{"upstream": "payments", "endpoint": upstream.url}]
+        assert late.forced_breakers()[0]["by"] == "ops"
+        [event] = observer.of_type(BreakerForced)
+    assert isinstance(event, BreakerForced) and (event.state, event.principal) == ("open", "ops")
