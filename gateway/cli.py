@@ -360,6 +360,39 @@ def _mount_certs() -> None:
     app.add_typer(certs_app, name="certs", help="Certificates: development CA, listing.")
 
 
+def _mount_dlq() -> None:
+    from gateway.dlq.cli import dlq_app
+
+    async def open_queue() -> Any:
+        settings = _settings()
+        if settings.amqp_url:
+            from gateway.bus.rabbitmq.dlq import RabbitDeadLetters
+
+            return RabbitDeadLetters(settings.amqp_url, requests=settings.requests_queue)
+        from gateway.bus.kafka.dlq import KafkaDeadLetters
+
+        bootstrap = settings.kafka_bootstrap_servers or f"127.0.0.1:{settings.embedded_broker_port}"
+        security = await _kafka_security(settings)
+        return KafkaDeadLetters(bootstrap, requests=settings.requests_queue, security=security)
+
+    def security() -> Any:
+        settings = _settings()
+        if settings.upstreams_file is None:
+            return None
+        from gateway.app import load_config
+
+        try:
+            return load_config(settings).security
+        except ConfigError:
+            return None  # principals are then shown by key id
+
+    app.add_typer(
+        dlq_app(open_queue=open_queue, security=security, signing=_signing, run=_run),
+        name="dlq",
+        help="Dead letters: list, show, replay to the requests queue.",
+    )
+
+
 def _mount_audit() -> None:
     from gateway.security.audit.cli import audit
 
@@ -368,6 +401,7 @@ def _mount_audit() -> None:
 
 def main() -> None:
     _mount_certs()
+    _mount_dlq()
     _mount_audit()
     app()
 
