@@ -28,7 +28,8 @@ from gateway.errors import GatewayError
 WIDTH = 80
 PROGRESS_FROM = 20  # letters; shorter runs print only the outcome
 # (title, width, right-aligned); six columns and five spaces fill 80 characters
-COLUMNS = (("ID", 14, False), ("CODE", 15, False), ("REASON", 18, False), ("UPSTREAM", 10, False),
+# (CODE fits every code a dead letter carries: payload_too_large, deadline_exceeded are the longest)
+COLUMNS = (("ID", 13, False), ("CODE", 17, False), ("REASON", 17, False), ("UPSTREAM", 10, False),
            ("AGE", 5, True), ("PRINCIPAL", 13, False))  # fmt: skip
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from gateway.bus.dead_letters import DeadLetter
@@ -42,7 +43,10 @@ class RabbitDeadLetters:
     async def read(self) -> Sequence[DeadLetter]:
         try:
             channel = await self._open()
-            queue = await channel.get_queue(self._dead_letters, ensure=True)
+            try:
+                queue = await channel.get_queue(self._dead_letters, ensure=True)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return []  # never declared: nothing was ever dead-lettered there
             letters: list[DeadLetter] = []
             while len(letters) < self._limit:
                 message = await queue.get(no_ack=False, fail=False)
