@@ -128,6 +128,7 @@ class Gateway:
         self._given_transports = transports
         self._given_control = control
         self.control: list[ControlResponder] = []  # one per transport: answers `cmn status` and friends
+        self._learning: asyncio.Task[None] | None = None  # asking the peers for forced breaker states
         self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
         self.transports: list[Transport] = []
         self.worker: Worker | None = None
@@ -222,6 +223,34 @@ class Gateway:
             instance=self.instance, resources=self.resources,
             breakers=self.force_breakers, forced_breakers=self.forced_breakers,
         )  # fmt: skip
+        if channels and self._given_control is None:
+            self._learning = asyncio.create_task(self._learn_forced_breakers(), name="learn-forced-breakers")
+            self.resources.push_async_callback(self._stop_learning)
+
+    async def _learn_forced_breakers(self) -> None:
+        """A late starter takes the forced breaker states its peers hold (gateway.control.peers)."""
+        from gateway.control.peers import learn_forced_breakers
+
+        try:
+            await learn_forced_breakers(
+                self.settings, instance=self.instance, apply=self.apply_forced_breakers, clock=self.clock,
+                security=await self._control_security(),
+            )  # fmt: skip
+        except Exception as exc:  # noqa: BLE001 - the peers' answer is an optimisation, never a start failure
+            log.warning("forced_breakers_not_learned", error=type(exc).__name__)
+
+    async def _control_security(self) -> Any:
+        if not (self.settings.kafka_bootstrap_servers or self.embedded_bootstrap) or self.settings.amqp_url:
+            return None
+        from gateway.bus.kafka.security import security_from_settings
+
+        security = security_from_settings(self.settings)
+        return None if security.tls else security  # a TLS client context is the channels' to build
+
+    async def _stop_learning(self) -> None:
+        if self._learning is not None:
+            self._learning.cancel()
+            await asyncio.gather(self._learning, return_exceptions=True)
 
     async def _build_forwarder(self, tls: TlsContextProvider | None, secrets: SecretResolver) -> Forwarder:
         from gateway.upstream.auth import resolve_upstream_auth

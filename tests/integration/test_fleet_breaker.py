@@ -7,12 +7,13 @@ import asyncio
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fixtures.rabbit import AMQP_URL
-from tests.integration.process import REPO
+from tests.integration.process import REPO, ServeProcess
 from tests.integration.test_fleet_status import cmn_status, fleet
 
 __all__ = ["fleet"]  # the fixture, used here with this module's broker_env
@@ -50,8 +51,37 @@ def breakers(document: dict[str, Any], fleet: list[str]) -> dict[str, Any]:
     return found
 
 
+def fleet_upstream(document: dict[str, Any]) -> str:
+    """The fleet's upstream URL, read back from a status document."""
+    for replica in document["replicas"]:
+        for upstream in replica["upstreams"]:
+            if upstream["name"] == "payments":
+                return str(upstream["endpoints"][0]["url"])
+    raise AssertionError("no payments upstream in the status document")
+
+
+async def start_replica(tmp_path: Path, name: str, env: dict[str, str], url: str) -> ServeProcess:
+    (tmp_path / name).mkdir()
+    upstreams = {"payments": {"endpoints": [url]}, "ledger": {"endpoints": [url]}}
+    process = ServeProcess(tmp_path / name, upstreams, {**env, "CMN_INSTANCE": name})
+    await process.start()
+    return process
+
+
+async def _until_forced(env: dict[str, str], name: str, within: float = 60.0) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + within
+    while True:
+        _, document, _ = await cmn_status(env, "--upstream", "payments", "--wait", "0.5")
+        forced = breakers(document, [name]).get(name, {}).get("forced")
+        if forced is not None:
+            return dict(forced)
+        if loop.time() > end:
+            raise TimeoutError(f"{name} never showed the forced state")
+
+
 async def test_a_forced_open_reaches_every_replica_and_reset_undoes_it(
-    fleet: list[str], broker_env: dict[str, str]
+    fleet: list[str], broker_env: dict[str, str], tmp_path: Path
 ) -> None:
     # cmn.control is the broker's: replicas of other fleets (other tests) answer too, and may refuse.
     code, out, err = await cmn_breaker(broker_env, "open", "payments", "--for", "10m")
@@ -67,6 +97,16 @@ async def test_a_forced_open_reaches_every_replica_and_reset_undoes_it(
     assert all(500 < f["until"] - document["replicas"][0]["time"] <= 600 for f in forced.values())
     untils = [f["until"] for f in forced.values()]
     assert max(untils) - min(untils) < 1.0  # each replica forced it on receipt: all within a second
+
+    # A replica that starts now learns the forcing from its peers, with the time it has left.
+    late_name = f"{fleet[0]}-late"
+    late = await start_replica(tmp_path, late_name, broker_env, fleet_upstream(document))
+    try:
+        learned = await _until_forced(broker_env, late_name)
+        assert (learned["state"], learned["by"]) == ("open", "guest")
+        assert abs(learned["until"] - min(untils)) < 2.0  # the peers' expiry, not a fresh hour
+    finally:
+        await late.aclose()
 
     code, out, err = await cmn_breaker(broker_env, "open", "nosuch")
     err = " ".join(err.split())  # the console may wrap long lines
