@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from contextlib import AsyncExitStack
 
 import aio_pika
@@ -322,3 +323,43 @@ async def test_a_reply_with_a_non_utf8_header_key_does_not_break_the_requesters_
         await channel.default_exchange.publish(aio_pika.Message(b"second", correlation_id="c2"), routing_key=address)
     await asyncio.wait_for(second.wait(), 10)
     assert replies == [b"poison", b"bad", b"second"]
+
+
+async def test_the_sdks_kafka_readers_step_past_a_record_they_cannot_decode(kafka_bootstrap: str) -> None:
+    """Found: the SDK's reply reader (and `cmn telemetry`'s) retried the failing fetch forever, so one
+    record with a non-UTF-8 header key in a reply topic silenced every later reply to that client."""
+    from gateway.bus.base import TELEMETRY
+    from gateway.bus.kafka.requester import KafkaRequester
+
+    requester = KafkaRequester(kafka_bootstrap, topic=f"t.requests.{uuid.uuid4().hex[:8]}", clock=SystemClock())
+    got: list[bytes] = []
+    good = asyncio.Event()
+
+    def on_reply(reply: ReplyMessage) -> None:
+        got.append(reply.body)
+        if reply.body == b"after":
+            good.set()
+
+    await requester.start(on_reply)
+    try:
+        for topic in (requester.reply_topic, TELEMETRY):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _NON_UTF8_HEADER_PRODUCER, kafka_bootstrap, topic
+            )
+            assert await proc.wait() == 0
+        stream = requester.telemetry(from_beginning=True)
+        await produce(kafka_bootstrap, requester.reply_topic, [b"after"], partition=0)
+        await produce(kafka_bootstrap, TELEMETRY, [b"after"], partition=0)
+        await asyncio.wait_for(good.wait(), 30)
+        assert got == [b"after"]
+
+        async def next_after() -> bytes:
+            async for body in stream:
+                if body == b"after":
+                    return body
+            raise AssertionError("telemetry stream ended")
+
+        assert await asyncio.wait_for(next_after(), 30) == b"after"
+        await stream.aclose()
+    finally:
+        await requester.aclose()

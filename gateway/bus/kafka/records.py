@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from aiokafka import TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError
@@ -14,6 +15,8 @@ from aiokafka.structs import ConsumerRecord
 from gateway.bus.base import Delivery
 from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity, login_refused
 from gateway.errors import BusUnavailableError, MessageRejectedError
+
+log = structlog.get_logger("cmn.bus.kafka")
 
 DEFAULT_CONTENT_TYPE = "application/json"
 CONTENT_TYPE = "content-type"
@@ -109,3 +112,33 @@ def to_delivery(record: ConsumerRecord[bytes, bytes]) -> Delivery:
         position=f"{record.topic}/{record.partition}/{record.offset}",
         token=(TopicPartition(record.topic, record.partition), record.offset),
     )
+
+
+# Records read one at a time, at most, before handing back to the caller's own loop.
+UNREADABLE_WALK_LIMIT = 500
+
+
+async def read_past_unreadable(consumer: Any, on_record: Callable[[ConsumerRecord[Any, Any]], None]) -> int:
+    """aiokafka fails a whole fetch, every time, on a record whose header key is not UTF-8 (any
+    producer can write one), which would stall a reader for good. Read each assigned partition one
+    record at a time from its position, hand the readable ones on, and step past the first that
+    cannot be decoded. Returns how many were stepped past. For group-less readers (the SDK's reply
+    and telemetry readers); the gateway's consumer dead-letters a note of such a record instead."""
+    skipped = 0
+    for tp in consumer.assignment():
+        offset = await consumer.position(tp)
+        consumer.seek(tp, offset)
+        for _ in range(UNREADABLE_WALK_LIMIT):
+            try:
+                batch = await consumer.getmany(tp, timeout_ms=250, max_records=1)
+            except UnicodeDecodeError:
+                log.warning("kafka_record_unreadable", topic=tp.topic, partition=tp.partition, offset=offset)
+                consumer.seek(tp, offset + 1)
+                skipped += 1
+                break
+            records = batch.get(tp)
+            if not records:
+                break
+            on_record(records[0])
+            offset = records[0].offset + 1
+    return skipped

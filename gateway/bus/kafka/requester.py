@@ -26,6 +26,7 @@ from gateway.bus.kafka.records import (
     REPLY_TO,
     KafkaOptions,
     decode_headers,
+    read_past_unreadable,
 )
 from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity
 from gateway.clock import Clock
@@ -149,6 +150,11 @@ class KafkaRequester:
             try:
                 batch = await consumer.getmany(timeout_ms=1000)
                 backoff = 0.05
+            except UnicodeDecodeError:  # a record aiokafka cannot decode: step past it
+                await read_past_unreadable(
+                    consumer, lambda r: self._deliver(r.value or b"", decode_headers(r.headers), on_reply)
+                )
+                continue
             except KafkaError as exc:
                 log.warning("kafka_reply_read_failed", error=repr(exc), retry_in=backoff)
                 await self._clock.sleep(backoff)
@@ -270,6 +276,9 @@ class KafkaTelemetryStream:
                 batch = await consumer.getmany(timeout_ms=1000)
             except ConsumerStoppedError:
                 raise StopAsyncIteration from None  # closed from another task while waiting
+            except UnicodeDecodeError:  # a record aiokafka cannot decode: step past it
+                await read_past_unreadable(consumer, lambda r: self._buffer.append(r.value or b""))
+                continue
             for records in batch.values():
                 self._buffer.extend(record.value or b"" for record in records)
         return self._buffer.popleft()
