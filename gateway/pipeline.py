@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 
 from gateway.access.guard import Guard
-from gateway.access.identity import ANONYMOUS_CALLER, Caller, Signed
+from gateway.access.identity import ANONYMOUS_CALLER, Caller
 from gateway.admission import Admission
 from gateway.bus.base import REQUESTS, Delivery, OutboundMessage, Transport
 from gateway.clock import Clock
@@ -132,7 +132,7 @@ class Pipeline:
             return self._failed(envelope, exc, arrived, None)
         caller = ANONYMOUS_CALLER
         try:
-            caller = await self._guard.identify(_proof(delivery))
+            caller = await self._guard.identify(delivery)
             tenant = self._guard.authorize(caller, envelope)
             response = await self._execute(envelope, delivery, arrived, caller, tenant)
         except GatewayError as exc:
@@ -293,15 +293,3 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self._transport.name}>"
-
-
-def _proof(delivery: Delivery) -> Signed:
-    return Signed(
-        delivery.user_id,
-        delivery.headers,
-        delivery.correlation_id,
-        delivery.reply_to,
-        delivery.body,
-        redelivered=delivery.redelivered,
-        position=delivery.position,
-    )

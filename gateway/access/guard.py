@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.access import signature
-from gateway.access.identity import Caller, Identifier, Signed
+from gateway.access.identity import Caller, Identifier, Proof
 from gateway.access.policy import AccessPolicy
 from gateway.access.replay import ReplayRecord
 from gateway.access.reply_address import ReplyAddresses
@@ -28,7 +28,7 @@ class Guard:
     def reply_to(self, transport: str, address: str) -> None:
         self.reply_addresses.check(transport, address)
 
-    async def identify(self, proof: Signed) -> Caller:
+    async def identify(self, proof: Proof) -> Caller:
         caller = self.identifier.identify(proof)
         if caller.via == "signature" and not proof.redelivered:
             seal = proof.headers[signature.SIGNATURE]

@@ -16,7 +16,7 @@ import structlog
 from pydantic import ValidationError
 
 from gateway.access.guard import Guard
-from gateway.access.identity import Caller, Signed
+from gateway.access.identity import Caller
 from gateway.bus.base import ControlChannel, Delivery
 from gateway.control.registry import CommandFailed, CommandRegistry
 from gateway.envelope.control import MAX_COMMAND_BYTES, Answer, Identity, command_type
@@ -94,7 +94,7 @@ class ControlResponder:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors()[:5])
             return self._error(kind, "invalid", f"invalid field(s): {fields}")
         try:
-            caller = await self._guard.identify(_proof(delivery))
+            caller = await self._guard.identify(delivery)
         except GatewayError as exc:
             return self._error(kind, "unauthenticated", exc.message)
         if spec.changes_state and caller.principal not in self._principals:
@@ -116,15 +116,3 @@ class ControlResponder:
             instance=self._instance, type=kind, ok=False, error=code, message=message,
             principal=caller.principal if caller is not None else None, identity=self._identity,
         )  # fmt: skip
-
-
-def _proof(delivery: Delivery) -> Signed:
-    return Signed(
-        delivery.user_id,
-        delivery.headers,
-        delivery.correlation_id,
-        delivery.reply_to,
-        delivery.body,
-        redelivered=delivery.redelivered,
-        position=delivery.position,
-    )
