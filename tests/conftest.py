@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.otlp",
     "tests.fixtures.prometheus",
     "tests.fixtures.stacks",
+    "tests.fixtures.logs",
 ]
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import structlog
@@ -24,24 +22,7 @@ from gateway.events import (
     SecurityRefused,
 )
 from gateway.telemetry.logging import RequestLog, configure_logging
-
-
-class Captured(io.StringIO):
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.getvalue().splitlines()]
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    """JSON logs written to a buffer; structlog and the root logger are put back afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = Captured()
-    configure_logging("INFO", "json", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+from tests.fixtures.logs import Captured
 
 
 def test_a_request_line_has_every_field_operators_search_by(captured: Captured) -> None:

@@ -5,15 +5,11 @@ published once (no retry of its own), and only the events meant for the stream l
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import aio_pika
 import pytest
-import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
 
@@ -31,11 +27,12 @@ from gateway.events import (
     RequestReceived,
     SecurityRefused,
 )
-from gateway.telemetry.logging import RequestLog, configure_logging
+from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.service import TelemetryService
 from gateway.testing import FakeClock, MemoryTransport
 from tests.fixtures.kafka import KafkaTransportFactory, read_topic
+from tests.fixtures.logs import Captured
 from tests.fixtures.rabbit import TransportFactory
 
 REFUSAL = SecurityRefused(
@@ -133,23 +130,6 @@ async def test_a_secret_quoted_in_a_reason_never_reaches_the_stream(
     assert message.routing_key == "security.invalid_path"
     assert "k-42" not in reason and "abc.def" not in reason
     assert reason.startswith("dot segment in /a/../admin?api_key=[REDACTED]")
-
-
-class Captured(io.StringIO):
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.getvalue().splitlines()]
-
-
-@pytest.fixture
-def captured() -> Iterator[Captured]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    out = Captured()
-    configure_logging("INFO", "json", stream=out)
-    yield out
-    structlog.reset_defaults()
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 async def test_one_refusal_reaches_every_sink_the_way_app_wires_them(
