@@ -91,19 +91,6 @@ def _parse(raw: bytes, codec: str, limits: DecodeLimits) -> Any:
         raise DecodeError(f"body is not valid {codec.split('/')[1]}: {_short(exc)}", leading_id(raw)) from exc
 
 
-def salvage_id(raw: bytes, content_type: str) -> str | None:
-    """Best-effort request id from bytes that failed somewhere after decoding (never a full parse of
-    a large message: see ``leading_id``)."""
-    if len(raw) > _SALVAGE_PARSE_BYTES:
-        return leading_id(raw)
-    try:
-        data = orjson.loads(raw) if normalise_content_type(content_type) == JSON else msgpack.unpackb(raw)
-    except Exception:  # noqa: BLE001 - salvage is best effort by definition
-        return None
-    return _salvage_id(data) if isinstance(data, dict) else None
-
-
-_SALVAGE_PARSE_BYTES = 64 * 1024
 # The id when it is the envelope's first key (as the SDK writes it): found without parsing the rest.
 _LEADING_JSON_ID = re.compile(rb'\A\s{0,64}\{\s{0,64}"id"\s{0,64}:\s{0,64}"([^"\\\x00-\x1f]{1,128})"')
 _MSGPACK_MAPS = {**{b: 1 for b in range(0x80, 0x90)}, 0xDE: 3, 0xDF: 5}  # map header → its size in bytes
