@@ -129,3 +129,25 @@ async def test_a_handler_that_fails_on_one_command_still_gets_the_next(broker: P
     finally:
         await caller.aclose()
         await replica.aclose()
+
+
+async def test_commands_arrive_in_the_order_they_were_sent(broker: Pair) -> None:
+    # An operator's "breaker open" then "breaker reset" must not be applied reversed. On Kafka the
+    # topic has several partitions; the channel keys every command alike so one partition holds them.
+    make_channel, _ = broker
+    replica, caller = make_channel(), make_channel()
+    seen: list[bytes] = []
+
+    async def record(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+
+    sent = [str(n).encode() for n in range(40)]
+    try:
+        await replica.start(record)
+        for n, body in enumerate(sent):
+            await caller.publish(body, reply_to="amq.gen-x", correlation_id=str(n))
+        await wait_until(lambda: len(seen) == len(sent))
+        assert seen == sent
+    finally:
+        await caller.aclose()
+        await replica.aclose()

@@ -25,6 +25,10 @@ from gateway.clock import Clock
 
 log = structlog.get_logger("cmn.bus.kafka")
 JSON = "application/json"
+# Every command carries the same key, so all land on one partition and every replica applies them
+# in the order they were sent: ``breaker open`` then ``breaker reset`` must never arrive reversed,
+# whatever the topic's partition count.
+ORDER_KEY = b"cmn.control"
 
 
 class KafkaControlChannel:
@@ -85,7 +89,7 @@ class KafkaControlChannel:
         self, body: bytes, *, reply_to: str, correlation_id: str, headers: Mapping[str, str] | None = None
     ) -> None:
         all_headers = {**(headers or {}), REPLY_TO: reply_to, CORRELATION_ID: correlation_id, CONTENT_TYPE: JSON}
-        await self._producer.send(self._topic, body, key=None, headers=all_headers)
+        await self._producer.send(self._topic, body, key=ORDER_KEY, headers=all_headers)
 
     async def answer(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
         headers = {CONTENT_TYPE: JSON, **({CORRELATION_ID: correlation_id} if correlation_id else {})}
