@@ -14,8 +14,10 @@ import aio_pika
 import orjson
 import pytest
 from aiohttp import web
+from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import CONTROL
+from tests.fixtures.kafka import produce, read_topic
 from tests.fixtures.rabbit import AMQP_URL, wait_until
 from tests.fixtures.upstreams import StartUpstream
 from tests.integration.harness import delete_rabbit_topology
@@ -112,10 +114,17 @@ async def test_cmn_status_lists_every_live_replica(fleet: list[str], broker_env:
     assert sum(e.split(":")[0] in fleet and "unknown_upstream" in e for e in unknown["errors"]) == 3
 
 
-@pytest.mark.parametrize("broker_env", ["rabbitmq"], indirect=True)  # hostile publishes over AMQP
-async def test_hostile_commands_are_answered_or_dropped_and_no_replica_crashes(
-    fleet: list[str], broker_env: dict[str, str]
-) -> None:
+HOSTILE = [
+    b"\xff\xfe not json",
+    b"[1, 2, 3]",
+    orjson.dumps({"type": "status", "upstream": "x" * 5000}),  # oversized
+    orjson.dumps({"type": "status", "upstream": "../etc"}),  # invalid name
+    orjson.dumps({"type": "status", "extra": {"deep": [[[[1]]]]}}),  # unknown field
+    orjson.dumps({"type": "drop-tables"}),  # unknown command
+]
+
+
+async def _hostile_over_amqp(fleet: list[str]) -> list[dict[str, Any]]:
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -127,15 +136,7 @@ async def test_hostile_commands_are_answered_or_dropped_and_no_replica_crashes(
             answers.append(orjson.loads(message.body))
 
         await replies.consume(collect, no_ack=True)
-        hostile = [
-            b"\xff\xfe not json",
-            b"[1, 2, 3]",
-            orjson.dumps({"type": "status", "upstream": "x" * 5000}),  # oversized
-            orjson.dumps({"type": "status", "upstream": "../etc"}),  # invalid name
-            orjson.dumps({"type": "status", "extra": {"deep": [[[[1]]]]}}),  # unknown field
-            orjson.dumps({"type": "drop-tables"}),  # unknown command
-        ]
-        for i, body in enumerate(hostile):
+        for i, body in enumerate(HOSTILE):
             await exchange.publish(
                 aio_pika.Message(body, reply_to=replies.name, correlation_id=f"h{i}"), routing_key="command"
             )
@@ -144,11 +145,40 @@ async def test_hostile_commands_are_answered_or_dropped_and_no_replica_crashes(
             aio_pika.Message(b'{"type": "status"}', reply_to="cmn.requests", correlation_id="x"), routing_key="c"
         )
         await exchange.publish(aio_pika.Message(b'{"type": "status"}'), routing_key="no-reply-to")
-        await wait_until(lambda: len([a for a in answers if a["instance"] in fleet]) >= 3 * len(hostile))
+        await wait_until(lambda: len([a for a in answers if a["instance"] in fleet]) >= 3 * len(HOSTILE))
         await asyncio.sleep(0.5)  # time for the two dropped commands' answers, were any sent
+        return answers
+
+
+async def _hostile_over_kafka(fleet: list[str], bootstrap: str) -> list[dict[str, Any]]:
+    """The same commands from a plain aiokafka producer, answers read from a reply topic of our own."""
+    reply_topic = f"cmn.replies.{uuid.uuid4().hex}"
+    for i, body in enumerate(HOSTILE):
+        headers = [("reply_to", reply_topic.encode()), ("correlation_id", f"h{i}".encode())]
+        await produce(bootstrap, CONTROL, [body], headers=headers, key=b"cmn.control")
+    # The telemetry topic as a reply address, and no reply address at all: nobody writes anywhere.
+    await produce(bootstrap, CONTROL, [b'{"type": "status"}'], headers=[("reply_to", b"cmn.telemetry")])
+    await produce(bootstrap, CONTROL, [b'{"type": "status"}'])
+
+    def enough(records: list[ConsumerRecord]) -> bool:
+        return len([r for r in records if orjson.loads(r.value)["instance"] in fleet]) >= 3 * len(HOSTILE)
+
+    records = await read_topic(bootstrap, reply_topic, until=enough, within=30.0)
+    await asyncio.sleep(0.5)  # time for the dropped commands' answers, were any sent
+    records = await read_topic(bootstrap, reply_topic, until=enough, within=30.0)
+    return [orjson.loads(r.value) for r in records]
+
+
+async def test_hostile_commands_are_answered_or_dropped_and_no_replica_crashes(
+    fleet: list[str], broker_env: dict[str, str]
+) -> None:
+    if "AMQP_URL" in broker_env:
+        answers = await _hostile_over_amqp(fleet)
+    else:
+        answers = await _hostile_over_kafka(fleet, broker_env["KAFKA_BOOTSTRAP_SERVERS"])
     ours = [a for a in answers if a["instance"] in fleet]
     codes = sorted({a["error"] for a in ours})
-    assert len(ours) == 3 * len(hostile)
+    assert len(ours) == 3 * len(HOSTILE)
     assert not any(a["ok"] for a in ours)
     assert codes == ["invalid", "too_large", "unknown_command"]
     code, document, _ = await cmn_status(broker_env)  # every replica still answers
