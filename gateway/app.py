@@ -217,7 +217,8 @@ class Gateway:
                 certificates=config.certificates, clock=self.clock, resources=self.resources,
             )  # fmt: skip
         self.control = await start_responders(
-            channels or [], status=lambda upstream: self.status(upstream).to_json(), guard=guard,
+            channels or [], clock=self.clock, observer=self.observer,
+            status=lambda upstream: self.status(upstream).to_json(), guard=guard,
             principals=principals(settings.control_principals),
             identity_configured=bool(config.security.keys) or settings.require_identity,
             instance=self.instance, resources=self.resources,

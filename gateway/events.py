@@ -79,6 +79,19 @@ class BreakerForced(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ControlChannelChanged(_Event):
+    """This replica's control channel on ``transport`` became usable, or the broker refused it (or is
+    unreachable): the replica then serves requests as before, but answers no ``cmn`` command there
+    and keeps trying to open it. Metrics and the log only: the stream may be down for the same reason."""
+
+    type = "control.channel"
+    on_stream = False
+    transport: str
+    available: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointEjected(_Event):
     type = "endpoint.ejected"
     upstream: str
@@ -218,6 +231,7 @@ Event = (
     | RequestCompleted
     | BreakerStateChanged
     | BreakerForced
+    | ControlChannelChanged
     | EndpointEjected
     | EndpointRestored
     | RetryAttempted

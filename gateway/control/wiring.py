@@ -10,8 +10,10 @@ from gateway.access.guard import Guard
 from gateway.bus.base import ControlChannel
 from gateway.clock import Clock
 from gateway.control.breaker import ForceBreakers, ForcedBreakers, register_breaker
+from gateway.control.keeper import ChannelKeeper
 from gateway.control.registry import StatusSource, default_registry
 from gateway.control.responder import ControlResponder
+from gateway.events import Observer
 from gateway.settings import Settings
 
 
@@ -52,6 +54,8 @@ async def build_control_channels(
 async def start_responders(
     channels: Sequence[ControlChannel],
     *,
+    clock: Clock,
+    observer: Observer,
     status: StatusSource,
     guard: Guard,
     principals: Collection[str],
@@ -61,7 +65,9 @@ async def start_responders(
     breakers: ForceBreakers | None = None,
     forced_breakers: ForcedBreakers | None = None,
 ) -> list[ControlResponder]:
-    """A responder on each channel, started; each is closed with the gateway (``resources``).
+    """A responder on each channel, started (or, when the broker refuses or cannot be reached, retried
+    in the background by a ``ChannelKeeper`` while requests are served); each is closed with the
+    gateway (``resources``).
     ``breakers`` (``Gateway.force_breakers``) adds the ``breaker`` command, ``forced_breakers``
     (``Gateway.forced_breakers``) the read-only ``breaker.forced`` a late starter asks its peers."""
     registry = default_registry(status)
@@ -73,7 +79,9 @@ async def start_responders(
             channel, registry, guard=guard, principals=principals,
             identity_configured=identity_configured, instance=instance,
         )  # fmt: skip
+        keeper = ChannelKeeper(responder.start, transport=channel.name, clock=clock, observer=observer)
         resources.push_async_callback(responder.aclose)
-        await responder.start()
+        resources.push_async_callback(keeper.aclose)  # first out: no retry may reopen a closed channel
+        await keeper.start()
         responders.append(responder)
     return responders

@@ -27,6 +27,7 @@ from gateway.events import (
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
+    ControlChannelChanged,
     EndpointEjected,
     EndpointRestored,
     Event,
@@ -153,6 +154,11 @@ class RequestLog:
                 )
             case RateLimitBackendFallback(reason=reason):
                 self._log.warning(event.type, reason=reason)
+            case ControlChannelChanged(transport=transport, available=True):
+                self._log.info(event.type, transport=transport, available=True)
+            case ControlChannelChanged(transport=transport, reason=reason):
+                # Loud: this replica answers no `cmn status`, `cmn breaker` or replay until it opens.
+                self._log.warning(event.type, transport=transport, available=False, reason=reason)
             case MessageDeadLettered(transport=transport, error_code=code, reason=reason):
                 self._log.warning(event.type, transport=transport, error_code=code, reason=reason)
             case ReplyUnroutable(transport=transport, destination=destination, correlation_id=correlation_id):

@@ -29,6 +29,7 @@ from gateway.events import (
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
+    ControlChannelChanged,
     EndpointEjected,
     EndpointHealthChanged,
     EndpointRestored,
@@ -257,6 +258,12 @@ class Metrics:
             registry=r,
         )
         self.ejected = Gauge("cmn_endpoint_ejected", "1 while the endpoint is ejected.", where, registry=r)
+        self.control_up = Gauge(
+            "cmn_control_channel_up",
+            "1 while this replica answers commands on cmn.control over the transport, 0 while refused or down.",
+            ["transport"],
+            registry=r,
+        )
         self.ejections = Counter("cmn_endpoint_ejections", "Outlier ejections of an endpoint.", where, registry=r)
         self.healthy = Gauge(
             "cmn_endpoint_healthy", "Active health check verdict: 1 healthy, 0 unhealthy.", where, registry=r
@@ -359,6 +366,8 @@ class Metrics:
                 self.renewals.labels(self._certificate(name), "failure").inc()
             case EndpointHealthChanged(upstream=upstream, endpoint=endpoint, healthy=healthy):
                 self.healthy.labels(*self._where(upstream, endpoint)).set(1 if healthy else 0)
+            case ControlChannelChanged(transport=transport, available=available):
+                self.control_up.labels(transport).set(1 if available else 0)
             case BreakerForced(upstream=upstream, endpoint=endpoint, state=forced):
                 for state in ("open", "closed"):
                     self.breaker_forced.labels(*self._where(upstream, endpoint), state).set(int(state == forced))

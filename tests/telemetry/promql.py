@@ -13,6 +13,7 @@ from gateway.events import (
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
+    ControlChannelChanged,
     EndpointEjected,
     EndpointRestored,
     Event,
@@ -49,6 +50,7 @@ ONE_OF_EACH: tuple[Event, ...] = (
     ReplyUnroutable("rabbitmq", "replies.gone", "c-1"),
     PoolStats("payments", "e:443", 1, 2, 0),
     SecurityRefused("forbidden", "not on the allow list", "billing", "payments", "rabbitmq", "r"),
+    ControlChannelChanged("rabbitmq", available=False, reason="ACCESS_REFUSED"),
 )
 
 

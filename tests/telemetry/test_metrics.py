@@ -14,6 +14,7 @@ from gateway.events import (
     BreakerStateChanged,
     CertificateRenewalFailed,
     CertificateRenewed,
+    ControlChannelChanged,
     EndpointEjected,
     EndpointRestored,
     MessageDeadLettered,
@@ -324,3 +325,12 @@ def test_observer_failures_are_counted_by_observer() -> None:
     text = generate_latest(registry).decode()
     assert 'cmn_observer_failures_total{observer="Broken"} 2.0' in text
     assert 'cmn_retry_budget_exhausted_total{upstream="payments"} 2.0' in text  # the others still ran
+
+
+def test_the_control_channel_gauge_follows_each_transport(metrics: Metrics, registry: CollectorRegistry) -> None:
+    metrics.on_event(ControlChannelChanged("rabbitmq", available=False, reason="ACCESS_REFUSED"))
+    metrics.on_event(ControlChannelChanged("kafka", available=True))
+    assert registry.get_sample_value("cmn_control_channel_up", {"transport": "rabbitmq"}) == 0
+    assert registry.get_sample_value("cmn_control_channel_up", {"transport": "kafka"}) == 1
+    metrics.on_event(ControlChannelChanged("rabbitmq", available=True))
+    assert registry.get_sample_value("cmn_control_channel_up", {"transport": "rabbitmq"}) == 1

@@ -20,11 +20,12 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from gateway.bus.base import CONTROL, PUBLISH_TIMEOUT, Delivery, Handler
-from gateway.bus.rabbitmq.connection import connect
+from gateway.bus.rabbitmq.connection import BROKER_ERRORS, connect
 from gateway.bus.rabbitmq.properties import DEFAULT_CONTENT_TYPE, properties, text_headers
 from gateway.bus.rabbitmq.publisher import ConfirmedPublisher
 from gateway.bus.rabbitmq.topology import TRANSPORT_NAME
 from gateway.clock import Clock
+from gateway.errors import BusUnavailableError
 
 JSON = "application/json"
 QUEUE_LIMITS: Mapping[str, object] = {
@@ -85,12 +86,18 @@ class RabbitControlChannel:
         if self._handler is not None:
             raise RuntimeError(f"{self!r} already started")
         self._handler = handler
-        channel = await self._open()
-        queue = await channel.declare_queue(
-            self._queue_name, exclusive=True, auto_delete=True, arguments=dict(QUEUE_LIMITS)
-        )
-        await queue.bind(self._exchange, routing_key="#")
-        await queue.consume(self._deliver, no_ack=True)
+        try:
+            channel = await self._open()
+            queue = await channel.declare_queue(
+                self._queue_name, exclusive=True, auto_delete=True, arguments=dict(QUEUE_LIMITS)
+            )
+            await queue.bind(self._exchange, routing_key="#")
+            await queue.consume(self._deliver, no_ack=True)
+        except BROKER_ERRORS as exc:
+            # Refused (no permission on the exchange) or gone: nothing half-open is kept, so the
+            # caller may simply try ``start`` again later (gateway.control.supervisor does).
+            await self.aclose()
+            raise BusUnavailableError(f"RabbitMQ refused the control channel {self._exchange}: {exc}") from exc
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         handler = self._handler

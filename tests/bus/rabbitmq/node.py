@@ -162,6 +162,10 @@ class RabbitNode:
         self._ctl("set_permissions", "-p", "/", name, ".*", ".*", ".*", timeout=30)
         return f"amqp://{name}:{password}@127.0.0.1:{self.port}/"
 
+    def set_permissions(self, name: str, pattern: str) -> None:
+        """Give ``name`` configure, write and read rights on the resources ``pattern`` matches."""
+        self._ctl("set_permissions", "-p", "/", name, pattern, pattern, pattern, timeout=30)
+
     def _ctl(self, *args: str, timeout: float) -> str:
         result = subprocess.run(
             [CTL, "-n", self.name, *args], env=self._env, capture_output=True, timeout=timeout, check=False
