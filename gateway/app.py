@@ -40,6 +40,7 @@ from gateway.wiring import (
     build_dedupe_store,
     build_embedded_broker,
     build_guard,
+    build_kafka_security,
     build_metrics,
     build_secrets,
     build_tracing,
@@ -50,6 +51,7 @@ from gateway.worker import Lane, Worker
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from gateway.bus.kafka.security import KafkaSecurity
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.tracing import TracingHandle
     from gateway.upstream.forward import GatewayForwarder
@@ -129,6 +131,7 @@ class Gateway:
         self._given_control = control
         self.control: list[ControlResponder] = []  # one per transport: answers `cmn status` and friends
         self._learning: asyncio.Task[None] | None = None  # asking the peers for forced breaker states
+        self._kafka_security: KafkaSecurity | None = None  # every Kafka client's, built once (TLS renewals)
         self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
         self.transports: list[Transport] = []
         self.worker: Worker | None = None
@@ -201,10 +204,15 @@ class Gateway:
     async def _build_transports(self) -> list[Transport]:
         settings = self.settings
         self.embedded_bootstrap = await build_embedded_broker(settings, clock=self.clock, resources=self.resources)
+        bootstrap = self.embedded_bootstrap or settings.kafka_bootstrap_servers
+        if bootstrap:
+            self._kafka_security = await build_kafka_security(
+                settings, certificates=self.config.certificates, clock=self.clock, observer=self.observer,
+                resources=self.resources,
+            )  # fmt: skip
         return await build_transports(
-            settings, certificates=self.config.certificates,
-            bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers, instance=self.instance,
-            clock=self.clock, observer=self.observer, resources=self.resources, metrics=self.metrics,
+            settings, kafka_security=self._kafka_security, bootstrap=bootstrap, instance=self.instance,
+            clock=self.clock, observer=self.observer, metrics=self.metrics,
         )  # fmt: skip
 
     async def _start_control(self, guard: Guard) -> None:
@@ -214,7 +222,7 @@ class Gateway:
             channels = await build_control_channels(
                 settings, [t.name for t in self.transports],
                 bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers,
-                certificates=config.certificates, clock=self.clock, resources=self.resources,
+                kafka_security=self._kafka_security, clock=self.clock,
             )  # fmt: skip
         self.control = await start_responders(
             channels or [], clock=self.clock, observer=self.observer,
@@ -235,18 +243,10 @@ class Gateway:
         try:
             await learn_forced_breakers(
                 self.settings, instance=self.instance, apply=self.apply_forced_breakers, clock=self.clock,
-                security=await self._control_security(),
+                security=None if self.settings.amqp_url else self._kafka_security,
             )  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the peers' answer is an optimisation, never a start failure
             log.warning("forced_breakers_not_learned", error=type(exc).__name__)
-
-    async def _control_security(self) -> Any:
-        if not (self.settings.kafka_bootstrap_servers or self.embedded_bootstrap) or self.settings.amqp_url:
-            return None
-        from gateway.bus.kafka.security import security_from_settings
-
-        security = security_from_settings(self.settings)
-        return None if security.tls else security  # a TLS client context is the channels' to build
 
     async def _stop_learning(self) -> None:
         if self._learning is not None:

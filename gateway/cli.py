@@ -103,25 +103,15 @@ async def _client(settings: Settings, msgpack: bool, *, stream: str | None = Non
 async def _kafka_security(settings: Settings) -> Any:
     """KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* as the gateway reads them. A named client
     certificate is loaded once from CMN_UPSTREAMS_FILE's `certificates:` (a CLI run needs no renewals)."""
-    from gateway.bus.kafka.security import security_from_settings
-    from gateway.certs.wiring import broker_tls_context
     from gateway.clock import SystemClock
+    from gateway.wiring import build_kafka_security
 
-    security = security_from_settings(settings)
-    if not security.tls:
-        return security
     certificates = None
     if settings.kafka_ssl_certificate:
         from gateway.app import load_config
 
         certificates = load_config(settings).certificates
-    context, manager = await broker_tls_context(
-        certificates, ca_file=settings.kafka_ssl_ca_file, client_certificate=settings.kafka_ssl_certificate,
-        settings=settings, clock=SystemClock(),
-    )  # fmt: skip
-    if manager is not None:
-        await manager.aclose()  # the context keeps the certificate it loaded
-    return security.with_ssl_context(context)
+    return await build_kafka_security(settings, certificates=certificates, clock=SystemClock())
 
 
 def _signing(key_id: str | None, secret_file: Path | None) -> dict[str, str]:

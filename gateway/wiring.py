@@ -22,6 +22,7 @@ from gateway.access.replay import MemoryReplayRecord, RedisReplayRecord, ReplayR
 from gateway.access.reply_address import ReplyAddresses
 from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY, Transport
 from gateway.clock import Clock
+from gateway.errors import ConfigError
 from gateway.events import Observer
 from gateway.idempotency import IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore
 from gateway.secrets import SecretResolver
@@ -31,6 +32,7 @@ from gateway.upstream.config import UpstreamsFile
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from gateway.bus.kafka.security import KafkaSecurity
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.server import StatusSource
     from gateway.telemetry.tracing import TracingHandle
@@ -135,18 +137,50 @@ async def build_embedded_broker(settings: Settings, *, clock: Clock, resources: 
     return broker.bootstrap
 
 
+async def build_kafka_security(
+    settings: Settings,
+    *,
+    certificates: Mapping[str, Any] | None,
+    clock: Clock,
+    observer: Observer | None = None,
+    resources: AsyncExitStack | None = None,
+) -> KafkaSecurity:
+    """KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_* and KAFKA_SSL_* as every Kafka client of one process uses
+    them: the gateway's transport, its control channel and the requester a late starter asks its peers
+    with, and the CLI. With a client certificate (a name under ``certificates:``) its manager renews
+    it into the one context for as long as ``resources`` lives; without ``resources`` (a one-shot CLI
+    run) the manager is closed at once and the context keeps the certificate it loaded."""
+    from gateway.bus.kafka.security import security_from_settings
+
+    security = security_from_settings(settings)
+    if not security.tls:
+        return security
+    from gateway.certs.wiring import broker_tls_context
+
+    context, manager = await broker_tls_context(
+        certificates, ca_file=settings.kafka_ssl_ca_file, client_certificate=settings.kafka_ssl_certificate,
+        settings=settings, clock=clock, observer=observer,
+    )  # fmt: skip
+    if manager is not None:
+        if resources is not None:
+            resources.push_async_callback(manager.aclose)
+        else:
+            await manager.aclose()
+    return security.with_ssl_context(context)
+
+
 async def build_transports(
     settings: Settings,
     *,
-    certificates: Mapping[str, Any],
+    kafka_security: KafkaSecurity | None,
     bootstrap: str | None,
     instance: str,
     clock: Clock,
     observer: Observer,
-    resources: AsyncExitStack,
     metrics: Metrics | None,
 ) -> list[Transport]:
-    """RabbitMQ when AMQP_URL is set, Kafka when ``bootstrap`` is; each takes the gateway's clock."""
+    """RabbitMQ when AMQP_URL is set, Kafka when ``bootstrap`` is (with ``kafka_security``, from
+    ``build_kafka_security``); each takes the gateway's clock."""
     transports: list[Transport] = []
     if settings.amqp_url:
         from gateway.bus.rabbitmq.transport import RabbitTransport
@@ -162,38 +196,17 @@ async def build_transports(
             )
         )
     if bootstrap:
-        transports.append(
-            await _kafka_transport(
-                settings, certificates, bootstrap, clock=clock, observer=observer, resources=resources, metrics=metrics
-            )
-        )
+        if kafka_security is None:
+            raise ConfigError("a Kafka transport needs its security settings (build_kafka_security)")
+        transports.append(_kafka_transport(settings, bootstrap, kafka_security, clock=clock, metrics=metrics))
     return transports
 
 
-async def _kafka_transport(
-    s: Settings,
-    certificates: Mapping[str, Any],
-    bootstrap: str,
-    *,
-    clock: Clock,
-    observer: Observer,
-    resources: AsyncExitStack,
-    metrics: Metrics | None,
+def _kafka_transport(
+    s: Settings, bootstrap: str, security: KafkaSecurity, *, clock: Clock, metrics: Metrics | None
 ) -> Transport:
-    from gateway.bus.kafka.security import security_from_settings
     from gateway.bus.kafka.transport import KafkaTransport
 
-    security = security_from_settings(s)
-    if security.tls:
-        from gateway.certs.wiring import broker_tls_context
-
-        context, manager = await broker_tls_context(
-            certificates, ca_file=s.kafka_ssl_ca_file, client_certificate=s.kafka_ssl_certificate,
-            settings=s, clock=clock, observer=observer,
-        )  # fmt: skip
-        if manager is not None:
-            resources.push_async_callback(manager.aclose)
-        security = security.with_ssl_context(context)
     session_ms = s.kafka_session_timeout_ms
     if s.embedded and "kafka_session_timeout_ms" not in s.model_fields_set:
         session_ms = 1000  # Tansu joins a group in half a session: keep the embedded broker snappy

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
 
 from gateway.access.guard import Guard
 from gateway.bus.base import ControlChannel
+from gateway.bus.kafka.security import PLAINTEXT, KafkaSecurity
 from gateway.clock import Clock
 from gateway.control.breaker import ForceBreakers, ForcedBreakers, register_breaker
 from gateway.control.keeper import ChannelKeeper
@@ -22,11 +22,11 @@ async def build_control_channels(
     transports: Sequence[str],
     *,
     bootstrap: str | None,
-    certificates: Mapping[str, Any],
+    kafka_security: KafkaSecurity | None,
     clock: Clock,
-    resources: AsyncExitStack,
 ) -> list[ControlChannel]:
-    """One control channel per transport the gateway built (``rabbitmq``, ``kafka``), on the same broker."""
+    """One control channel per transport the gateway built (``rabbitmq``, ``kafka``), on the same broker;
+    Kafka's with the transport's own ``kafka_security`` (gateway.wiring.build_kafka_security)."""
     channels: list[ControlChannel] = []
     if "rabbitmq" in transports and settings.amqp_url:
         from gateway.bus.rabbitmq.control import RabbitControlChannel
@@ -34,20 +34,8 @@ async def build_control_channels(
         channels.append(RabbitControlChannel(settings.amqp_url, clock=clock))
     if "kafka" in transports and bootstrap:
         from gateway.bus.kafka.control import KafkaControlChannel
-        from gateway.bus.kafka.security import security_from_settings
 
-        security = security_from_settings(settings)
-        if security.tls:
-            from gateway.certs.wiring import broker_tls_context
-
-            context, manager = await broker_tls_context(
-                certificates, ca_file=settings.kafka_ssl_ca_file, client_certificate=settings.kafka_ssl_certificate,
-                settings=settings, clock=clock,
-            )  # fmt: skip
-            if manager is not None:
-                resources.push_async_callback(manager.aclose)
-            security = security.with_ssl_context(context)
-        channels.append(KafkaControlChannel(bootstrap, clock=clock, security=security))
+        channels.append(KafkaControlChannel(bootstrap, clock=clock, security=kafka_security or PLAINTEXT))
     return channels
 
 

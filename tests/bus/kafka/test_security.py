@@ -337,3 +337,34 @@ async def test_cmn_request_logs_in_with_the_sasl_settings(sasl_kafka: KafkaFront
 
 async def _never_called(delivery: Any) -> None:
     raise AssertionError(f"no delivery expected: {delivery!r}")
+
+
+async def test_a_late_starter_learns_forced_breakers_over_sasl_ssl(
+    broker_certs: tuple[DevCertificateAuthority, Path], echo_upstream: Upstream
+) -> None:
+    """The late starter's question to its peers goes out with the gateway's own Kafka security
+    (gateway.wiring.build_kafka_security), TLS included, like its transport and control channel."""
+    ca, ca_file = broker_certs
+    tls = server_context(ca.issue("broker", ["127.0.0.1"], now=time.time()))
+    async with kafka_behind_front(users=USERS, ssl_context=tls) as (_, front):
+        bootstrap = f"127.0.0.1:{front.port}"
+        env = {
+            **sasl_env("SCRAM-SHA-256", "cmn-gateway", USERS["cmn-gateway"], "SASL_SSL"),
+            "KAFKA_SSL_CA_FILE": ca_file,
+        }
+        first = gateway_for(bootstrap, echo_upstream, {**env, "CMN_INSTANCE": unique("early")})
+        async with first:
+            answer = first.force_breakers("echo", "open", principal="ops", duration=600)
+            assert answer["ok"], answer
+            late = gateway_for(bootstrap, echo_upstream, {**env, "CMN_INSTANCE": unique("late")})
+            async with late:
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 20
+                while not late.forced_breakers():
+                    assert loop.time() < end, "the late starter never learned the forced state"
+                    await asyncio.sleep(0.1)
+                [learned] = late.forced_breakers()
+                [original] = first.forced_breakers()
+    assert learned["state"] == "open" and learned["by"] == "ops"
+    assert abs(learned["until"] - original["until"]) < 1.0
+    assert front.logins and all(accepted for _, _, accepted in front.logins)
