@@ -11,6 +11,9 @@ TELEMETRY = "cmn.telemetry"
 DEAD_LETTERS = "cmn.requests.dlq"
 CONTROL = "cmn.control"  # commands to every replica (RabbitMQ topic exchange; Kafka topic)
 ERROR_HEADER = "x-cmn-error"
+# On a Kafka dead letter: the requests topic it came from. One cmn.requests.dlq topic serves every
+# deployment on a broker (CMN_REQUESTS_QUEUE differs), so replay sends each letter back only to its own.
+TOPIC_HEADER = "x-cmn-topic"
 # How long a publish may take, reconnects included, before the transport gives up with
 # BusUnavailableError: the bound of the Transport contract, written once.
 PUBLISH_TIMEOUT = 30.0

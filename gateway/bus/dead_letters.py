@@ -31,10 +31,15 @@ class DeadLetter:
     # Letters of one lane leave the queue in order (a Kafka partition: the group commits a position);
     # None: each letter leaves on its own (a RabbitMQ queue acks each one).
     lane: str | None = None
+    # The requests queue/topic the letter came from, when the dead-letter queue is shared by several
+    # (Kafka: one cmn.requests.dlq per broker); None when the queue is this deployment's alone.
+    source: str | None = None
     token: Any = field(default=None, repr=False, compare=False)
 
 
 class DeadLetterQueue(Protocol):
+    requests: str  # where ``republish`` sends a letter: this deployment's requests queue/topic
+
     async def read(self) -> Sequence[DeadLetter]: ...
 
     async def republish(self, letter: DeadLetter, headers: Mapping[str, str]) -> None:

@@ -22,7 +22,7 @@ from gateway.access.config import SecurityConfig
 from gateway.bus.dead_letters import DeadLetter, DeadLetterQueue
 from gateway.clock import SystemClock
 from gateway.dlq.letters import Filters, Summary, redacted, summarise
-from gateway.dlq.replay import Outcome, Signer, plan, replay
+from gateway.dlq.replay import Outcome, Plan, Signer, plan, replay
 from gateway.errors import GatewayError
 
 WIDTH = 80
@@ -155,9 +155,9 @@ def dlq_app(
         signer = _signer(signing(key_id, secret_file))
 
         async def work(queue: DeadLetterQueue) -> tuple[Outcome, int]:
-            the_plan = plan(await summaries(queue), filters, force=force)
+            the_plan = plan(await summaries(queue), filters, force=force, requests=queue.requests)
             if dry_run:
-                return _dry(the_plan.letters, the_plan.chosen, the_plan.not_idempotent), len(the_plan.chosen)
+                return _dry(the_plan), len(the_plan.chosen)
             with Progress(console=err, disable=len(the_plan.letters) < PROGRESS_FROM, transient=True) as bar:
                 task = bar.add_task("replaying", total=len(the_plan.letters))
                 outcome = await replay(
@@ -169,6 +169,9 @@ def dlq_app(
         verb = "would replay" if dry_run else "replayed"
         sys.stdout.write(f"{verb} {chosen}, skipped {len(outcome.not_idempotent)} not idempotent (use --force), "
                          f"left {outcome.kept} not matching\n")  # fmt: skip
+        if outcome.elsewhere:
+            sys.stdout.write(f"  left {outcome.elsewhere} of other deployments (another requests topic than "
+                             f"CMN_REQUESTS_QUEUE): replay them with theirs\n")  # fmt: skip
         for request_id in outcome.not_idempotent:
             sys.stdout.write(f"  not idempotent: {request_id}\n")
         if dry_run:
@@ -178,9 +181,11 @@ def dlq_app(
     return dlq
 
 
-def _dry(letters: Sequence[tuple[DeadLetter, Summary]], chosen: frozenset[str], skipped: Sequence[str]) -> Outcome:
-    replayed = [s.id for letter, s in letters if letter.ref in chosen]
-    return Outcome(replayed=replayed, not_idempotent=list(skipped), kept=len(letters) - len(replayed) - len(skipped))
+def _dry(the_plan: Plan) -> Outcome:
+    replayed = [s.id for letter, s in the_plan.letters if letter.ref in the_plan.chosen]
+    elsewhere = len(the_plan.elsewhere)
+    kept = len(the_plan.letters) - len(replayed) - len(the_plan.not_idempotent) - elsewhere
+    return Outcome(replayed=replayed, not_idempotent=list(the_plan.not_idempotent), kept=kept, elsewhere=elsewhere)
 
 
 def _signer(signing: dict[str, str]) -> Signer | None:

@@ -17,7 +17,7 @@ import orjson
 
 from gateway.access import signature
 from gateway.access.config import SecurityConfig
-from gateway.bus.base import ERROR_HEADER
+from gateway.bus.base import ERROR_HEADER, TOPIC_HEADER
 from gateway.bus.dead_letters import DeadLetter
 from gateway.envelope.codec import MSGPACK, normalise_content_type
 from gateway.telemetry.redaction import REDACTED, Redactor
@@ -137,7 +137,7 @@ def _text(value: object) -> str | None:
 
 
 def headers_for_replay(headers: Mapping[str, str]) -> dict[str, str]:
-    """The letter's headers without ``x-cmn-error`` and the x-cmn signature headers: the gateway
+    """The letter's headers without ``x-cmn-error``, ``x-cmn-topic`` and the x-cmn signature headers: the gateway
     accepts a signature once, so a replay carries the replaying operator's signature or none."""
-    drop = {ERROR_HEADER, *signature.HEADERS}
+    drop = {ERROR_HEADER, TOPIC_HEADER, *signature.HEADERS}
     return {name: value for name, value in headers.items() if name not in drop}

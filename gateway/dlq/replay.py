@@ -30,10 +30,11 @@ class Outcome:
     replayed: list[str] = field(default_factory=list)
     not_idempotent: list[str] = field(default_factory=list)  # matched, skipped without --force
     kept: int = 0  # not matched, left in the queue
+    elsewhere: int = 0  # another deployment's (another requests topic), left in the shared queue
 
     @property
     def total(self) -> int:
-        return len(self.replayed) + len(self.not_idempotent) + self.kept
+        return len(self.replayed) + len(self.not_idempotent) + self.kept + self.elsewhere
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Plan:
     letters: Sequence[tuple[DeadLetter, Summary]]
     chosen: frozenset[str]  # refs
     not_idempotent: tuple[str, ...]  # summary ids
+    elsewhere: frozenset[str] = frozenset()  # refs of letters from another requests queue/topic
 
     def must_keep(self, index: int) -> bool:
         """A letter not chosen with a chosen one after it in the same lane."""
@@ -52,11 +54,20 @@ class Plan:
         return any(later.lane == letter.lane and later.ref in self.chosen for later, _ in self.letters[index + 1 :])
 
 
-def plan(letters: Sequence[tuple[DeadLetter, Summary]], filters: Filters, *, force: bool) -> Plan:
-    matched = [(letter, summary) for letter, summary in letters if filters.match(summary)]
+def plan(
+    letters: Sequence[tuple[DeadLetter, Summary]], filters: Filters, *, force: bool, requests: str | None = None
+) -> Plan:
+    """Which letters go back to ``requests``. A letter that came from another requests queue/topic
+    (a shared Kafka cmn.requests.dlq serves every deployment on the broker) is never chosen: it
+    belongs to the deployment that reads that topic, and is replayed from there."""
+    elsewhere = frozenset(
+        letter.ref for letter, _ in letters if requests is not None and letter.source not in (None, requests)
+    )
+    mine = [(letter, summary) for letter, summary in letters if letter.ref not in elsewhere]
+    matched = [(letter, summary) for letter, summary in mine if filters.match(summary)]
     chosen = frozenset(letter.ref for letter, summary in matched if force or summary.idempotent)
     skipped = tuple(summary.id for letter, summary in matched if letter.ref not in chosen)
-    return Plan(letters, chosen, skipped)
+    return Plan(letters, chosen, skipped, elsewhere)
 
 
 async def replay(
@@ -70,7 +81,7 @@ async def replay(
     """Carry out ``replay_plan``: republish (confirmed) then remove each chosen letter; copy forward
     the letters a lane must keep. A failure stops the run; what was removed stays removed, the rest
     stays in the queue."""
-    outcome = Outcome(not_idempotent=list(replay_plan.not_idempotent))
+    outcome = Outcome(not_idempotent=list(replay_plan.not_idempotent), elsewhere=len(replay_plan.elsewhere))
     for index, (letter, summary) in enumerate(replay_plan.letters):
         if letter.ref in replay_plan.chosen:
             await queue.republish(letter, _headers(letter, clock, signer))
@@ -79,7 +90,7 @@ async def replay(
         else:
             if replay_plan.must_keep(index):
                 await queue.keep(letter)
-            if summary.id not in replay_plan.not_idempotent:
+            if summary.id not in replay_plan.not_idempotent and letter.ref not in replay_plan.elsewhere:
                 outcome.kept += 1
         if progress is not None:
             progress()

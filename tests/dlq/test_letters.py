@@ -3,6 +3,7 @@ and the 80-column table: pure functions over letters as the brokers hand them ou
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -126,3 +127,18 @@ def test_the_table_fits_80_columns_whatever_the_letters_say(rows: list[tuple[Any
     lines = table(summaries).splitlines()
     assert len(lines) == len(rows) + 1
     assert all(len(line) <= WIDTH for line in lines)
+
+
+def test_the_plan_leaves_letters_from_another_requests_topic_and_keeps_its_place_in_the_lane() -> None:
+    theirs = replace(letter({"id": "t", "method": "GET", "upstream": "p"}, ref="0:0", lane="0"), source="b.requests")
+    ours = replace(letter({"id": "o", "method": "GET", "upstream": "p"}, ref="0:1", lane="0"), source="a.requests")
+    legacy = letter({"id": "l", "method": "GET", "upstream": "p"}, ref="0:2", lane="0")  # no source recorded
+    letters = [(x, summarise(x, now=NOW)) for x in (theirs, ours, legacy)]
+    the_plan = plan(letters, Filters(), force=True, requests="a.requests")
+    assert the_plan.chosen == {"0:1", "0:2"} and the_plan.elsewhere == {"0:0"}
+    assert the_plan.must_keep(0)  # copied to the tail before ours is committed past it
+    assert plan(letters, Filters(), force=True).chosen == {"0:0", "0:1", "0:2"}  # no requests topic: all
+
+
+def test_replayed_headers_lose_the_source_topic() -> None:
+    assert headers_for_replay({"x-cmn-topic": "b.requests", "x-trace": "1"}) == {"x-trace": "1"}

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from gateway.bus.base import DEAD_LETTERS
+from gateway.bus.base import DEAD_LETTERS, TOPIC_HEADER
 from gateway.bus.dead_letters import DLQ_GROUP, DeadLetter
 from gateway.bus.kafka.producer import KafkaProducerLink
 from gateway.bus.kafka.records import (
@@ -49,7 +49,7 @@ class KafkaDeadLetters:
         limit: int = READ_LIMIT,
     ) -> None:
         self._options = KafkaOptions(bootstrap, security, client_id="cmn-dlq")
-        self._requests = requests
+        self.requests = requests
         self._topic = topic
         self._group = group
         self._limit = limit
@@ -108,7 +108,7 @@ class KafkaDeadLetters:
         return letters
 
     async def republish(self, letter: DeadLetter, headers: Mapping[str, str]) -> None:
-        await self._producer.send(self._requests, letter.body, key=letter.key, headers=headers)
+        await self._producer.send(self.requests, letter.body, key=letter.key, headers=headers)
 
     async def remove(self, letter: DeadLetter) -> None:
         await self._leave(letter)
@@ -143,7 +143,7 @@ class KafkaDeadLetters:
             await self._producer.aclose()
 
     def __repr__(self) -> str:
-        return f"<KafkaDeadLetters {self._topic} group {self._group} -> {self._requests}>"
+        return f"<KafkaDeadLetters {self._topic} group {self._group} -> {self.requests}>"
 
 
 def _letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
@@ -158,5 +158,6 @@ def _letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
         timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
         key=record.key,
         lane=str(record.partition),
+        source=headers.get(TOPIC_HEADER) or None,
         token=(record.partition, record.offset),
     )

@@ -24,6 +24,7 @@ from gateway.bus.base import (
     PUBLISH_TIMEOUT,
     REQUESTS,
     TELEMETRY,
+    TOPIC_HEADER,
     Delivery,
     Handler,
     OutboundMessage,
@@ -218,7 +219,7 @@ class KafkaTransport:
         return partitions[random.randrange(len(partitions))]  # nosec B311  # spreads load, not a secret
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        headers = {**delivery.headers, ERROR_HEADER: reason}
+        headers = {**delivery.headers, ERROR_HEADER: reason, TOPIC_HEADER: delivery.source or self._topic}
         key = delivery.correlation_id.encode() if delivery.correlation_id else None
         await self._producer.send(DEAD_LETTERS, delivery.body, key=key, headers=headers)
 
@@ -288,7 +289,7 @@ class KafkaTransport:
         log.error("kafka_record_unreadable", topic=tp.topic, partition=tp.partition, offset=offset)
         note = {
             ERROR_HEADER: "invalid_request: unreadable Kafka record (a header key is not UTF-8)",
-            "x-cmn-topic": tp.topic,
+            TOPIC_HEADER: tp.topic,
             "x-cmn-partition": str(tp.partition),
             "x-cmn-offset": str(offset),
         }

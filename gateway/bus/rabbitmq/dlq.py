@@ -27,7 +27,7 @@ class RabbitDeadLetters:
 
     def __init__(self, url: str, *, requests: str, dead_letters: str | None = None, limit: int = READ_LIMIT) -> None:
         self._url = url
-        self._requests = requests
+        self.requests = requests
         self._dead_letters = dead_letters or f"{requests}.dlq"
         self._limit = limit
         self._connection: AbstractConnection | None = None
@@ -72,9 +72,9 @@ class RabbitDeadLetters:
         try:
             channel = await self._open()
             # Returns once the broker confirmed it; mandatory: an unroutable copy is an error, not lost.
-            await channel.default_exchange.publish(message, routing_key=self._requests, mandatory=True)
+            await channel.default_exchange.publish(message, routing_key=self.requests, mandatory=True)
         except BROKER_ERRORS as exc:
-            raise BusUnavailableError(f"republish of {letter.ref} to {self._requests} not confirmed: {exc}") from exc
+            raise BusUnavailableError(f"republish of {letter.ref} to {self.requests} not confirmed: {exc}") from exc
 
     async def remove(self, letter: DeadLetter) -> None:
         message = self._held.pop(letter.ref)
@@ -96,7 +96,7 @@ class RabbitDeadLetters:
                 self._connection = self._channel = None
 
     def __repr__(self) -> str:
-        return f"<RabbitDeadLetters {self._dead_letters} -> {self._requests} [{len(self._held)} held]>"
+        return f"<RabbitDeadLetters {self._dead_letters} -> {self.requests} [{len(self._held)} held]>"
 
 
 def _letter(message: AbstractIncomingMessage, ref: str) -> DeadLetter:
