@@ -21,6 +21,7 @@ from gateway.access.guard import Guard
 from gateway.admission import Admission
 from gateway.bus.base import ControlChannel, Transport
 from gateway.clock import Clock, SystemClock
+from gateway.config_file import ConfigDocument
 from gateway.control.responder import ControlResponder
 from gateway.control.wiring import build_control_channels, start_responders
 from gateway.errors import ConfigError, InvalidRequestError, UnknownUpstreamError
@@ -76,18 +77,12 @@ def load_config(settings: Settings, upstreams: dict[str, Any] | None = None) -> 
         if settings.upstreams_file is None:
             raise ConfigError("CMN_UPSTREAMS_FILE is not set: the gateway needs at least one upstream")
         upstreams = read_yaml(settings.upstreams_file)
-    document = dict(upstreams)
-    certificates = document.pop("certificates", None) or {}
-    security_section = document.pop("security", None) or {}
     try:
-        parsed = UpstreamsFile.model_validate(document)
+        parsed = ConfigDocument.model_validate(upstreams)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, "upstreams")) from exc
-    try:
-        security = SecurityConfig.model_validate(security_section)
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, "security")) from exc
-    return GatewayConfig(settings, parsed, dict(certificates), security)
+    certificates = upstreams.get("certificates") or {}  # as written: the certificate layer reads it again
+    return GatewayConfig(settings, parsed, dict(certificates), parsed.security)
 
 
 def defaults_from(settings: Settings) -> UpstreamDefaults:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -96,6 +96,23 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console", "auto"] = Field("auto", alias="LOG_FORMAT")
     instance: str | None = Field(None, alias="CMN_INSTANCE")
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value  # LOG_LEVEL=debug works too
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            scheme = value.partition("://")[0].lower() if "://" in value else ""
+            if scheme not in ("amqp", "amqps"):
+                # Never quote the URL: it may carry the broker password.
+                raise ValueError(
+                    f"must start with amqp:// or amqps:// (got {scheme + '://' if scheme else 'no scheme'})"
+                )
+        return value or None
+
     @property
     def embedded(self) -> bool:
         """No broker configured: `cmn serve` starts the embedded Kafka-protocol broker."""
@@ -136,7 +153,8 @@ def _first_problem(exc: ValidationError, where: str) -> str:
     err = exc.errors()[0]
     field = ".".join(str(p) for p in err["loc"]) or where
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid configuration: {field}: {err['msg']}{more}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"invalid configuration: {field}: {message}{more}"
 
 
 def describe_validation_error(exc: ValidationError, where: str) -> str:

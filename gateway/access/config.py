@@ -23,8 +23,10 @@ without a principal).
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 
 from gateway.secrets import SecretRef
 
@@ -79,7 +81,15 @@ class AccessRule(_Model):
     _check_prefixes = field_validator("path_prefixes")(_prefixes)
 
 
+def _bare_name_schema(schema: JsonDict) -> None:
+    """The JSON Schema accepts what ``_bare_names`` does: an allow entry written as the principal alone."""
+    allow = cast(JsonDict, cast(JsonDict, schema["properties"])["allow"])
+    allow["items"] = {"anyOf": [{"type": "string", "pattern": NAME}, allow["items"]]}
+
+
 class AccessConfig(_Model):
+    model_config = ConfigDict(json_schema_extra=_bare_name_schema)
+
     allow: tuple[AccessRule, ...] = Field(min_length=1)
     methods: frozenset[str] | None = None
     path_prefixes: tuple[str, ...] | None = None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -18,7 +19,7 @@ from gateway.certs.errors import CertificateError
 from gateway.certs.keyvault import KeyVaultSettings
 from gateway.certs.manager import Inspection
 from gateway.clock import SystemClock
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError
 
 DAY = 86400.0
 
@@ -64,18 +65,34 @@ def list_certificates(
         rows = _dev_rows(directory.expanduser())
     else:
         vault = KeyVaultSettings(vault_url, tenant_id, client_id, client_secret) if vault_url else None
-        try:
-            rows = asyncio.run(_configured_rows(read_config(config), vault))
-        except GatewayError as exc:
-            raise typer.BadParameter(exc.message) from exc
+        rows = asyncio.run(_configured_rows(read_config(config), vault))  # errors: one line (gateway.cli)
+    if not rows:
+        Console(stderr=True).print("cmn: no certificates configured", highlight=False)
+        return
     Console().print(render_table(rows, SystemClock().time()))
 
 
 def read_config(path: Path) -> CertificatesConfig:
-    """The ``certificates:`` section of an upstreams YAML (or a file holding only that section)."""
-    data: Any = yaml.safe_load(path.read_text()) or {}
-    section = data.get("certificates", data) if isinstance(data, dict) else data
-    return CertificatesConfig.model_validate(section)
+    """The ``certificates:`` section of an upstreams YAML (or a file holding only that section); an
+    upstreams file without one has no certificates. Every problem is a ConfigError naming the file."""
+    try:
+        data: Any = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config: {path} is not valid YAML") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {path} must hold a mapping")
+    if "upstreams" in data:
+        data = data.get("certificates") or {}
+    elif "certificates" in data:
+        data = data["certificates"] or {}
+    try:
+        return CertificatesConfig.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in ("certificates", *error["loc"]))
+        raise ConfigError(f"--config: {path}: {where}: {error['msg']}") from exc
 
 
 async def _configured_rows(config: CertificatesConfig, vault: KeyVaultSettings | None) -> list[Inspection]:

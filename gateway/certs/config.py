@@ -20,9 +20,10 @@ cover it); both are checked on every load.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from gateway.tls import DEFAULT_MIN_VERSION, TlsVersion
 
@@ -66,8 +67,15 @@ class DevItem(_Item):
 CertificateItem = Annotated[KeyVaultItem | FileItem | DevItem, Field(discriminator="source")]
 
 
+def _short_form_schema(schema: JsonDict) -> None:
+    """The JSON Schema accepts what ``_short_form`` does: items named at the top, beside the settings."""
+    schema["additionalProperties"] = cast(JsonDict, cast(JsonDict, schema["properties"])["items"])[
+        "additionalProperties"
+    ]
+
+
 class CertificatesConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_short_form_schema)
 
     poll_interval: float = Field(300.0, gt=0)
     renew_before: float = Field(14 * 86400.0, ge=0)

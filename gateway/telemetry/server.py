@@ -11,6 +11,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from gateway.errors import ConfigError
+
 StatusSource = Callable[[str | None], dict[str, Any] | None]
 """The instance's state document as JSON-ready data, every upstream's or the one named; None when
 that upstream is not configured. The composition root passes it in: telemetry does not know upstreams."""
@@ -70,6 +72,12 @@ class MetricsServer:
         await runner.setup()
         try:
             await web.TCPSite(runner, self._host, self._requested_port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            # A start-up mistake to fix (another process holds the port), said in one line.
+            raise ConfigError(
+                f"METRICS_PORT {self._requested_port}: cannot listen on {self._host}: {exc.strerror or exc}"
+            ) from exc
         except BaseException:
             await runner.cleanup()
             raise

@@ -20,9 +20,11 @@ metric labels and error messages. The upstream's ``auth:`` names where the crede
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic.config import JsonDict
 
 from gateway.access.config import AccessConfig
 from gateway.secrets import SecretRef
@@ -198,7 +200,15 @@ class AuthConfig(_Model):
         return self
 
 
+def _bare_url_schema(schema: JsonDict) -> None:
+    """The JSON Schema accepts what ``_bare_urls`` does: an endpoint written as its URL alone."""
+    endpoints = cast(JsonDict, cast(JsonDict, schema["properties"])["endpoints"])
+    endpoints["items"] = {"anyOf": [{"type": "string", "minLength": 1}, endpoints["items"]]}
+
+
 class UpstreamConfig(_Model):
+    model_config = ConfigDict(json_schema_extra=_bare_url_schema)
+
     endpoints: list[EndpointConfig] = Field(min_length=1)
     load_balancer: LoadBalancer = "least_request"
     pool: PoolConfig = PoolConfig()

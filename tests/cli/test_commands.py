@@ -17,7 +17,7 @@ from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
 from tests.integration.harness import Stack, StackFactory
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def cmn(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
@@ -98,6 +98,7 @@ async def test_serve_without_broker_starts_the_embedded_one(tmp_path: Path, unus
         "CMN_UPSTREAMS_FILE": str(upstreams),
         "EMBEDDED_BROKER_PORT": str(unused_port),
         "KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "LOG_FORMAT": "json",
     }
     for name in ("AMQP_URL", "KAFKA_BOOTSTRAP_SERVERS"):
         env.pop(name, None)
@@ -105,12 +106,15 @@ async def test_serve_without_broker_starts_the_embedded_one(tmp_path: Path, unus
         sys.executable, "-m", "gateway.cli", "serve", cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE
     )
     assert process.stderr is not None
-    seen = ""
+    lines: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(30):
-            while "cmn serving" not in seen:
-                seen += (await process.stderr.readline()).decode()
-        assert f"embedded Kafka-protocol broker (Tansu) on 127.0.0.1:{unused_port}" in " ".join(seen.split())
+            while not lines or lines[-1]["event"] != "cmn_serving":
+                # Every line, the start-up ones included, is JSON (a plain banner would raise here).
+                lines.append(orjson.loads(await process.stderr.readline()))
+        [embedded] = [line for line in lines if line["event"] == "embedded_broker"]
+        assert embedded["bootstrap"] == f"127.0.0.1:{unused_port}" and embedded["level"] == "warning"
+        assert "not for production" in embedded["note"]
     finally:
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 30)

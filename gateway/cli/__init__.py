@@ -1,0 +1,75 @@
+"""`cmn`: serve, request, telemetry, status, breaker, dlq, demo, schemas, config, certs, audit.
+
+The only place that reads the process environment. Each command lives in the module of its
+concern (serve.py, messages.py, fleet.py, contract.py, config.py); ``main`` makes every failure one
+line and an exit code (errors.py), with the traceback only under ``CMN_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib import metadata
+from typing import Annotated
+
+import typer
+
+from gateway.cli import config, contract, fleet, messages, serve
+from gateway.cli.common import say
+from gateway.cli.errors import one_line
+
+app = typer.Typer(
+    help="CMN: an event-driven integration gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # errors are one line (gateway.cli.errors); CMN_DEBUG=1 for the traceback
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cmn {metadata.version('cmn-gateway')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """CMN: an event-driven integration gateway."""
+
+
+app.command()(serve.serve)
+app.command()(messages.request)
+app.command()(messages.telemetry)
+app.command()(fleet.status)
+app.command()(fleet.breaker)
+app.command()(serve.demo)
+app.command()(contract.schemas)
+app.add_typer(config.config_app, name="config", help="Check the configuration without starting anything.")
+
+
+def _mount() -> None:
+    """Command groups that live with their concern (imported here, not at the top: `cmn` starts fast)."""
+    from gateway.certs.cli import certs_app
+    from gateway.security.audit.cli import audit
+
+    app.add_typer(certs_app, name="certs", help="Certificates: development CA, listing.")
+    app.add_typer(fleet.dlq_commands(), name="dlq", help="Dead letters: list, show, replay to the requests queue.")
+    app.command("audit")(audit)
+
+
+def main() -> None:
+    _mount()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("CMN_DEBUG", "").strip().lower() in ("1", "true", "yes"):
+            raise
+        text, code = one_line(exc)
+        say(f"cmn: {text}", style="red")
+        sys.exit(code)
