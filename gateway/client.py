@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
@@ -22,10 +23,10 @@ from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from gateway.access.signature import sign
-from gateway.bus.base import ReplyMessage, Requester
+from gateway.bus.base import REQUESTS, TELEMETRY, ReplyMessage, Requester
 from gateway.clock import Clock, SystemClock
 from gateway.envelope.codec import JSON, decode_reply, encode_request
-from gateway.envelope.models import ReplyEnvelope, TelemetryEvent
+from gateway.envelope.models import ReplyEnvelope, RequestEnvelope, TelemetryEvent
 from gateway.errors import UpstreamTimeoutError
 from gateway.telemetry.messaging import messaging_span
 
@@ -74,23 +75,57 @@ class GatewayClient:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def rabbitmq(cls, url: str, **kwargs: Any) -> GatewayClient:
+    def rabbitmq(
+        cls,
+        url: str,
+        *,
+        queue: str = REQUESTS,
+        telemetry: str = TELEMETRY,
+        use_direct_reply_to: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
+        codec: str = JSON,
+        key_id: str | None = None,
+        secret: str | bytes | None = None,
+        clock: Clock | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> GatewayClient:
+        """A client on RabbitMQ: requests to ``queue`` (CMN_REQUESTS_QUEUE of the gateways), replies on
+        direct reply-to (else an exclusive queue), ``telemetry`` the stream ``telemetry()`` reads;
+        ``key_id`` and ``secret`` sign every request (a key of the gateways' ``security.keys``)."""
         from gateway.bus.rabbitmq.requester import RabbitRequester
 
-        codec, clock = kwargs.pop("codec", JSON), kwargs.pop("clock", None) or SystemClock()
-        key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
-        return cls(RabbitRequester(url, clock=clock, **kwargs), clock=clock, codec=codec, key_id=key_id, secret=secret)
+        clock = clock or SystemClock()
+        requester = RabbitRequester(
+            url, queue=queue, telemetry=telemetry, use_direct_reply_to=use_direct_reply_to,
+            ssl_context=ssl_context, clock=clock,
+        )  # fmt: skip
+        return cls(requester, clock=clock, codec=codec, key_id=key_id, secret=secret, tracer_provider=tracer_provider)
 
     @classmethod
-    def kafka(cls, bootstrap: str, *, security: KafkaSecurity | None = None, **kwargs: Any) -> GatewayClient:
-        """``security``: SASL and TLS for every connection (``gateway.bus.kafka.security``); PLAINTEXT if None."""
+    def kafka(
+        cls,
+        bootstrap: str,
+        *,
+        topic: str = REQUESTS,
+        reply_topic: str | None = None,
+        security: KafkaSecurity | None = None,
+        codec: str = JSON,
+        key_id: str | None = None,
+        secret: str | bytes | None = None,
+        clock: Clock | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> GatewayClient:
+        """A client on Kafka: requests to ``topic``, replies on ``reply_topic`` (``cmn.replies.<uuid>``,
+        deleted on close, when None); ``security``: SASL and TLS for every connection
+        (``gateway.bus.kafka.security``), PLAINTEXT if None; ``key_id``/``secret`` sign every request."""
         from gateway.bus.kafka.requester import KafkaRequester
         from gateway.bus.kafka.security import PLAINTEXT
 
-        codec, clock = kwargs.pop("codec", JSON), kwargs.pop("clock", None) or SystemClock()
-        key_id, secret = kwargs.pop("key_id", None), kwargs.pop("secret", None)
-        requester = KafkaRequester(bootstrap, security=security or PLAINTEXT, clock=clock, **kwargs)
-        return cls(requester, clock=clock, codec=codec, key_id=key_id, secret=secret)
+        clock = clock or SystemClock()
+        requester = KafkaRequester(
+            bootstrap, topic=topic, reply_topic=reply_topic, security=security or PLAINTEXT, clock=clock
+        )
+        return cls(requester, clock=clock, codec=codec, key_id=key_id, secret=secret, tracer_provider=tracer_provider)
 
     async def start(self) -> GatewayClient:
         if not self._started:
@@ -127,14 +162,33 @@ class GatewayClient:
         tenant: str | None = None,
         request_id: str | None = None,
     ) -> ReplyEnvelope:
-        """Send one request and wait for its reply; ``timeout`` (seconds) is also the gateway's budget."""
+        """Send one request and wait for its reply; ``timeout`` (seconds) is also the gateway's budget.
+
+        A request the gateway would refuse (an absolute path, a bad header, ``json`` with ``body``, an
+        integer JSON cannot carry) raises ``ValueError`` here, before anything is published: the
+        gateway would answer it ``invalid_request`` and dead-letter it."""
+        if json is not _MISSING and body is not None:
+            raise ValueError("give json= or body=, not both: the gateway sends one body")
         rid = request_id or uuid.uuid4().hex
         envelope = self.envelope(
             rid, upstream, method, path, json=json, body=body, headers=headers, timeout=timeout,
             idempotency_key=idempotency_key, tenant=tenant,
         )  # fmt: skip
-        raw = await self.send_raw(encode_request(envelope, self._codec), correlation_id=rid, timeout=timeout)
+        raw = await self.send_raw(self._checked(envelope), correlation_id=rid, timeout=timeout)
         return ReplyEnvelope.model_validate(decode_reply(raw.body, raw.content_type))
+
+    def _checked(self, envelope: dict[str, Any]) -> bytes:
+        """The request as the gateway reads it: validated by the same model, then encoded."""
+        try:
+            RequestEnvelope.model_validate(envelope)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "request"
+            raise ValueError(f"the gateway would refuse this request: {where}: {error['msg']}") from None
+        try:
+            return encode_request(envelope, self._codec)
+        except (TypeError, ValueError, OverflowError) as exc:  # orjson: int over 64 bits; msgpack: OverflowError
+            raise ValueError(f"the request cannot be encoded as {self._codec}: {exc}") from exc
 
     def envelope(
         self, rid: str, upstream: str, method: str, path: str, *, json: Any = _MISSING, body: str | bytes | None = None,

@@ -20,6 +20,7 @@
     │   ├── BusUnavailableError       broker unreachable / no confirm: retry, else leave unsettled
     │   └── MessageRejectedError      the broker refused this message for good: do not retry
     ├── ConfigError                   (start-up only, never on the wire)
+    ├── UpstreamStatusError           (the SDK's raise_for_error: the upstream answered 4xx/5xx)
     ├── CertificateError              (certs; mapped to upstream_unavailable when hit on a call)
     └── InternalError                 internal             yes
 
@@ -185,3 +186,31 @@ class CertificateError(GatewayError):
 class InternalError(GatewayError):
     code: ClassVar[ErrorCode] = "internal"
     dead_letter = True
+
+
+class UpstreamStatusError(GatewayError):
+    """The SDK's ``ReplyEnvelope.raise_for_error`` for an upstream that answered 4xx or 5xx: a reply,
+    not a gateway failure, so it has no wire code of its own (``status`` says what came back)."""
+
+    def __init__(self, message: str, *, status: int, attempts: int = 0) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status = status
+
+
+# The class a reply's error code stands for (the SDK's ``raise_for_error``): the most general one of
+# each code, since the wire does not say which narrower case it was.
+ERROR_TYPES: dict[ErrorCode, type[GatewayError]] = {
+    "invalid_request": InvalidRequestError,
+    "unknown_upstream": UnknownUpstreamError,
+    "payload_too_large": PayloadTooLargeError,
+    "deadline_exceeded": DeadlineExceededError,
+    "timeout": UpstreamTimeoutError,
+    "upstream_unavailable": UpstreamUnavailableError,
+    "circuit_open": CircuitOpenError,
+    "pool_exhausted": PoolExhaustedError,
+    "rate_limited": RateLimitedError,
+    "unauthenticated": UnauthenticatedError,
+    "forbidden": ForbiddenError,
+    "reply_to_refused": ReplyToRefusedError,
+    "internal": InternalError,
+}

@@ -1,6 +1,8 @@
 """Test doubles shipped with the package, so users' tests can use them too: a fake clock, and an
 in-memory bus to run a pipeline or a whole gateway without a broker: ``MemoryTransport`` (the
-gateway's side) and ``MemoryRequester`` (the client's: ``GatewayClient(MemoryRequester(transport))``)."""
+gateway's side) and ``MemoryRequester`` (the client's: ``GatewayClient(MemoryRequester(transport))``).
+``InMemoryGateway`` (gateway/testing_gateway.py) puts them together with the real gateway and the
+test's own upstreams; ``ReplyMessage`` is what a requester hands back."""
 
 from __future__ import annotations
 
@@ -12,9 +14,15 @@ import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from gateway.bus.base import REQUESTS, Delivery, Handler, OutboundMessage, ReplyCallback, ReplyMessage
 from gateway.errors import MessageRejectedError
+
+if TYPE_CHECKING:
+    from gateway.testing_gateway import InMemoryGateway
+
+__all__ = ["FakeClock", "InMemoryGateway", "MemoryRequester", "MemoryTransport", "ReplyMessage"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,11 @@ class MemoryTransport:
         for delivery in handled:
             self._waiting.append(replace(delivery, redelivered=True, token=next(self._tags)))
         self._dispatch()
+
+    @property
+    def waiting(self) -> int:
+        """Requests sent and not yet taken by a handler (none is, before ``start``)."""
+        return len(self._waiting)
 
     @property
     def unsettled(self) -> list[Delivery]:
@@ -311,3 +324,13 @@ class MemoryTelemetryStream:
 
     async def aclose(self) -> None:
         self._transport._telemetry_readers.discard(self._queue)
+
+
+def __getattr__(name: str) -> object:
+    # InMemoryGateway runs the whole gateway: imported on first use, so a test that needs only the
+    # fake clock or the memory bus does not load it.
+    if name == "InMemoryGateway":
+        from gateway.testing_gateway import InMemoryGateway
+
+        return InMemoryGateway
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -91,16 +91,22 @@ def signing(key_id: str | None, secret_file: Path | None) -> dict[str, str]:
     return {"key_id": key_id, "secret": secret}
 
 
-async def client(s: Settings, msgpack: bool, *, stream: str | None = None, **signed: Any) -> Any:
+async def client(s: Settings, msgpack: bool, *, stream: str | None = None, **signed: str) -> Any:
     """A client for the configured broker; ``signed`` is ``key_id`` and ``secret`` when given;
     ``stream`` the RabbitMQ telemetry stream to read (``cmn.telemetry`` when None)."""
+    from gateway.bus.base import TELEMETRY
     from gateway.client import GatewayClient
     from gateway.envelope.codec import JSON, MSGPACK
 
     codec = MSGPACK if msgpack else JSON
+    key_id, secret = signed.get("key_id"), signed.get("secret")
     if s.amqp_url:
-        telemetry = {"telemetry": stream} if stream else {}
-        return GatewayClient.rabbitmq(s.amqp_url, codec=codec, queue=s.requests_queue, **telemetry, **signed)
+        return GatewayClient.rabbitmq(
+            s.amqp_url, codec=codec, queue=s.requests_queue, telemetry=stream or TELEMETRY, key_id=key_id,
+            secret=secret,
+        )  # fmt: skip
     bootstrap = s.kafka_bootstrap_servers or f"127.0.0.1:{s.embedded_broker_port}"
     security = await kafka_security(s)
-    return GatewayClient.kafka(bootstrap, codec=codec, topic=s.requests_queue, security=security, **signed)
+    return GatewayClient.kafka(
+        bootstrap, codec=codec, topic=s.requests_queue, security=security, key_id=key_id, secret=secret
+    )

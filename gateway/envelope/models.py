@@ -12,7 +12,7 @@ from urllib.parse import unquote_to_bytes
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.errors import ErrorCode
+from gateway.errors import ERROR_TYPES, ErrorCode, UpstreamStatusError
 
 CONTRACT_VERSION = "1"
 
@@ -231,6 +231,19 @@ class ReplyEnvelope(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None and self.status is not None and self.status < 400
+
+    def raise_for_error(self) -> ReplyEnvelope:
+        """This reply when ``ok``; else the error it stands for (as httpx's ``raise_for_status``): the
+        gateway's error code as its exception (``timeout`` → ``UpstreamTimeoutError`` ...), or
+        ``UpstreamStatusError`` for an upstream answer of 4xx or 5xx."""
+        if self.error is not None:
+            raise ERROR_TYPES[self.error.code](self.error.message, attempts=self.attempts)
+        if self.status is None or self.status >= 400:
+            raise UpstreamStatusError(
+                f"{self.upstream or 'the upstream'} answered {self.status}", status=self.status or 0,
+                attempts=self.attempts,
+            )  # fmt: skip
+        return self
 
     def body_bytes(self) -> bytes | None:
         if isinstance(self.body, bytes):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -16,6 +17,18 @@ from tests.bus.rabbitmq.node import RabbitNode
 from tests.fixtures.upstreams import Upstream
 from tests.integration.process import ServeProcess
 from tests.integration.test_fleet_status import cmn_status, instances
+
+
+async def control_lines(serve: ServeProcess, at_least: int = 1) -> list[dict[str, Any]]:
+    """The gateway's ``control.channel`` log lines, once there are ``at_least`` of them (10 s at most)."""
+    for _ in range(100):
+        lines = [orjson.loads(line) for line in serve.log.splitlines() if line.startswith("{")]
+        found = [line for line in lines if line.get("event") == "control.channel"]
+        if len(found) >= at_least:
+            return found
+        await asyncio.sleep(0.1)
+    return found
+
 
 NOT_CONTROL = r"^(?!cmn\.control).*"  # everything but the control exchange and its queues
 
@@ -39,8 +52,8 @@ async def test_a_refused_control_channel_leaves_requests_served_and_is_retried_u
             reply = await client.request("echo", "GET", "/still-served", timeout=20)
         assert reply.status == 200
 
-        lines = [orjson.loads(line) for line in serve.log.splitlines() if line.startswith("{")]
-        refused = [line for line in lines if line.get("event") == "control.channel"]
+        # The worker serves before the control channel is tried: wait for its verdict.
+        refused = await control_lines(serve)
         assert refused and refused[0]["available"] is False and refused[0]["level"] == "warning"
         assert "ACCESS_REFUSED" in refused[0]["reason"] and password not in serve.log
 
@@ -54,8 +67,7 @@ async def test_a_refused_control_channel_leaves_requests_served_and_is_retried_u
         while instance not in instances((await cmn_status(env, "--wait", "0.5"))[1]):
             assert loop.time() < end, serve.log[-2000:]
             await asyncio.sleep(0.5)
-        lines = [orjson.loads(line) for line in serve.log.splitlines() if line.startswith("{")]
-        assert [line["available"] for line in lines if line.get("event") == "control.channel"] == [False, True]
+        assert [line["available"] for line in await control_lines(serve, 2)] == [False, True]
         assert serve.process is not None and serve.process.returncode is None  # never stopped
     finally:
         await serve.aclose()
