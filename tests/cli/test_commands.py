@@ -79,6 +79,19 @@ async def test_request_and_telemetry_commands(make_stack: StackFactory, echo_ups
     assert event["gateway"] == stack.gateway.instance
 
 
+async def test_request_fail_exits_22_on_an_upstream_error_status(
+    make_stack: StackFactory, echo_upstream: Upstream
+) -> None:
+    stack = await make_stack({"echo": {"endpoints": [echo_upstream.url], "retry": {"attempts": 1}}})
+    env = broker_env(stack)
+    code, out, _ = await cmn("request", "echo", "GET", "/x?status=404", env=env)
+    assert code == 0 and orjson.loads(out)["status"] == 404  # an answer is an answer, as curl
+    code, out, _ = await cmn("request", "echo", "GET", "/x?status=404", "--fail", env=env)
+    assert code == 22 and orjson.loads(out)["status"] == 404  # printed all the same
+    code, _, _ = await cmn("request", "echo", "GET", "/x?status=200", "--fail", env=env)
+    assert code == 0
+
+
 async def test_telemetry_stream_option_is_refused_on_kafka(kafka_bootstrap: str) -> None:
     code, _, err = await cmn("telemetry", "--stream", "elsewhere", env={"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
     assert code == 2 and "cmn.telemetry" in err
