@@ -69,6 +69,7 @@ class Result:
     attempts_per_request: float  # as the replies report them
     hedges_sent: int
     hedges_won: int
+    learned_delay_ms: float | None  # what p95 mode had learned at the end of the window
 
 
 class Hedges:
@@ -141,6 +142,8 @@ async def one_trial(variant: Variant, rate: float, seconds: float, warmup: float
             sent_before, won_before = hedges.sent, hedges.won
             done = await at_rate(call, rate, seconds)
             received = sum([await hits(stats, url) for url in urls]) - before
+            hedging = fwd.router("svc").hedging
+            learned = hedging.delay(remaining=TIMEOUT_S) if hedging is not None else None
     latencies = sorted(d[0] for d in done if d[1])
     return Result(
         variant=variant.name,
@@ -153,6 +156,7 @@ async def one_trial(variant: Variant, rate: float, seconds: float, warmup: float
         attempts_per_request=round(sum(d[2] for d in done) / len(done), 3),
         hedges_sent=hedges.sent - sent_before,
         hedges_won=hedges.won - won_before,
+        learned_delay_ms=None if learned is None else round(learned * 1000, 2),
     )
 
 
