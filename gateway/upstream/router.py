@@ -68,7 +68,8 @@ class _Attempt:
 
 @dataclass(slots=True)
 class _Progress:
-    number: int = 0
+    number: int = 0  # attempts started, hedges included
+    hedges: int = 0
 
 
 class Router:
@@ -154,7 +155,8 @@ class Router:
             return await self._attempt(host, request)
         envelope = request.envelope
         delay = hedging.delay(request.deadline.remaining(self._clock))
-        if delay is None or not replayable(envelope.method, envelope.idempotency_key):
+        left = hedging.policy.max - progress.hedges  # ``max`` is per request, retries included
+        if delay is None or left <= 0 or not replayable(envelope.method, envelope.idempotency_key):
             return await self._timed(hedging, host, request)  # still teaches the upstream's p95
         racing = [host]
 
@@ -164,6 +166,7 @@ class Router:
                 return None
             racing.append(spare)
             progress.number += 1
+            progress.hedges += 1
             self._observer.on_event(HedgeSent(self.name, spare.url, progress.number))
             return self._timed(hedging, spare, request)
 
@@ -172,7 +175,7 @@ class Router:
             self._timed(hedging, host, request),
             start_hedge=start_hedge,
             delay=delay,
-            hedges=hedging.policy.max,
+            hedges=left,
             final=self._final,
             clock=self._clock,
         )

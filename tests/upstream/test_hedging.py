@@ -201,3 +201,15 @@ async def test_an_upstream_with_one_endpoint_open_never_hedges(start_upstream: S
         response = await fwd.forward(outbound("svc", path=fresh_path()))
     assert response.endpoint == a.url and response.attempts == 1
     assert b.hits == 0 and not events_of(observer, HedgeSent)
+
+
+async def test_max_counts_hedges_per_request_across_retries(start_upstream: StartUpstream) -> None:
+    # Round 1: the first attempt and its hedge both answer 503; the retry is slow too, but max (1) is spent.
+    script = Script(Copy(delay=0.15, status=503), Copy(delay=0.2, status=503), Copy(delay=0.2))
+    a, b = await pair(start_upstream, script)
+    observer = RecordingObserver()
+    async with forwarder(observer, a, b, retry={"attempts": 3, "backoff_base": 0.001}) as fwd:
+        response = await fwd.forward(outbound("svc", path=fresh_path()))
+    assert response.status == 200 and response.attempts == 3
+    assert len(events_of(observer, HedgeSent)) == 1 and len(events_of(observer, RetryAttempted)) == 1
+    assert a.hits + b.hits == 3
