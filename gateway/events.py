@@ -123,6 +123,25 @@ class RetryBudgetExhausted(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class HedgeSent(_Event):
+    """A hedge: another attempt of a slow request started on ``endpoint``, the first still running."""
+
+    type = "upstream.hedge"
+    upstream: str
+    endpoint: str
+    attempt: int  # the attempt number it is, hedges and retries included
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeWon(_Event):
+    """A hedge's answer was the one returned (the attempts it raced were cancelled)."""
+
+    type = "upstream.hedge_won"
+    upstream: str
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimited(_Event):
     type = "ratelimit.rejected"
     upstream: str
@@ -236,6 +255,8 @@ Event = (
     | EndpointRestored
     | RetryAttempted
     | RetryBudgetExhausted
+    | HedgeSent
+    | HedgeWon
     | RateLimited
     | RateLimitBackendFallback
     | CertificateRenewed

@@ -34,6 +34,8 @@ from gateway.events import (
     EndpointHealthChanged,
     EndpointRestored,
     Event,
+    HedgeSent,
+    HedgeWon,
     MessageDeadLettered,
     PoolStats,
     RateLimitBackendFallback,
@@ -272,6 +274,12 @@ class Metrics:
         self.budget_exhausted = Counter(
             "cmn_retry_budget_exhausted", "Retries refused by the retry budget.", ["upstream"], registry=r
         )
+        self.hedges = Counter(
+            "cmn_hedges",
+            "Hedged attempts: sent, and won (the hedge's answer was the one returned).",
+            ["upstream", "outcome"],
+            registry=r,
+        )
         self.pool_connections = Gauge(
             "cmn_pool_connections", "Pooled connections, by state.", [*where, "state"], registry=r
         )
@@ -349,6 +357,10 @@ class Metrics:
                 self.retries.labels(self._upstream(upstream), self._retry_reason(reason)).inc()
             case RetryBudgetExhausted(upstream=upstream):
                 self.budget_exhausted.labels(self._upstream(upstream)).inc()
+            case HedgeSent(upstream=upstream):
+                self.hedges.labels(self._upstream(upstream), "sent").inc()
+            case HedgeWon(upstream=upstream):
+                self.hedges.labels(self._upstream(upstream), "won").inc()
             case RateLimited(upstream=upstream, scope=scope):
                 self.rate_limited.labels(self._upstream(upstream), self._scope(scope)).inc()
             case RateLimitBackendFallback(reason=reason):

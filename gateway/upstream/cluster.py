@@ -8,7 +8,7 @@ refusing everything); avoid the host the previous attempt just failed on; let th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from gateway.errors import CircuitOpenError
 from gateway.upstream.balancer import Balancer
@@ -38,16 +38,20 @@ class Cluster:
         self.outlier = outlier
         self.health = health
 
-    def choose(self, avoid: Host | None = None) -> Host:
-        """The host for the next attempt, with its breaker permit taken; release or record it after."""
+    def choose(self, avoid: Host | Collection[Host] | None = None) -> Host:
+        """The host for the next attempt, with its breaker permit taken; release or record it after.
+
+        ``avoid``: the host(s) to pass over unless nothing else is left (the one a retry follows,
+        or every host a hedged request is already racing on)."""
         if self.outlier is not None:
             self.outlier.refresh()
         permitted = [h for h in self.hosts if h.breaker is None or h.breaker.permits()]
         if not permitted:
             raise self._refusal()
         candidates = [h for h in permitted if h.healthy and not h.ejected] or permitted
-        if avoid is not None and len(candidates) > 1:
-            candidates = [h for h in candidates if h is not avoid]
+        if avoid is not None:
+            avoided = (avoid,) if isinstance(avoid, Host) else avoid
+            candidates = [h for h in candidates if h not in avoided] or candidates
         host = self.balancer.pick(candidates)
         if host.breaker is not None:
             host.breaker.try_acquire()  # cannot fail: permits() said yes and nothing ran since

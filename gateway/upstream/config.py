@@ -20,7 +20,7 @@ metric labels and error messages. The upstream's ``auth:`` names where the crede
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
+from typing import Annotated, Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
@@ -29,6 +29,7 @@ from pydantic.config import JsonDict
 from gateway.access.config import AccessConfig
 from gateway.secrets import SecretRef
 from gateway.tls import DEFAULT_TLS, TlsVersion
+from gateway.upstream.hedge import MAX_HEDGES
 from gateway.upstream.kinds import FAILURE_KINDS, FailureKind, LoadBalancer, WindowType
 
 MIB = 1024 * 1024
@@ -112,6 +113,15 @@ class RetryConfig(_Model):
     budget_ratio: float = Field(default=0.2, ge=0, le=1, description="Retries per request, over the window.")
     budget_min_per_second: float = Field(default=10.0, ge=0)
     budget_window: float = Field(default=10.0, gt=0)
+
+
+class HedgeConfig(_Model):
+    """``hedge: {after_ms: 50, max: 1}``: a second attempt on another endpoint when the first is slow."""
+
+    after_ms: Annotated[int, Field(gt=0, le=3_600_000, strict=True)] | Literal["p95"] = Field(
+        description="Milliseconds, or p95: the upstream's recent p95 attempt latency, measured by the gateway."
+    )
+    max: int = Field(default=1, ge=1, le=MAX_HEDGES, description="Hedges per request.")
 
 
 class OutlierConfig(_Model):
@@ -222,6 +232,7 @@ class UpstreamConfig(_Model):
     tls: TlsConfig | None = None
     access: AccessConfig | None = Field(default=None, description="Who may call; absent = every caller.")
     auth: AuthConfig | None = Field(default=None, description="The credential the gateway sends upstream.")
+    hedge: HedgeConfig | None = Field(default=None, description="Hedged requests; absent = off.")
 
     @field_validator("endpoints", mode="before")
     @classmethod

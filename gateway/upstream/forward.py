@@ -28,6 +28,7 @@ from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.cluster import Cluster
 from gateway.upstream.config import UpstreamConfig, UpstreamDefaults, UpstreamsFile
 from gateway.upstream.health import HealthChecker
+from gateway.upstream.hedge import Hedging
 from gateway.upstream.host import Host
 from gateway.upstream.outlier import OutlierDetector
 from gateway.upstream.pool import ConnectionPool
@@ -251,7 +252,13 @@ def _router(name: str, config: UpstreamConfig, shared: _Shared) -> Router:
         limiter=_limiter(name, config, shared),
         bulkhead=_bulkhead(name, config, shared),
         credential=shared.credentials.get(name),
+        hedging=_hedging(config, shared),
     )
+
+
+def _hedging(config: UpstreamConfig, shared: _Shared) -> Hedging | None:
+    policy = policies.hedge_policy(config)
+    return Hedging(policy, clock=shared.clock) if policy is not None else None
 
 
 def _cluster(name: str, config: UpstreamConfig, shared: _Shared) -> Cluster:

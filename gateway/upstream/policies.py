@@ -16,6 +16,7 @@ from gateway.upstream.breaker import BreakerPolicy
 from gateway.upstream.bulkhead import BulkheadPolicy
 from gateway.upstream.config import UpstreamConfig, UpstreamDefaults, UpstreamsFile
 from gateway.upstream.health import HealthPolicy
+from gateway.upstream.hedge import HedgePolicy
 from gateway.upstream.outlier import OutlierPolicy
 from gateway.upstream.pool import PoolPolicy
 from gateway.upstream.ratelimit import Rate
@@ -87,6 +88,14 @@ def bulkhead_policy(config: UpstreamConfig) -> BulkheadPolicy | None:
     if limits.max_concurrent is None:
         return None
     return derive(BulkheadPolicy, limits, max_concurrent=limits.max_concurrent)
+
+
+def hedge_policy(config: UpstreamConfig) -> HedgePolicy | None:
+    hedge = config.hedge
+    if hedge is None:
+        return None
+    after = None if hedge.after_ms == "p95" else hedge.after_ms / 1000  # None: learned, the recent p95
+    return HedgePolicy(after=after, max=hedge.max, quantile=0.95)
 
 
 def rates(config: UpstreamConfig) -> tuple[Rate | None, Rate | None]:

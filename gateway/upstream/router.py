@@ -4,12 +4,19 @@ forward(request)
   ├─ admit: size limit, deadline, rate limit, bulkhead
   └─ attempt loop: choose host → pool slot → HTTP exchange → record outcome
                     → retry?  (policy, budget, backoff that ends before the deadline)
+
+With ``hedge:`` an attempt of a request that is safe to replay may become a race (hedge.py): the
+same request on another endpoint once the first has been slow for the hedge delay. Each hedge is
+an attempt (counted in the reply's ``attempts``), spends from the retry budget, and lives under the
+same deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from dataclasses import dataclass, field
+from collections.abc import Coroutine
+from dataclasses import dataclass, field, replace
 
 from gateway.clock import Clock, Deadline
 from gateway.errors import (
@@ -21,11 +28,19 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
-from gateway.events import Observer, RetryAttempted, RetryBudgetExhausted, SecurityRefused
+from gateway.events import (
+    HedgeSent,
+    HedgeWon,
+    Observer,
+    RetryAttempted,
+    RetryBudgetExhausted,
+    SecurityRefused,
+)
 from gateway.upstream.auth import Credential
 from gateway.upstream.base import OutboundRequest, UpstreamResponse
 from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.cluster import Cluster
+from gateway.upstream.hedge import Hedging, race
 from gateway.upstream.host import Host
 from gateway.upstream.http import Exchange, HttpResult
 from gateway.upstream.outcome import AttemptTimeoutError, TlsVerificationFailedError, failure_kind
@@ -53,7 +68,8 @@ class _Attempt:
 
 @dataclass(slots=True)
 class _Progress:
-    number: int = 0
+    number: int = 0  # attempts started, hedges included
+    hedges: int = 0
 
 
 class Router:
@@ -69,8 +85,10 @@ class Router:
         limiter: RateLimiter | None = None,
         bulkhead: Bulkhead | None = None,
         credential: Credential | None = None,
+        hedging: Hedging | None = None,
     ) -> None:
         self.cluster = cluster
+        self.hedging = hedging
         self.policy = policy
         self.budget = budget
         self.limiter = limiter
@@ -122,13 +140,82 @@ class Router:
                     raise
                 return self._finish(previous, progress.number, spent)  # breakers opened meanwhile: last answer stands
             progress.number += 1
-            attempt = await self._attempt(host, request)
+            attempt = await self._try(host, request, progress)
             spent += attempt.elapsed
             delay = self._retry_delay(request, progress.number, attempt)
             if delay is None:
                 return self._finish(attempt, progress.number, spent)
             await self._clock.sleep(delay)
             previous = attempt
+
+    async def _try(self, host: Host, request: OutboundRequest, progress: _Progress) -> _Attempt:
+        """One attempt on ``host``; with hedging, a race of it and hedges on other endpoints."""
+        hedging = self.hedging
+        if hedging is None:
+            return await self._attempt(host, request)
+        envelope = request.envelope
+        delay = hedging.delay(request.deadline.remaining(self._clock))
+        left = hedging.policy.max - progress.hedges  # ``max`` is per request, retries included
+        if delay is None or left <= 0 or not replayable(envelope.method, envelope.idempotency_key):
+            return await self._timed(hedging, host, request)  # still teaches the upstream's p95
+        racing = [host]
+
+        def start_hedge() -> Coroutine[object, object, _Attempt] | None:
+            spare = self._hedge_host(racing, request)
+            if spare is None:
+                return None
+            racing.append(spare)
+            progress.number += 1
+            progress.hedges += 1
+            self._observer.on_event(HedgeSent(self.name, spare.url, progress.number))
+            return self._timed(hedging, spare, request)
+
+        started = self._clock.monotonic()
+        finish = await race(
+            self._timed(hedging, host, request),
+            start_hedge=start_hedge,
+            delay=delay,
+            hedges=left,
+            final=self._final,
+            clock=self._clock,
+        )
+        if finish.by > 0 and finish.final:
+            self._observer.on_event(HedgeWon(self.name, finish.outcome.host.url))
+        return replace(finish.outcome, elapsed=self._clock.monotonic() - started)  # time in HTTP, not the sum
+
+    def _hedge_host(self, racing: list[Host], request: OutboundRequest) -> Host | None:
+        """Another endpoint for a hedge, its breaker permit and a retry-budget token taken; or None."""
+        if request.deadline.expired(self._clock):
+            return None
+        try:
+            spare = self.cluster.choose(avoid=racing)
+        except CircuitOpenError:
+            return None
+        if spare in racing:  # no other endpoint is open: a hedge on the same one buys nothing
+            self.cluster.release(spare)
+            return None
+        if not self.budget.try_spend(self._clock.monotonic()):
+            self.cluster.release(spare)
+            self._observer.on_event(RetryBudgetExhausted(upstream=self.name))
+            return None
+        return spare
+
+    def _final(self, attempt: _Attempt) -> bool:
+        """An answer that ends a race: a success, or a failure the retry policy would not retry."""
+        status = attempt.result.status if attempt.result is not None else None
+        return self.policy.retry.reason(replayable=True, status=status, error=attempt.error) is None
+
+    async def _timed(self, hedging: Hedging, host: Host, request: OutboundRequest) -> _Attempt:
+        """``_attempt``, its latency reported to ``hedging`` (what a learned delay is made of)."""
+        started = self._clock.monotonic()
+        try:
+            attempt = await self._attempt(host, request)
+        except asyncio.CancelledError:
+            hedging.observe(self._clock.monotonic() - started)  # a loser was at least this slow
+            raise
+        if attempt.result is not None or isinstance(attempt.error, AttemptTimeoutError):
+            hedging.observe(attempt.elapsed)  # a refused connect says nothing of answer times
+        return attempt
 
     async def _attempt(self, host: Host, request: OutboundRequest) -> _Attempt:
         deadline = request.deadline
@@ -244,4 +331,5 @@ class Router:
         await self.cluster.aclose()
 
     def __repr__(self) -> str:
-        return f"<Router {self.name} attempts={self.policy.retry.attempts} {self.cluster!r}>"
+        hedging = f" {self.hedging!r}" if self.hedging is not None else ""
+        return f"<Router {self.name} attempts={self.policy.retry.attempts}{hedging} {self.cluster!r}>"

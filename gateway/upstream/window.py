@@ -22,6 +22,15 @@ class TimeWindow:
             bucket[i] += n
             self._totals[i] += n
 
+    def add_one(self, now: float, index: int, n: int = 1) -> None:
+        """``add`` for one field only: O(1) however many fields the window has (a histogram's bins)."""
+        self._advance(now)[index] += n
+        self._totals[index] += n
+
+    def total_so_far(self) -> int:
+        """Every field summed as of the last add or totals call (stale buckets not yet dropped)."""
+        return sum(self._totals)
+
     def add_and_total(self, now: float, *counts: int) -> tuple[int, ...]:
         self.add(now, *counts)
         return tuple(self._totals)
