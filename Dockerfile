@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# CMN gateway image: `docker build -t ariesone/cmn-service:latest .`
+# CMN gateway image: `docker build -t ariesone/cmn-service:0.1.0 .` (the tag is the package version;
+# deploy/k8s and docker-compose.yml name the same one, tests/deploy checks they agree).
 # Two stages so the runtime image carries the installed virtualenv but no build tools or sources.
 
 FROM python:3.11-slim AS build
@@ -8,11 +9,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Metadata first: pyproject.toml names README.md as the long description, so the build needs it.
+# Runtime dependencies only, at the versions and hashes of the lock (no test extra, no embedded broker:
+# a deployment always names its brokers); a layer of their own, rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+# Then the gateway itself, without resolving anything again. pyproject.toml names README.md as the
+# long description, so the build needs it.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-# Runtime dependencies only: no test extra, no embedded broker (a deployment always names its brokers).
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim AS runtime
 RUN groupadd --system --gid 10001 cmn \

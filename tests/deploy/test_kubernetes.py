@@ -3,6 +3,7 @@ gateway needs (replicas and resources from the spec, probes on METRICS_PORT, non
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import aiohttp
@@ -50,7 +51,7 @@ def test_strict_validation_rejects_a_broken_deployment(tmp_path: Path) -> None:
 def test_deployment_matches_the_spec() -> None:
     deployment = only(documents(), "Deployment")
     assert deployment["spec"]["replicas"] == 3
-    assert container()["image"] == "ariesone/cmn-service:latest"
+    assert container()["image"] == f"ariesone/cmn-service:{metadata.version('cmn-gateway')}"
     assert container()["resources"] == {
         "requests": {"cpu": "100m", "memory": "256Mi"},
         "limits": {"cpu": "500m", "memory": "512Mi"},
