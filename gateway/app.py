@@ -22,7 +22,9 @@ from gateway.admission import Admission
 from gateway.bus.base import ControlChannel, Transport
 from gateway.clock import Clock, SystemClock
 from gateway.control.responder import ControlResponder
+from gateway.control.shared_health import SharedHealth, build_shared_health
 from gateway.control.wiring import build_control_channels, start_responders
+from gateway.envelope.health import HEALTH_VERDICTS
 from gateway.errors import ConfigError, InvalidRequestError, UnknownUpstreamError
 from gateway.events import Observer, ObserverGroup
 from gateway.idempotency import Deduplicator, IdempotencyStore
@@ -129,6 +131,7 @@ class Gateway:
         self._given_control = control
         self.control: list[ControlResponder] = []  # one per transport: answers `cmn status` and friends
         self._learning: asyncio.Task[None] | None = None  # asking the peers for forced breaker states
+        self.shared_health: SharedHealth | None = None  # the fleet's quorum on endpoint health, when on
         self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
         self.transports: list[Transport] = []
         self.worker: Worker | None = None
@@ -216,16 +219,33 @@ class Gateway:
                 bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers,
                 certificates=config.certificates, clock=self.clock, resources=self.resources,
             )  # fmt: skip
+        shared = self._build_shared_health(guard) if channels else None
         self.control = await start_responders(
             channels or [], status=lambda upstream: self.status(upstream).to_json(), guard=guard,
             principals=principals(settings.control_principals),
             identity_configured=bool(config.security.keys) or settings.require_identity,
             instance=self.instance, resources=self.resources,
             breakers=self.force_breakers, forced_breakers=self.forced_breakers,
+            notices={HEALTH_VERDICTS: shared.receive} if shared is not None else None,
         )  # fmt: skip
+        if shared is not None:
+            self.observer.add(shared)  # its own verdicts are this replica's breaker and outlier events
+            shared.start(channels or [])
+            self.resources.push_async_callback(shared.aclose)
+            self.shared_health = shared
         if channels and self._given_control is None:
             self._learning = asyncio.create_task(self._learn_forced_breakers(), name="learn-forced-breakers")
             self.resources.push_async_callback(self._stop_learning)
+
+    def _build_shared_health(self, guard: Guard) -> SharedHealth | None:
+        """Shared outlier knowledge with a quorum (gateway/control/shared_health.py), when the settings ask."""
+        forwarder = self._breaker_forwarder()
+        if forwarder is None:
+            return None
+        return build_shared_health(
+            self.settings, instance=self.instance, take_out=forwarder.take_out, identifier=guard.identifier,
+            observer=self.observer, clock=self.clock,
+        )  # fmt: skip
 
     async def _learn_forced_breakers(self) -> None:
         """A late starter takes the forced breaker states its peers hold (gateway.control.peers)."""
