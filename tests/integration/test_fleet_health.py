@@ -1,0 +1,111 @@
+"""Shared endpoint health over three real `cmn serve` processes on RabbitMQ (issue 11, section 4): a quorum
+takes a dead endpoint out of a replica that never saw it fail, and one replica alone failing to reach
+an endpoint never takes it from the others."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.client import GatewayClient
+from tests.fixtures.rabbit import AMQP_URL
+from tests.integration.fleet_health import Endpoint, Replica, drive, fleet_ready, start_fleet, until, upstreams_file
+from tests.integration.harness import delete_rabbit_topology
+
+TAKEN_OUT = "endpoint_taken_out_by_quorum"
+
+
+@dataclass
+class Fleet:
+    replicas: list[Replica]
+    good: Endpoint
+    bad: Endpoint
+    client: GatewayClient
+
+    async def states(self, url: str) -> list[str | None]:
+        return list(await asyncio.gather(*(r.breaker(url) for r in self.replicas)))
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+    env = {
+        "AMQP_URL": AMQP_URL,
+        "CMN_REQUESTS_QUEUE": queue,
+        "CONTROL_PRINCIPALS": "guest",  # the replicas' own AMQP user: their verdicts are proven by the broker
+        "MAX_IN_FLIGHT": "2",  # a paused replica holds at most two requests
+    }
+    good, bad = await Endpoint().start(), await Endpoint().start()
+    breaker = {"window_size": 10, "minimum_calls": 4, "failure_rate_threshold": 50, "open_duration": 60}
+    upstreams = upstreams_file(good.url, bad.url, breaker=breaker, outlier_detection={"enabled": False})
+    replicas = await start_fleet(tmp_path, env, upstreams)
+    try:
+        for replica in replicas:
+            assert replica.process.process is not None
+            bad.replicas[replica.name] = replica.process.process.pid
+        await fleet_ready(replicas)
+        async with GatewayClient.rabbitmq(AMQP_URL, queue=queue) as client:
+            assert set(await drive(client, 12)) == {200}
+            yield Fleet(replicas, good, bad, client)
+    finally:
+        for replica in replicas:
+            if replica.process.process is not None and replica.process.process.returncode is None:
+                replica.process.process.send_signal(signal.SIGCONT)
+            await replica.process.aclose()
+        await good.aclose()
+        await bad.aclose()
+        await delete_rabbit_topology(queue)
+
+
+async def test_a_quorum_takes_the_dead_endpoint_out_of_a_replica_that_never_saw_it_fail(fleet: Fleet) -> None:
+    first, second, third = fleet.replicas
+    third_process = third.process.process
+    assert third_process is not None
+    third_process.send_signal(signal.SIGSTOP)  # the third replica sees none of what follows
+    fleet.bad.turn()  # 503 for everyone
+    traffic = asyncio.create_task(drive(fleet.client, 40, concurrency=8))  # two of them wait for the third
+
+    async def two_tripped() -> bool:
+        return [await r.breaker(fleet.bad.url) for r in (first, second)] == ["open", "open"]
+
+    await until(two_tripped, 20.0, "the first two replicas open their breakers on their own")
+    third_process.send_signal(signal.SIGCONT)
+
+    async def third_out() -> bool:
+        return await third.breaker(fleet.bad.url) == "open"
+
+    await until(third_out, 10.0, "the third replica takes the endpoint out on the quorum's word")
+    statuses = await asyncio.wait_for(traffic, 30.0)
+    assert set(statuses) == {200}  # retries went to the good endpoint: callers saw nothing
+    assert fleet.bad.hits_after[third.name] < 4  # below minimum_calls: it could not have tripped itself
+    assert TAKEN_OUT in third.log and fleet.bad.url in third.log
+    assert TAKEN_OUT not in first.log + second.log  # they decided by themselves
+    assert await third.metric("cmn_shared_health_takeouts_total", upstream="payments") == 1.0
+    assert await fleet.states(fleet.good.url) == ["closed"] * 3  # never a healthy one
+
+
+async def test_one_replica_alone_failing_never_takes_the_endpoint_from_the_others(fleet: Fleet) -> None:
+    first, second, third = fleet.replicas
+    fleet.bad.turn(sick={first.name})  # only the first replica's path to it is broken
+
+    async def first_tripped() -> bool:
+        await drive(fleet.client, 12, concurrency=3)
+        return await first.breaker(fleet.bad.url) == "open"
+
+    await until(first_tripped, 20.0, "the first replica opens its breaker on its own")
+    await asyncio.sleep(1.0)  # its verdict went out on the change: time for the others to hear it
+    before = dict(fleet.bad.hits_after)
+    assert set(await drive(fleet.client, 30, concurrency=3)) == {200}
+    assert await fleet.states(fleet.bad.url) == ["open", "closed", "closed"]
+    for replica in (second, third):  # still sending the endpoint its share
+        assert fleet.bad.hits_after[replica.name] > before.get(replica.name, 0)
+    assert fleet.bad.hits_after[first.name] == before.get(first.name, 0)
+    assert all(TAKEN_OUT not in r.log for r in fleet.replicas)
+    assert await second.metric("cmn_shared_health_live_peers") == 2.0
+    assert await second.metric("cmn_shared_health_degraded") == 0.0
