@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 from aiohttp import web
 
 from gateway.client import GatewayClient
@@ -160,8 +161,14 @@ class Replica:
 
 
 async def start_fleet(
-    tmp: Path, env: Mapping[str, str], upstreams: dict[str, Any], count: int = 3, tag: str | None = None
+    tmp: Path,
+    env: Mapping[str, str],
+    upstreams: dict[str, Any],
+    count: int = 3,
+    tag: str | None = None,
+    security: dict[str, Any] | None = None,
 ) -> list[Replica]:
+    """``count`` replicas; ``security`` is the upstreams file's ``security:`` block (signing keys)."""
     tag = tag or uuid.uuid4().hex[:8]
     replicas = []
     for i in range(count):
@@ -169,6 +176,10 @@ async def start_fleet(
         (tmp / name).mkdir()
         port = free_port()
         extra = {"CMN_INSTANCE": name, "ENABLE_METRICS": "true", "METRICS_PORT": str(port)}
+        if security is not None:
+            file = tmp / name / "gateway.yaml"
+            file.write_text(yaml.safe_dump({"upstreams": upstreams, "security": security}))
+            extra["CMN_UPSTREAMS_FILE"] = str(file)
         process = ServeProcess(tmp / name, upstreams, {**env, **extra})
         await process.start()
         replicas.append(Replica(name, process, port))

@@ -1,4 +1,5 @@
-"""Shared endpoint health over three real `cmn serve` processes on RabbitMQ (issue 11, section 4): a quorum
+"""Shared endpoint health over three real `cmn serve` processes, on RabbitMQ and on Kafka (Tansu), where
+the replicas sign their verdicts (issue 11, section 4): a quorum
 takes a dead endpoint out of a replica that never saw it fail, and one replica alone failing to reach
 an endpoint never takes it from the others."""
 
@@ -32,25 +33,45 @@ class Fleet:
         return list(await asyncio.gather(*(r.breaker(url) for r in self.replicas)))
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+SECRET = "fleet-health-signing-secret"
+SIGNED = {"keys": {"gw": {"principal": "gateways", "secret": {"env": "CMN_TEST_CONTROL_SECRET"}}}}
+
+
+@pytest.fixture(params=["rabbitmq", "kafka"])
+def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
     queue = f"t.requests.{uuid.uuid4().hex[:10]}"
-    env = {
-        "AMQP_URL": AMQP_URL,
-        "CMN_REQUESTS_QUEUE": queue,
-        "CONTROL_PRINCIPALS": "guest",  # the replicas' own AMQP user: their verdicts are proven by the broker
-        "MAX_IN_FLIGHT": "2",  # a paused replica holds at most two requests
-    }
+    env = {"CMN_REQUESTS_QUEUE": queue, "MAX_IN_FLIGHT": "2"}  # a paused replica holds at most two requests
+    if request.param == "rabbitmq":
+        # The replicas' own AMQP user: the broker proves who published each verdict.
+        return env | {"AMQP_URL": AMQP_URL, "CONTROL_PRINCIPALS": "guest"}
+    # Kafka proves nothing: each replica signs its verdicts with the key CONTROL_KEY_ID names.
+    return env | {
+        "KAFKA_BOOTSTRAP_SERVERS": request.getfixturevalue("kafka_bootstrap"), "KAFKA_GROUP_ID": f"g.{queue}",
+        "KAFKA_SESSION_TIMEOUT_MS": "6000", "CONTROL_PRINCIPALS": "gateways", "CONTROL_KEY_ID": "gw",
+        "CMN_TEST_CONTROL_SECRET": SECRET,
+    }  # fmt: skip
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path, broker_env: dict[str, str]) -> AsyncIterator[Fleet]:
+    env, queue = broker_env, broker_env["CMN_REQUESTS_QUEUE"]
+    rabbit = "AMQP_URL" in env
+    security = None if rabbit else SIGNED
     good, bad = await Endpoint().start(), await Endpoint().start()
     breaker = {"window_size": 10, "minimum_calls": 4, "failure_rate_threshold": 50, "open_duration": 60}
     upstreams = upstreams_file(good.url, bad.url, breaker=breaker, outlier_detection={"enabled": False})
-    replicas = await start_fleet(tmp_path, env, upstreams)
+    replicas = await start_fleet(tmp_path, env, upstreams, security=security)
     try:
         for replica in replicas:
             assert replica.process.process is not None
             bad.replicas[replica.name] = replica.process.process.pid
         await fleet_ready(replicas)
-        async with GatewayClient.rabbitmq(AMQP_URL, queue=queue) as client:
+        client = (
+            GatewayClient.rabbitmq(AMQP_URL, queue=queue)
+            if rabbit
+            else GatewayClient.kafka(env["KAFKA_BOOTSTRAP_SERVERS"], topic=queue)
+        )
+        async with client:
             assert set(await drive(client, 12)) == {200}
             yield Fleet(replicas, good, bad, client)
     finally:
@@ -60,7 +81,8 @@ async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
             await replica.process.aclose()
         await good.aclose()
         await bad.aclose()
-        await delete_rabbit_topology(queue)
+        if rabbit:
+            await delete_rabbit_topology(queue)
 
 
 async def test_a_quorum_takes_the_dead_endpoint_out_of_a_replica_that_never_saw_it_fail(fleet: Fleet) -> None:
