@@ -7,7 +7,7 @@ import gc
 import os
 import socket
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,7 +35,7 @@ from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
-from gateway.upstream.snapshot import InstanceSnapshot, TransportSnapshot
+from gateway.upstream.snapshot import InstanceSnapshot, PeersSnapshot, TransportSnapshot, UpstreamSnapshot
 from gateway.wiring import (
     MetricsHandle,
     build_certificates,
@@ -353,8 +353,23 @@ class Gateway:
             transports=tuple(TransportSnapshot(t.name, t.ready, t.in_flight) for t in self.transports),
             in_flight=self.in_flight,
             drain=self.worker.phase if self.worker is not None else "starting",
-            upstreams=self.forwarder.snapshot(upstream) if self.forwarder is not None else (),
+            upstreams=self._with_peers(self.forwarder.snapshot(upstream)) if self.forwarder is not None else (),
         )
+
+    def _with_peers(self, upstreams: tuple[UpstreamSnapshot, ...]) -> tuple[UpstreamSnapshot, ...]:
+        """Each endpoint some replica says is down gains the quorum's tally ("down by peers (2/3)")."""
+        shared = self.shared_health
+        if shared is None:
+            return upstreams
+        out = []
+        for snap in upstreams:
+            endpoints = []
+            for endpoint in snap.endpoints:
+                tally = shared.peers(snap.name, endpoint.url)
+                peers = PeersSnapshot(tally.votes, tally.quorum, tally.live, tally.down) if tally else None
+                endpoints.append(replace(endpoint, peers=peers))
+            out.append(replace(snap, endpoints=tuple(endpoints)))
+        return tuple(out)
 
     def _status_json(self, upstream: str | None) -> dict[str, Any] | None:
         """``status`` as JSON-ready data for the operations port; None for an unknown upstream."""

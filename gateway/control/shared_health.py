@@ -258,6 +258,11 @@ class SharedHealth:
             log.warning("endpoint_taken_out_by_quorum", upstream=upstream, endpoint=endpoint, reason=reason)
             self._observer.on_event(EndpointTakenOut(upstream, endpoint, tally.votes, tally.quorum, tally.live))
 
+    def peers(self, upstream: str, endpoint: str) -> Tally | None:
+        """The quorum's tally on one endpoint while at least one live replica says it is down (for status)."""
+        tally = self.table.tally((upstream, endpoint))
+        return tally if tally.votes else None
+
     def _report(self) -> None:
         state = (self.table.degraded, len(self.table.live_peers()))
         if state == self._reported:

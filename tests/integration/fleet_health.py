@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import yaml
 from aiohttp import web
 
@@ -141,19 +142,22 @@ class Replica:
                 return float(value)
         return None
 
-    async def breaker(self, endpoint: str) -> str | None:
-        """The payments endpoint's breaker state, as /admin/upstreams shows it."""
-        import orjson
-
+    async def endpoint(self, url: str) -> dict[str, Any] | None:
+        """The payments endpoint ``url`` as /admin/upstreams shows it (None when the replica does not answer)."""
         try:
             document = orjson.loads(await self.get("/admin/upstreams?upstream=payments"))
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
             return None
         for upstream in document["upstreams"]:
             for item in upstream["endpoints"]:
-                if item["url"] == endpoint:
-                    return str(item["breaker"]["state"])
+                if item["url"] == url:
+                    return dict(item)
         return None
+
+    async def breaker(self, url: str) -> str | None:
+        """The payments endpoint's breaker state."""
+        item = await self.endpoint(url)
+        return str(item["breaker"]["state"]) if item is not None else None
 
     @property
     def log(self) -> str:

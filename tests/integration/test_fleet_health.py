@@ -109,6 +109,8 @@ async def test_a_quorum_takes_the_dead_endpoint_out_of_a_replica_that_never_saw_
     assert TAKEN_OUT in third.log and fleet.bad.url in third.log
     assert TAKEN_OUT not in first.log + second.log  # they decided by themselves
     assert await third.metric("cmn_shared_health_takeouts_total", upstream="payments") == 1.0
+    shown = await third.endpoint(fleet.bad.url)
+    assert shown is not None and shown["peers"] == {"votes": 2, "quorum": 2, "live": 3, "down": True}
     assert await fleet.states(fleet.good.url) == ["closed"] * 3  # never a healthy one
 
 
