@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Sequence
 
 import structlog
@@ -66,7 +67,7 @@ TakeOut = Callable[[str, str, str], bool]
 Identify = Callable[[Proof], Caller]
 """``Identifier.identify``: who sent a notice (raises a GatewayError when the proof fails)."""
 
-_SOURCES = ("breaker", "outlier", "health")
+LOG_EVERY = 100  # refusals of one kind from one sender logged after the first
 
 
 class SharedHealth:
@@ -99,6 +100,9 @@ class SharedHealth:
         self._publishing: asyncio.Task[None] | None = None
         self._beating: asyncio.Task[None] | None = None
         self._reported: tuple[bool, int] | None = None  # (degraded, live peers) last reported
+        self._sent: deque[str] = deque(maxlen=16)  # correlation ids of our latest notices, to know our own
+        self._refusals: Counter[tuple[str, str | None]] = Counter()  # (kind, principal) -> refused
+        self._own_refused = 0  # our own notices, refused: CONTROL_PRINCIPALS lacks this gateway
         self.refused = 0
         self.taken_out = 0
 
@@ -184,13 +188,14 @@ class SharedHealth:
         headers = {NOTICE_HEADER: HEALTH_VERDICTS}
         if self._signer is not None:
             headers.update(self._signer(correlation_id, "", body))
+        self._sent.append(correlation_id)
         failed = 0
         for channel in self._channels:
             try:
                 await channel.publish(body, reply_to="", correlation_id=correlation_id, headers=headers)
-            except GatewayError as exc:
+            except Exception as exc:  # noqa: BLE001  # whatever the broker library raises: the channel is down
                 failed += 1
-                log.debug("verdicts_not_published", transport=channel.name, error=exc.message)
+                log.debug("verdicts_not_published", transport=channel.name, error=type(exc).__name__)
         self.table.publish_failed(bool(self._channels) and failed == len(self._channels))
         self._apply()  # a channel that works again makes the quorum count again
         self._report()
@@ -232,9 +237,24 @@ class SharedHealth:
         self._report()
 
     def _refuse(self, delivery: Delivery, kind: str, reason: str, caller: Caller | None = None) -> None:
+        """Count, log (the first of each kind and sender, then every ``LOG_EVERY``th: a misconfigured
+        fleet refuses every heartbeat) and, when the sender is not proven or not allowed, a security event."""
         self.refused += 1
         principal = caller.principal if caller is not None else None
-        log.warning("verdicts_refused", kind=kind, reason=reason, principal=principal, transport=delivery.transport)
+        if delivery.correlation_id in self._sent:
+            self._own_refused += 1
+        if delivery.correlation_id in self._sent and self._own_refused % LOG_EVERY == 1:
+            log.error(
+                "own_verdicts_refused", kind=kind, reason=reason,
+                fix="list this gateway's own principal (its AMQP user, or CONTROL_KEY_ID's key) in CONTROL_PRINCIPALS",
+            )  # fmt: skip
+        self._refusals[(kind, principal)] += 1
+        seen = self._refusals[(kind, principal)]
+        if seen % LOG_EVERY == 1:
+            log.warning(
+                "verdicts_refused", kind=kind, reason=reason, principal=principal, transport=delivery.transport,
+                times=seen,
+            )  # fmt: skip
         if kind != "invalid":
             self._observer.on_event(
                 SecurityRefused(kind, f"health.verdicts: {reason}", principal=principal, transport=delivery.transport)

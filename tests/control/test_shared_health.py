@@ -32,6 +32,7 @@ from gateway.settings import Settings
 from gateway.testing import FakeClock
 from gateway.upstream.config import UpstreamDefaults
 from gateway.upstream.forward import GatewayForwarder, build_forwarder
+from tests.fixtures.logs import Captured
 from tests.upstream.helpers import upstreams
 
 GOOD, BAD = "http://127.0.0.1:9", "http://127.0.0.1:10"
@@ -316,3 +317,25 @@ async def test_a_breaker_opening_on_its_own_is_published_at_once(fleet: tuple[Bu
     assert notice["verdicts"] == [{"upstream": "pay", "endpoint": BAD, "down": True, "since": notice["sent_at"]}]
     assert [e.new for e in of(a, BreakerStateChanged)] == ["open"]
     assert "taken_out=0" in repr(a.shared)
+
+
+async def test_a_fleet_whose_own_principal_is_not_listed_says_so_once_not_every_heartbeat(
+    clock: FakeClock, captured: Captured
+) -> None:
+    identifier = Identifier({}, clock=clock, max_age=300, require_identity=False)
+    shared = SharedHealth(
+        QuorumTable("me", clock=clock), fleet=FLEET, take_out=lambda u, e, r: False, identify=identifier.identify,
+        principals={"ops"}, observer=RecordingObserver(), clock=clock,
+    )  # fmt: skip
+    channel = Channel(Bus(), "gw")  # the gateways' AMQP user, which CONTROL_PRINCIPALS forgot
+    await channel.start(shared.receive)
+    shared.start([channel])
+    for _ in range(4):
+        await settle()
+        clock.advance(5.0)
+    await settle()
+    await shared.aclose()
+    events = [line["event"] for line in captured.lines()]
+    assert shared.refused == 5 and events.count("own_verdicts_refused") == 1
+    assert events.count("verdicts_refused") == 1  # the first of its kind; the rest are counted
+    assert events.count("shared_health_degraded") == 1
