@@ -1,7 +1,8 @@
 """Shared endpoint health over three real `cmn serve` processes, on RabbitMQ and on Kafka (Tansu), where
 the replicas sign their verdicts (issue 11, section 4): a quorum
-takes a dead endpoint out of a replica that never saw it fail, and one replica alone failing to reach
-an endpoint never takes it from the others."""
+takes a dead endpoint out of a replica that never saw it fail, one replica alone failing to reach an
+endpoint never takes it from the others, and a replica cut off from the broker falls back to its own
+decisions, loudly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.client import GatewayClient
+from tests.fixtures.proxy import TcpProxy
 from tests.fixtures.rabbit import AMQP_URL
 from tests.integration.fleet_health import Endpoint, Replica, drive, fleet_ready, start_fleet, until, upstreams_file
 from tests.integration.harness import delete_rabbit_topology
@@ -133,3 +135,40 @@ async def test_one_replica_alone_failing_never_takes_the_endpoint_from_the_other
     assert all(TAKEN_OUT not in r.log for r in fleet.replicas)
     assert await second.metric("cmn_shared_health_live_peers") == 2.0
     assert await second.metric("cmn_shared_health_degraded") == 0.0
+
+
+async def test_a_replica_cut_off_from_the_control_channel_falls_back_to_local_decisions_loudly(
+    tmp_path: Path,
+) -> None:
+    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+    proxy = await TcpProxy("127.0.0.1", 5672).start()  # between this replica and RabbitMQ
+    env = {
+        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+        "CMN_REQUESTS_QUEUE": queue,
+        "CONTROL_PRINCIPALS": "guest",
+    }
+    good, other = await Endpoint().start(), await Endpoint().start()
+    [replica] = await start_fleet(tmp_path, env, upstreams_file(good.url, other.url), count=1)
+
+    async def degraded(value: float) -> bool:
+        return await replica.metric("cmn_shared_health_degraded") == value
+
+    try:
+
+        async def serving() -> bool:
+            return "cmn serving" in replica.log  # started: its control channel is up
+
+        await until(serving, 30.0, "the replica starts")
+        assert await degraded(0.0)
+        proxy.cut(block=True)
+        await until(lambda: degraded(1.0), 30.0, "the replica notices the silence")
+        assert replica.log.count("shared_health_degraded") == 1  # once per transition, not per heartbeat
+        proxy.resume()
+        await until(lambda: degraded(0.0), 30.0, "the replica hears itself again")
+        assert "shared_health_restored" in replica.log
+    finally:
+        await replica.process.aclose()
+        await proxy.aclose()
+        await good.aclose()
+        await other.aclose()
+        await delete_rabbit_topology(queue)
