@@ -339,3 +339,18 @@ async def test_a_fleet_whose_own_principal_is_not_listed_says_so_once_not_every_
     assert shared.refused == 5 and events.count("own_verdicts_refused") == 1
     assert events.count("verdicts_refused") == 1  # the first of its kind; the rest are counted
     assert events.count("shared_health_degraded") == 1
+
+
+def test_a_notice_keeps_within_its_bound_down_verdicts_first(clock: FakeClock) -> None:
+    identifier = Identifier({}, clock=clock, max_age=300, require_identity=False)
+    table = QuorumTable("me", clock=clock)
+    shared = SharedHealth(
+        table, fleet=FLEET, take_out=lambda u, e, r: False, identify=identifier.identify,
+        principals={"gw"}, observer=RecordingObserver(), clock=clock,
+    )  # fmt: skip
+    for i in range(200):  # more verdicts, and longer URLs, than one notice holds
+        table.own(("pay", f"http://10.0.{i}.1:8080/" + "p" * 1500), i % 2 == 0, clock.time())
+    notice = shared.notice()
+    assert len(notice.encode()) <= MAX_NOTICE_BYTES
+    assert 0 < len(notice.verdicts) < 100
+    assert all(v.down for v in notice.verdicts)  # the up ones went first
