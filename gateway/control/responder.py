@@ -6,6 +6,9 @@ before parsing; the ``type`` must be registered and the body valid for its model
 identified as requests are (AMQP ``user_id`` or the ``x-cmn-signature`` headers, through the
 Guard); a command that changes state needs a principal in CONTROL_PRINCIPALS. Whatever goes
 wrong is answered as an error; nothing a caller sends stops the responder.
+
+A message with an ``x-cmn-notice`` header is not a command: it goes, unanswered, to the handler
+registered for its value (``health.verdicts``: gateway/control/shared_health.py), or is dropped.
 """
 
 from __future__ import annotations
