@@ -7,7 +7,7 @@ import gc
 import os
 import socket
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +23,9 @@ from gateway.bus.base import ControlChannel, Transport
 from gateway.clock import Clock, SystemClock
 from gateway.config_file import ConfigDocument
 from gateway.control.responder import ControlResponder
+from gateway.control.shared_health import SharedHealth, build_shared_health
 from gateway.control.wiring import build_control_channels, start_responders
+from gateway.envelope.health import HEALTH_VERDICTS
 from gateway.errors import ConfigError, InvalidRequestError, UnknownUpstreamError
 from gateway.events import Observer, ObserverGroup
 from gateway.idempotency import Deduplicator, IdempotencyStore
@@ -34,7 +36,7 @@ from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
-from gateway.upstream.snapshot import InstanceSnapshot, TransportSnapshot
+from gateway.upstream.snapshot import InstanceSnapshot, PeersSnapshot, TransportSnapshot, UpstreamSnapshot
 from gateway.wiring import (
     MetricsHandle,
     build_certificates,
@@ -127,6 +129,7 @@ class Gateway:
         self.control: list[ControlResponder] = []  # one per transport: answers `cmn status` and friends
         self._learning: asyncio.Task[None] | None = None  # asking the peers for forced breaker states
         self._kafka_security: KafkaSecurity | None = None  # every Kafka client's, built once (TLS renewals)
+        self.shared_health: SharedHealth | None = None  # the fleet's quorum on endpoint health, when on
         self.resources = AsyncExitStack()  # everything started; closed in reverse order by aclose()
         self.transports: list[Transport] = []
         self.worker: Worker | None = None
@@ -219,6 +222,7 @@ class Gateway:
                 bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers,
                 kafka_security=self._kafka_security, clock=self.clock,
             )  # fmt: skip
+        shared = self._build_shared_health(guard) if channels else None
         self.control = await start_responders(
             channels or [], clock=self.clock, observer=self.observer,
             status=lambda upstream: self.status(upstream).to_json(), guard=guard,
@@ -226,10 +230,26 @@ class Gateway:
             identity_configured=bool(config.security.keys) or settings.require_identity,
             instance=self.instance, resources=self.resources,
             breakers=self.force_breakers, forced_breakers=self.forced_breakers,
+            notices={HEALTH_VERDICTS: shared.receive} if shared is not None else None,
         )  # fmt: skip
+        if shared is not None:
+            self.observer.add(shared)  # its own verdicts are this replica's breaker and outlier events
+            shared.start(channels or [])
+            self.resources.push_async_callback(shared.aclose)
+            self.shared_health = shared
         if channels and self._given_control is None:
             self._learning = asyncio.create_task(self._learn_forced_breakers(), name="learn-forced-breakers")
             self.resources.push_async_callback(self._stop_learning)
+
+    def _build_shared_health(self, guard: Guard) -> SharedHealth | None:
+        """Shared outlier knowledge with a quorum (gateway/control/shared_health.py), when the settings ask."""
+        forwarder = self._breaker_forwarder()
+        if forwarder is None:
+            return None
+        return build_shared_health(
+            self.settings, instance=self.instance, take_out=forwarder.take_out, identifier=guard.identifier,
+            observer=self.observer, clock=self.clock,
+        )  # fmt: skip
 
     async def _learn_forced_breakers(self) -> None:
         """A late starter takes the forced breaker states its peers hold (gateway.control.peers)."""
@@ -329,8 +349,23 @@ class Gateway:
             transports=tuple(TransportSnapshot(t.name, t.ready, t.in_flight) for t in self.transports),
             in_flight=self.in_flight,
             drain=self.worker.phase if self.worker is not None else "starting",
-            upstreams=self.forwarder.snapshot(upstream) if self.forwarder is not None else (),
+            upstreams=self._with_peers(self.forwarder.snapshot(upstream)) if self.forwarder is not None else (),
         )
+
+    def _with_peers(self, upstreams: tuple[UpstreamSnapshot, ...]) -> tuple[UpstreamSnapshot, ...]:
+        """Each endpoint some replica says is down gains the quorum's tally ("down by peers (2/3)")."""
+        shared = self.shared_health
+        if shared is None:
+            return upstreams
+        out = []
+        for snap in upstreams:
+            endpoints = []
+            for endpoint in snap.endpoints:
+                tally = shared.peers(snap.name, endpoint.url)
+                peers = PeersSnapshot(tally.votes, tally.quorum, tally.live, tally.down) if tally else None
+                endpoints.append(replace(endpoint, peers=peers))
+            out.append(replace(snap, endpoints=tuple(endpoints)))
+        return tuple(out)
 
     def _status_json(self, upstream: str | None) -> dict[str, Any] | None:
         """``status`` as JSON-ready data for the operations port; None for an unknown upstream."""

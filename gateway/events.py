@@ -245,6 +245,30 @@ class EndpointHealthChanged(_Event):
     healthy: bool
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointTakenOut(_Event):
+    """The fleet's quorum said an endpoint is down and this replica took it out (gateway/control/shared_health.py):
+    ``votes`` of the ``live`` replicas said so, ``quorum`` were needed."""
+
+    type = "endpoint.taken_out"
+    upstream: str
+    endpoint: str
+    votes: int
+    quorum: int
+    live: int
+
+
+@dataclass(frozen=True, slots=True)
+class SharedHealthChanged(_Event):
+    """Shared health's view of the fleet changed: ``degraded`` (the control channel is silent, so only
+    local decisions count) or the number of live peers."""
+
+    type = "shared_health.changed"
+    degraded: bool
+    live_peers: int
+    reason: str
+
+
 Event = (
     RequestReceived
     | RequestCompleted
@@ -266,6 +290,8 @@ Event = (
     | SecurityRefused
     | PoolStats
     | EndpointHealthChanged
+    | EndpointTakenOut
+    | SharedHealthChanged
 )
 
 

@@ -48,6 +48,23 @@ class Settings(BaseSettings):
         alias="CONTROL_PRINCIPALS",
         description="Comma-separated principals allowed to send state-changing commands on cmn.control.",
     )
+    shared_health: bool = Field(
+        True,
+        alias="SHARED_HEALTH",
+        description="Share endpoint verdicts on cmn.control; a quorum of replicas takes a dead endpoint out.",
+    )
+    shared_health_quorum: int | None = Field(
+        None,
+        ge=2,
+        alias="SHARED_HEALTH_QUORUM",
+        description="Replicas (this one counted) whose verdicts take an endpoint out; default a majority of live ones.",
+    )
+    control_key_id: str | None = Field(
+        None,
+        min_length=1,
+        alias="CONTROL_KEY_ID",
+        description="A key of security.keys this gateway signs its cmn.control notices with (Kafka).",
+    )
 
     # Brokers
     amqp_url: str | None = Field(None, alias="AMQP_URL")

@@ -92,6 +92,10 @@ class Identifier:
         """Seconds a signature stays acceptable: its max age plus the future skew."""
         return self._max_age_ms / 1000 + MAX_CLOCK_SKEW
 
+    def signing_key(self, key_id: str) -> SigningKey | None:
+        """The key ``key_id`` (the gateway's own notices on cmn.control are signed with it: CONTROL_KEY_ID)."""
+        return self._keys.get(key_id)
+
     def identify(self, proof: Proof) -> Caller:
         if proof.user_id:
             if proof.user_id == ANONYMOUS:

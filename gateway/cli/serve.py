@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,7 @@ def serve(
 ) -> None:
     """Run gateway workers for every configured broker (the embedded broker when none is)."""
     from gateway.app import Gateway, load_config
-    from gateway.telemetry.logging import configure_logging
+    from gateway.telemetry.logging import LIFECYCLE, configure_logging
 
     s = settings()
     configure_logging(s.log_level, s.log_format)
@@ -37,15 +38,14 @@ def serve(
             loop.add_signal_handler(sig, stop.set)
         async with Gateway(config) as gateway:
             gateway.tune_process()  # this process is the gateway's own: see Gateway.tune_process
+            lifecycle = logging.getLogger(LIFECYCLE)  # written at any LOG_LEVEL, JSON like every line
             if gateway.embedded_bootstrap:
-                log.warning(
+                note = "no broker configured: the embedded Kafka-protocol broker (Tansu) is for trying CMN and "
+                lifecycle.warning(
                     "embedded_broker",
-                    bootstrap=gateway.embedded_bootstrap,
-                    note="no broker configured: the embedded Kafka-protocol broker (Tansu) is for trying CMN "
-                    "and development, not for production",
+                    extra={"bootstrap": gateway.embedded_bootstrap, "note": note + "development, not for production"},
                 )
-            # A log line like every other (JSON under LOG_FORMAT=json), not a banner.
-            log.info("cmn_serving", gateway=repr(gateway), instance=gateway.instance)
+            lifecycle.info("cmn_serving", extra={"gateway": repr(gateway), "instance": gateway.instance})
             await gateway.serve_until(stop)
 
     run(main())

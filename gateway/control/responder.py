@@ -6,20 +6,24 @@ before parsing; the ``type`` must be registered and the body valid for its model
 identified as requests are (AMQP ``user_id`` or the ``x-cmn-signature`` headers, through the
 Guard); a command that changes state needs a principal in CONTROL_PRINCIPALS. Whatever goes
 wrong is answered as an error; nothing a caller sends stops the responder.
+
+A message with an ``x-cmn-notice`` header is not a command: it goes, unanswered, to the handler
+registered for its value (``health.verdicts``: gateway/control/shared_health.py), or is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import structlog
 from pydantic import ValidationError
 
 from gateway.access.guard import Guard
 from gateway.access.identity import Caller
-from gateway.bus.base import ControlChannel, Delivery
+from gateway.bus.base import ControlChannel, Delivery, Handler
 from gateway.control.registry import CommandFailed, CommandRegistry
 from gateway.envelope.control import MAX_COMMAND_BYTES, Answer, Identity, command_type
+from gateway.envelope.health import NOTICE_HEADER
 from gateway.errors import GatewayError, ReplyToRefusedError
 
 log = structlog.get_logger("cmn.control")
@@ -35,8 +39,12 @@ class ControlResponder:
         principals: Collection[str],
         identity_configured: bool,
         instance: str,
+        notices: Mapping[str, Handler] | None = None,
     ) -> None:
+        """``notices``: handlers of messages that are not commands (no reply address, no answer), by
+        the value of their ``x-cmn-notice`` header (``health.verdicts``: gateway/control/shared_health.py)."""
         self._channel = channel
+        self._notices = dict(notices or {})
         self._registry = registry
         self._guard = guard
         self._principals = frozenset(principals)
@@ -58,6 +66,10 @@ class ControlResponder:
         await self._channel.aclose()
 
     async def handle(self, delivery: Delivery) -> None:
+        notice = delivery.headers.get(NOTICE_HEADER)
+        if notice is not None:
+            await self._notice(notice, delivery)
+            return
         reply_to = delivery.reply_to
         try:
             if reply_to is None:
@@ -77,6 +89,16 @@ class ControlResponder:
             self.answered += 1
         except GatewayError as exc:
             log.warning("control_answer_not_sent", error=exc.message, transport=delivery.transport)
+
+    async def _notice(self, kind: str, delivery: Delivery) -> None:
+        handler = self._notices.get(kind)
+        if handler is None:
+            self.dropped += 1  # a notice this replica does not take (or shared health is off)
+            return
+        try:
+            await handler(delivery)
+        except Exception:  # a bug in one handler must not stop the channel
+            log.exception("control_notice_failed", notice=kind[:32], transport=delivery.transport)
 
     async def _answer(self, delivery: Delivery) -> Answer:
         if len(delivery.body) > MAX_COMMAND_BYTES:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AsyncExitStack
 
 from gateway.access.guard import Guard
-from gateway.bus.base import ControlChannel
+from gateway.bus.base import ControlChannel, Handler
 from gateway.bus.kafka.security import PLAINTEXT, KafkaSecurity
 from gateway.clock import Clock
 from gateway.control.breaker import ForceBreakers, ForcedBreakers, register_breaker
@@ -52,12 +52,14 @@ async def start_responders(
     resources: AsyncExitStack,
     breakers: ForceBreakers | None = None,
     forced_breakers: ForcedBreakers | None = None,
+    notices: Mapping[str, Handler] | None = None,
 ) -> list[ControlResponder]:
     """A responder on each channel, started (or, when the broker refuses or cannot be reached, retried
     in the background by a ``ChannelKeeper`` while requests are served); each is closed with the
     gateway (``resources``).
     ``breakers`` (``Gateway.force_breakers``) adds the ``breaker`` command, ``forced_breakers``
-    (``Gateway.forced_breakers``) the read-only ``breaker.forced`` a late starter asks its peers."""
+    (``Gateway.forced_breakers``) the read-only ``breaker.forced`` a late starter asks its peers;
+    ``notices`` handle messages that are not commands (``health.verdicts``), by their x-cmn-notice."""
     registry = default_registry(status)
     if breakers is not None:
         register_breaker(registry, breakers, forced_breakers)
@@ -65,7 +67,7 @@ async def start_responders(
     for channel in channels:
         responder = ControlResponder(
             channel, registry, guard=guard, principals=principals,
-            identity_configured=identity_configured, instance=instance,
+            identity_configured=identity_configured, instance=instance, notices=notices,
         )  # fmt: skip
         keeper = ChannelKeeper(responder.start, transport=channel.name, clock=clock, observer=observer)
         resources.push_async_callback(responder.aclose)

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
 from gateway.envelope.control import MAX_COMMAND_BYTES, Answer, StatusCommand
+from gateway.envelope.health import MAX_NOTICE_BYTES, NOTICE_HEADER, VerdictsNotice
 from gateway.envelope.models import CONTRACT_VERSION, ReplyEnvelope, RequestEnvelope, TelemetryEvent
 from gateway.events import SECURITY_KINDS
 
@@ -28,6 +29,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         ("telemetry", TelemetryEvent, "serialization"),
         ("control-status", StatusCommand, "validation"),
         ("control-answer", Answer, "serialization"),
+        ("control-verdicts", VerdictsNotice, "validation"),
     )
     for name, model, mode in models:
         schema = model.model_json_schema(by_alias=True, mode=mode)
@@ -113,7 +115,10 @@ def asyncapi() -> dict[str, Any]:
                     "reply address gets no answer. Commands that change state need a principal (AMQP user_id or "
                     "the x-cmn-signature headers) listed in CONTROL_PRINCIPALS."
                 ),
-                "messages": {"status": {"$ref": "#/components/messages/controlStatus"}},
+                "messages": {
+                    "status": {"$ref": "#/components/messages/controlStatus"},
+                    "verdicts": {"$ref": "#/components/messages/controlVerdicts"},
+                },
                 "bindings": {
                     "amqp": {"is": "routingKey", "exchange": {"name": CONTROL, "type": "topic", "durable": True}},
                     "kafka": {"topic": CONTROL},
@@ -147,6 +152,11 @@ def asyncapi() -> dict[str, Any]:
                     "channel": {"$ref": "#/channels/controlAnswers"},
                     "address": {"location": "$message.header#/reply_to"},
                 },
+            },
+            "shareVerdicts": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/control"},
+                "messages": [{"$ref": "#/channels/control/messages/verdicts"}],
             },
             "receiveTelemetry": {"action": "receive", "channel": {"$ref": "#/channels/telemetry"}},
             "receiveDeadLetters": {"action": "receive", "channel": {"$ref": "#/channels/deadLetters"}},
@@ -189,6 +199,22 @@ def asyncapi() -> dict[str, Any]:
                     "One replica's answer: ok with a result, or an error code and message.",
                     {"correlation_id": {"type": "string"}},
                 ),
+                "controlVerdicts": {
+                    **_message(
+                        "controlVerdicts",
+                        "control-verdicts.schema.json",
+                        "health.verdicts: one replica's own endpoint verdicts, on every change and every 5 s.",
+                        {NOTICE_HEADER: {"type": "string", "const": "health.verdicts"}},
+                    ),
+                    "description": (
+                        "A notice, not a command: no reply_to, no answer. Each replica publishes its own verdicts "
+                        "(breaker opened, endpoint ejected or failing health checks: down) and every replica "
+                        "keeps each live peer's latest; an endpoint is down for a replica when SHARED_HEALTH_QUORUM "
+                        "live replicas (default a majority of those heard in 30 s, itself counted) say so. Counted "
+                        "only from a principal in CONTROL_PRINCIPALS (AMQP user_id, or x-cmn-signature by "
+                        f"CONTROL_KEY_ID's key); at most {MAX_NOTICE_BYTES} bytes."
+                    ),
+                },
                 "deadLetter": {
                     "name": "deadLetter",
                     "summary": "The original request bytes.",

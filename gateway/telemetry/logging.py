@@ -82,6 +82,11 @@ def _processors(console: bool) -> tuple[list[Processor], Processor]:
     return chain, structlog.processors.JSONRenderer(serializer=_json_dumps)
 
 
+LIFECYCLE = "cmn.lifecycle"
+"""The stdlib logger of a process's start-up and shutdown lines (``cmn_serving`` ...): fields go in
+``extra``; they are JSON like every other line."""
+
+
 class _GatewayHandler(logging.StreamHandler[TextIO]):
     """Marks the root handler we installed, so reconfiguring replaces ours and no one else's."""
 
@@ -107,7 +112,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", *, stream: T
     handler = _GatewayHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[structlog.stdlib.add_logger_name, *chain],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder(), *chain],
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
@@ -116,6 +121,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "auto", *, stream: T
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(number)
+    # Start-up and shutdown lines are written whatever LOG_LEVEL says: an operator (or a supervisor
+    # waiting for readiness) needs them even when request lines are turned off.
+    logging.getLogger(LIFECYCLE).setLevel(min(number, logging.INFO))
 
 
 class RequestLog:

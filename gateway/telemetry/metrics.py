@@ -33,6 +33,7 @@ from gateway.events import (
     EndpointEjected,
     EndpointHealthChanged,
     EndpointRestored,
+    EndpointTakenOut,
     Event,
     HedgeSent,
     HedgeWon,
@@ -46,6 +47,7 @@ from gateway.events import (
     RetryAttempted,
     RetryBudgetExhausted,
     SecurityRefused,
+    SharedHealthChanged,
 )
 
 # Fine around the 100 ms objective (0.1 is a bucket edge, so the SLO ratio needs no interpolation),
@@ -309,6 +311,23 @@ class Metrics:
         for kind in (*SECURITY_KINDS, OTHER):
             # At 0 from the start, so rate() and increase() see the very first refusal of each kind.
             self.security_events.labels(kind)
+        self._define_shared_health_metrics(r)
+
+    def _define_shared_health_metrics(self, r: CollectorRegistry) -> None:
+        self.shared_health_degraded = Gauge(
+            "cmn_shared_health_degraded",
+            "1 while shared health hears nothing from the control channel: local decisions only.",
+            registry=r,
+        )
+        self.shared_health_live_peers = Gauge(
+            "cmn_shared_health_live_peers", "Other replicas heard on cmn.control in the last 30 s.", registry=r
+        )
+        self.shared_health_takeouts = Counter(
+            "cmn_shared_health_takeouts",
+            "Endpoints this replica took out because the fleet's quorum said they are down.",
+            ["upstream"],
+            registry=r,
+        )
 
     # -- pulled values ----------------------------------------------------------------------
     def bind_consumer_lag(self, source: Callable[[], LagByPartition]) -> None:
@@ -380,6 +399,11 @@ class Metrics:
                 self.healthy.labels(*self._where(upstream, endpoint)).set(1 if healthy else 0)
             case ControlChannelChanged(transport=transport, available=available):
                 self.control_up.labels(transport).set(1 if available else 0)
+            case EndpointTakenOut(upstream=upstream):
+                self.shared_health_takeouts.labels(self._upstream(upstream)).inc()
+            case SharedHealthChanged(degraded=degraded, live_peers=live):
+                self.shared_health_degraded.set(int(degraded))
+                self.shared_health_live_peers.set(live)
             case BreakerForced(upstream=upstream, endpoint=endpoint, state=forced):
                 for state in ("open", "closed"):
                     self.breaker_forced.labels(*self._where(upstream, endpoint), state).set(int(state == forced))

@@ -58,7 +58,17 @@ def _instance(doc: Document, width: int) -> list[str]:
             if (forced := _forced(endpoint)) is not None:
                 left = duration(forced["until"] - doc["time"])
                 lines += _wrap(f"forced {forced['state']} by {forced['by']}, {left} left", width, first="    ")
+            if (peers := endpoint.get("peers")) is not None:  # absent from replicas without shared health
+                lines += _wrap(_peers(peers), width, first="    ")
     return lines
+
+
+def _peers(peers: Document) -> str:
+    """Shared health's tally: "down by peers (2/3, quorum 2)", or "1/3 replicas say down (quorum 2)"."""
+    count, quorum = f"{peers['votes']}/{peers['live']}", peers["quorum"]
+    return (
+        f"down by peers ({count}, quorum {quorum})" if peers["down"] else f"{count} replicas say down (quorum {quorum})"
+    )
 
 
 def _upstream_parts(upstream: Document) -> list[str]:

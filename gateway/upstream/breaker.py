@@ -178,6 +178,16 @@ class CircuitBreaker:
         self._expiry = None  # this task is ending: an expiry must not cancel it
         _ = self.forced  # reading it performs the due expiry
 
+    def trip(self) -> bool:
+        """Open now, as if the window had crossed a threshold (the fleet's quorum said the endpoint is
+        down: gateway/control/shared_health.py); False unless CLOSED and not forced. The way back is the
+        usual one: OPEN for ``open_duration``, then this replica's own half-open probes decide."""
+        if self.forced is not None or self.state is not BreakerState.CLOSED:
+            return False
+        self._tripped = self._window_totals()
+        self._transition(BreakerState.OPEN)
+        return True
+
     def refusal(self) -> CircuitOpenError | None:
         """Why a call is refused now (None when it would be permitted): a forced open names its principal."""
         forced = self.forced

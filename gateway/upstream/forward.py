@@ -115,6 +115,21 @@ class GatewayForwarder:
             raise InvalidRequestError(f"upstream {upstream!r} has no circuit breaker (breaker.enabled is false)")
         return breakers
 
+    def take_out(self, upstream: str, endpoint: str, reason: str) -> bool:
+        """Take one endpoint out of this replica's rotation because the fleet's quorum says it is down:
+        its breaker trips open (half-open probes bring it back), or, without a breaker, the outlier
+        detector ejects it (the ejection runs out). False when there is nothing to do: unknown here,
+        already out, forced by an operator, or neither breaker nor outlier detection configured."""
+        router = self._routers.get(upstream)
+        hosts = [h for h in router.cluster.hosts if h.url == endpoint] if router is not None else []
+        if router is None or not hosts:
+            return False
+        host = hosts[0]
+        if host.breaker is not None:
+            return host.breaker.trip()
+        outlier = router.cluster.outlier
+        return outlier.eject(host, reason) if outlier is not None else False
+
     def forced_states(self) -> list[dict[str, Any]]:
         """Every forcing in force, JSON-ready with its absolute expiry (epoch seconds): what a replica
         that starts later applies with ``apply_forced_states``."""

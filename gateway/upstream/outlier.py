@@ -70,9 +70,17 @@ class OutlierDetector:
             else:
                 self._next_restore = min(self._next_restore, host.ejected_until)
 
-    def _maybe_eject(self, host: Host, reason: str) -> None:
+    def eject(self, host: Host, reason: str) -> bool:
+        """Eject ``host`` now, within ``max_ejection_percent`` (the fleet's quorum said it is down, on an
+        upstream without breakers); False when it is ejected already or there is no room. It comes back
+        when the ejection runs out, as any ejection does."""
+        if host.ejected:
+            return False
+        return self._maybe_eject(host, reason)
+
+    def _maybe_eject(self, host: Host, reason: str) -> bool:
         if not self._room_to_eject():
-            return
+            return False
         now = self._clock.monotonic()
         if now - self._restored_at.get(host.url, -math.inf) > self.policy.max_ejection_time:
             host.ejections = 0  # clean long enough: forget earlier ejections
@@ -84,6 +92,7 @@ class OutlierDetector:
         self._observer.on_event(EndpointEjected(self.upstream, host.url, duration, reason))
         if self._on_eject is not None:
             self._on_eject(host)
+        return True
 
     def _room_to_eject(self) -> bool:
         if self.policy.max_ejection_percent <= 0:

@@ -11,7 +11,8 @@ Each part is made by the component that owns it, with a synchronous ``snapshot()
           ├─ BreakerSnapshot              CircuitBreaker
           ├─ OutlierSnapshot              OutlierDetector
           ├─ PoolSnapshot                 ConnectionPool
-          └─ HealthSnapshot               HealthChecker
+          ├─ HealthSnapshot               HealthChecker
+          └─ PeersSnapshot                SharedHealth (gateway/control), added by the Gateway
 
 Times an operator compares with a clock (``ejected_until``, ``open_until``, ``checked_at``, ``time``)
 are wall-clock epoch seconds, converted from the monotonic clock with the injected clock; durations
@@ -76,6 +77,17 @@ class HealthSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class PeersSnapshot:
+    """The fleet's quorum on this endpoint (shared health: gateway/control/shared_health.py): ``votes`` of
+    the ``live`` replicas, this one counted, say it is down; ``quorum`` of them take it out."""
+
+    votes: int
+    quorum: int
+    live: int
+    down: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointSnapshot:
     url: str
     weight: int
@@ -84,6 +96,7 @@ class EndpointSnapshot:
     outlier: OutlierSnapshot | None
     pool: PoolSnapshot
     health: HealthSnapshot | None
+    peers: PeersSnapshot | None = None  # filled by the gateway when shared health is on and a replica says down
 
 
 @dataclass(frozen=True, slots=True)

@@ -105,7 +105,7 @@ def gateway_child(env: dict[str, str], knobs: Knobs, workdir: Path) -> Child:
     }
     args = ["-m", "tests.performance.bench_variant", *knobs.cmn_variants] if knobs.cmn_variants else []
     args = args or ["-m", "gateway.cli", "serve"]
-    return Child("cmn serve", args, env=child_env({**base, **env}), ready="cmn serving")
+    return Child("cmn serve", args, env=child_env({**base, **env}), ready="cmn_serving")
 
 
 def rabbit_env(queue: str, knobs: Knobs) -> dict[str, str]:

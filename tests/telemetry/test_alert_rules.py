@@ -23,6 +23,7 @@ REQUIRED_ALERTS = {
     "CMNSecurityRefusals",
     "CMNUnauthenticatedBurst",
     "CMNUpstreamTLSVerificationFailed",
+    "CMNSharedHealthDegraded",
 }
 
 

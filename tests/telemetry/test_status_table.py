@@ -125,3 +125,15 @@ def test_durations(seconds: float, text: str) -> None:
 def test_keep_end() -> None:
     assert keep_end("http://a:1", 20) == "http://a:1"
     assert keep_end("http://very-long-host:8080", 10) == "…host:8080"
+
+
+def test_an_endpoint_the_fleet_says_is_down_shows_the_quorum() -> None:
+    document = instance(urls=("http://10.0.0.5:8080", "http://10.0.0.6:8080"))
+    endpoints = document["upstreams"][0]["endpoints"]
+    endpoints[0]["peers"] = {"votes": 2, "quorum": 2, "live": 3, "down": True}
+    endpoints[1]["peers"] = {"votes": 1, "quorum": 2, "live": 3, "down": False}
+    lines = render_status([document]).splitlines()
+    assert "    down by peers (2/3, quorum 2)" in lines
+    assert "    1/3 replicas say down (quorum 2)" in lines
+    assert all(len(line) <= 80 for line in lines)
+    assert "peers" not in render_status([instance()])  # none said down: no line
