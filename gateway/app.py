@@ -41,6 +41,7 @@ from gateway.wiring import (
     build_embedded_broker,
     build_guard,
     build_metrics,
+    build_parking,
     build_secrets,
     build_tracing,
     build_transports,
@@ -50,6 +51,7 @@ from gateway.worker import Lane, Worker
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from gateway.parking import Parking
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.tracing import TracingHandle
     from gateway.upstream.forward import GatewayForwarder
@@ -138,6 +140,7 @@ class Gateway:
         self.embedded_bootstrap: str | None = None  # the embedded broker's address, when no broker is configured
         self.governor: gc_governor.CollectionGovernor | None = None  # after tune_process()
         self._metrics: MetricsHandle | None = None  # when ENABLE_METRICS
+        self.parking: Parking | None = None  # when some upstream has park:
 
     @property
     def metrics(self) -> Metrics | None:
@@ -186,6 +189,7 @@ class Gateway:
         guard = await build_guard(settings, config.upstreams, config.security, secrets, clock, stack)
         self.forwarder = await self._build_forwarder(tls, secrets)
         store: IdempotencyStore | None = await build_dedupe_store(settings, clock=clock, resources=stack)
+        self.parking = build_parking(settings, config.upstreams, clock)
         self.transports = self._given_transports or await self._build_transports()
         self.telemetry = TelemetryService(clock=self.clock, instance=self.instance, publishers=self.transports)
         self.observer.add(self.telemetry)  # the stream sink, beside metrics and the log line
@@ -205,6 +209,7 @@ class Gateway:
             settings, certificates=self.config.certificates,
             bootstrap=self.embedded_bootstrap or settings.kafka_bootstrap_servers, instance=self.instance,
             clock=self.clock, observer=self.observer, resources=self.resources, metrics=self.metrics,
+            park_delays=self.parking.delays if self.parking is not None else (),
         )  # fmt: skip
 
     async def _start_control(self, guard: Guard) -> None:
@@ -290,6 +295,7 @@ class Gateway:
             tracer=tracer,
             clock=self.clock,
             dedupe=Deduplicator(store, settings.idempotency_ttl, self.clock),
+            parking=self.parking,
         )
 
     def tune_process(self) -> gc_governor.CollectionGovernor:

@@ -7,6 +7,7 @@ into the ``Gateway``, and this module does not import app.py.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from gateway.upstream.config import UpstreamsFile
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from gateway.parking import Parking
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.server import StatusSource
     from gateway.telemetry.tracing import TracingHandle
@@ -145,8 +147,10 @@ async def build_transports(
     observer: Observer,
     resources: AsyncExitStack,
     metrics: Metrics | None,
+    park_delays: tuple[int, ...] = (),
 ) -> list[Transport]:
-    """RabbitMQ when AMQP_URL is set, Kafka when ``bootstrap`` is; each takes the gateway's clock."""
+    """RabbitMQ when AMQP_URL is set, Kafka when ``bootstrap`` is; each takes the gateway's clock and
+    declares (or relays) a park tier per delay in ``park_delays``."""
     transports: list[Transport] = []
     if settings.amqp_url:
         from gateway.bus.rabbitmq.transport import RabbitTransport
@@ -158,15 +162,16 @@ async def build_transports(
                 instance=instance,
                 queue=settings.requests_queue,
                 observer=observer,
+                park_delays=park_delays,
                 clock=clock,
             )
         )
     if bootstrap:
-        transports.append(
-            await _kafka_transport(
-                settings, certificates, bootstrap, clock=clock, observer=observer, resources=resources, metrics=metrics
-            )
-        )
+        kafka = await _kafka_transport(
+            settings, certificates, bootstrap,
+            clock=clock, observer=observer, resources=resources, metrics=metrics, park_delays=park_delays,
+        )  # fmt: skip
+        transports.append(kafka)
     return transports
 
 
@@ -179,6 +184,7 @@ async def _kafka_transport(
     observer: Observer,
     resources: AsyncExitStack,
     metrics: Metrics | None,
+    park_delays: tuple[int, ...] = (),
 ) -> Transport:
     from gateway.bus.kafka.security import security_from_settings
     from gateway.bus.kafka.transport import KafkaTransport
@@ -206,6 +212,7 @@ async def _kafka_transport(
         heartbeat_interval_ms=max(100, session_ms // 4),
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         security=security,
+        park_delays=park_delays,
         clock=clock,
     )
     if metrics is not None:
@@ -259,6 +266,27 @@ async def build_guard(
         ReplyAddresses(queue_pattern=s.reply_queue_pattern, topic_pattern=s.reply_topic_pattern, reserved=reserved),
         _replay_record(s, clock, resources),
     )
+
+
+def build_parking(settings: Settings, upstreams: UpstreamsFile, clock: Clock) -> Parking | None:
+    """Parking when some upstream has ``park:``, sealed with PARK_SECRET (gateway.parking.ticket)."""
+    from gateway.parking import Parking, ParkPolicy, Sealer
+
+    policies = {
+        name: ParkPolicy(tuple(u.park.delays), u.retry.max_retry_after)
+        for name, u in upstreams.upstreams.items()
+        if u.park is not None
+    }
+    if not policies:
+        return None
+    secret = settings.park_secret
+    if secret is None:
+        # A copy parked here then verifies only in this process: after a restart, or on another
+        # replica, its park headers are ignored and its caller established anew (a signed request is
+        # then refused as a replay). Set the same PARK_SECRET on every replica.
+        log.warning("park_secret_not_set", note="parked copies verify only in this process; set PARK_SECRET")
+        secret = secrets.token_hex(32)
+    return Parking(policies, sealer=Sealer(secret.encode()), clock=clock, seal_ttl=settings.max_timeout_ms / 1000)
 
 
 def _replay_record(settings: Settings, clock: Clock, resources: AsyncExitStack) -> ReplayRecord:

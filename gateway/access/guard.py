@@ -36,6 +36,13 @@ class Guard:
                 raise UnauthenticatedError("this signed message was already used: sign each message anew")
         return caller
 
+    async def resume(self, proof: Proof, caller: Caller, seal: str, ttl: float) -> Caller:
+        """The caller of a parked copy, as its verified park seal names it (gateway.parking.ticket):
+        established on first arrival, not again. Each seal is accepted once, like a signature."""
+        if not proof.redelivered and not await self.replays.first_use(seal, proof.position, ttl):
+            raise UnauthenticatedError("this parked copy was already used")
+        return caller
+
     def authorize(self, caller: Caller, envelope: RequestEnvelope) -> str:
         """The tenant the request is counted under."""
         return self.policy.authorize(

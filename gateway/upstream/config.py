@@ -198,6 +198,20 @@ class AuthConfig(_Model):
         return self
 
 
+class ParkConfig(_Model):
+    """``park: {delays: [1, 5, 30]}``: durable retries on the bus, one tier per delay (seconds, in order)."""
+
+    delays: list[int] = Field(min_length=1, max_length=10, description="Seconds each tier holds a request.")
+
+    @field_validator("delays")
+    @classmethod
+    def _bounded(cls, v: list[int]) -> list[int]:
+        # A tier is a queue or topic named after its delay: one per distinct value, within an hour.
+        if any(d < 1 or d > 3600 for d in v):
+            raise ValueError("park delays are whole seconds from 1 to 3600")
+        return v
+
+
 class UpstreamConfig(_Model):
     endpoints: list[EndpointConfig] = Field(min_length=1)
     load_balancer: LoadBalancer = "least_request"
@@ -212,6 +226,7 @@ class UpstreamConfig(_Model):
     tls: TlsConfig | None = None
     access: AccessConfig | None = Field(default=None, description="Who may call; absent = every caller.")
     auth: AuthConfig | None = Field(default=None, description="The credential the gateway sends upstream.")
+    park: ParkConfig | None = Field(default=None, description="Durable retries on the bus; absent = off.")
 
     @field_validator("endpoints", mode="before")
     @classmethod
