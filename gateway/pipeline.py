@@ -158,6 +158,8 @@ class Pipeline:
                 not_after_ms=ticket.deadline_ms if ticket is not None else None,
             )
             deadline = admitted.deadline
+            if self._parking is not None:  # a try that may park holds its slot no longer than its budget
+                admitted = replace(admitted, deadline=self._parking.try_deadline(envelope, deadline, ticket))
             response = await self._execute(envelope, admitted, caller, tenant)
         except GatewayError as exc:
             exc.attempts += prior

@@ -273,7 +273,7 @@ def build_parking(settings: Settings, upstreams: UpstreamsFile, clock: Clock) ->
     from gateway.parking import Parking, ParkPolicy, Sealer
 
     policies = {
-        name: ParkPolicy(tuple(u.park.delays), u.retry.max_retry_after)
+        name: ParkPolicy(tuple(u.park.delays), u.retry.max_retry_after, u.park.try_budget)
         for name, u in upstreams.upstreams.items()
         if u.park is not None
     }

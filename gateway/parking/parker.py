@@ -17,7 +17,7 @@ from gateway.bus.base import park_destination
 from gateway.clock import Clock, Deadline
 from gateway.envelope.codec import Reply
 from gateway.envelope.models import RequestEnvelope
-from gateway.parking.decide import LastTry, ParkPolicy, decide, retry_after_seconds, retryable
+from gateway.parking.decide import LastTry, ParkPolicy, decide, may_park, retry_after_seconds, retryable
 from gateway.parking.ticket import ParkTicket, Sealer, present
 from gateway.upstream.base import UpstreamResponse
 
@@ -59,6 +59,17 @@ class Parking:
             self.forged += 1
             log.warning("park_headers_ignored", reason="seal does not verify", correlation_id=proof.correlation_id)
         return ticket
+
+    def try_deadline(self, envelope: RequestEnvelope, deadline: Deadline, ticket: ParkTicket | None) -> Deadline:
+        """The deadline this try runs under: the request's, cut to the upstream's try budget when the
+        request could park, so that it holds a worker slot no longer than that (head-of-line)."""
+        policy = self._policies.get(envelope.upstream)
+        parks = ticket.count if ticket is not None else 0
+        if policy is None or policy.try_budget is None:
+            return deadline
+        if not may_park(policy, method=envelope.method, idempotency_key=envelope.idempotency_key, parks=parks):
+            return deadline
+        return deadline.earliest(Deadline.after(self._clock, policy.try_budget))
 
     def keeps(self, upstream: str) -> Callable[[UpstreamResponse], bool] | None:
         """For idempotency: an answer of this upstream that may park (502/503/504, a long Retry-After)

@@ -202,6 +202,11 @@ class ParkConfig(_Model):
     """``park: {delays: [1, 5, 30]}``: durable retries on the bus, one tier per delay (seconds, in order)."""
 
     delays: list[int] = Field(min_length=1, max_length=10, description="Seconds each tier holds a request.")
+    try_budget: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds one try of a request that may park holds a worker slot before it parks; unset: no cap.",
+    )
 
     @field_validator("delays")
     @classmethod

@@ -6,8 +6,11 @@ import asyncio
 import time
 from typing import Any
 
+from aiohttp import web
+
 from gateway.bus.rabbitmq.transport import RabbitTransport
 from tests.fixtures.rabbit import wait_until
+from tests.fixtures.upstreams import StartUpstream
 from tests.parking.conftest import ParkStackFactory, Switchable
 
 
@@ -85,3 +88,34 @@ async def test_a_parked_request_whose_reply_address_is_gone_is_settled(
     if isinstance(stack.transport, RabbitTransport):
         assert stack.transport.unroutable == 1  # the reply had nowhere to go: counted, and the request settled
         assert stack.transport.settled == stack.transport.received == 2
+
+
+async def test_a_hanging_try_parks_after_its_try_budget_and_frees_its_slot(
+    park_stack: ParkStackFactory, start_upstream: StartUpstream
+) -> None:
+    hung = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.Response:
+        if request.path == "/hang" and not hung.is_set():
+            hung.set()
+            await asyncio.sleep(6)  # the first call hangs: an upstream that stopped answering
+        return web.json_response({"path": request.path})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    slow = await start_upstream(app)
+    config = upstream(slow.url, [1])
+    config["svc"]["park"]["try_budget"] = 0.5
+    config["svc"]["retry"]["attempts"] = 1
+    stack = await park_stack(config, delays=(1,), max_in_flight=1)
+    started = time.monotonic()
+    first = asyncio.create_task(stack.client.request("svc", "GET", "/hang", timeout=20))
+    await wait_until(lambda: bool(stack.parked()))
+    assert time.monotonic() - started < 2.0  # not the 6 s the upstream holds it, nor the 20 s deadline
+    # The one worker slot is free again: another request goes through while the first is parked.
+    other = await stack.client.request("svc", "GET", "/other", timeout=5)
+    assert other.status == 200
+    reply = await first
+    assert reply.status == 200 and reply.attempts == 2
+    (event,) = stack.parked()
+    assert event.reason in ("timeout", "deadline_exceeded")

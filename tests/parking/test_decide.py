@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.parking.decide import LastTry, Park, ParkPolicy, decide, retry_after_seconds
+from gateway.parking.decide import LastTry, Park, ParkPolicy, decide, may_park, retry_after_seconds
 
 TIERS = ParkPolicy((1, 5, 30), max_retry_after=5.0)
 
@@ -20,6 +20,18 @@ def test_retryable_errors_park_on_the_first_tier(code: str) -> None:
     assert park(LastTry(error_code=code)) == Park(0, 1)
 
 
+def test_a_try_cut_by_its_budget_parks_while_the_request_has_time() -> None:
+    assert park(LastTry(error_code="deadline_exceeded"), remaining=30.0) == Park(0, 1)
+    assert park(LastTry(error_code="deadline_exceeded"), remaining=0.0) is None  # the request's own deadline
+
+
+def test_only_a_try_that_could_park_is_held_to_the_budget() -> None:
+    assert may_park(TIERS, method="GET", idempotency_key=None, parks=0)
+    assert not may_park(TIERS, method="POST", idempotency_key=None, parks=0)
+    assert not may_park(TIERS, method="GET", idempotency_key=None, parks=3)
+    assert not may_park(None, method="GET", idempotency_key=None, parks=0)
+
+
 @pytest.mark.parametrize("status", [502, 503, 504])
 def test_retryable_statuses_park(status: int) -> None:
     assert park(LastTry(status=status)) == Park(0, 1)
@@ -33,7 +45,6 @@ def test_retryable_statuses_park(status: int) -> None:
         LastTry(status=404),
         LastTry(error_code="invalid_request"),
         LastTry(error_code="rate_limited"),
-        LastTry(error_code="deadline_exceeded"),
         LastTry(error_code="pool_exhausted"),
         LastTry(error_code="forbidden"),
     ],
