@@ -33,7 +33,7 @@ from gateway.telemetry.logging import RequestLog
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder
 from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
-from gateway.upstream.snapshot import InstanceSnapshot, TransportSnapshot
+from gateway.upstream.snapshot import InstanceSnapshot, TransportSnapshot, UpstreamSnapshot
 from gateway.wiring import (
     MetricsHandle,
     build_certificates,
@@ -339,8 +339,12 @@ class Gateway:
             transports=tuple(TransportSnapshot(t.name, t.ready, t.in_flight) for t in self.transports),
             in_flight=self.in_flight,
             drain=self.worker.phase if self.worker is not None else "starting",
-            upstreams=self.forwarder.snapshot(upstream) if self.forwarder is not None else (),
+            upstreams=self._with_parking(self.forwarder.snapshot(upstream) if self.forwarder is not None else ()),
         )
+
+    def _with_parking(self, upstreams: tuple[UpstreamSnapshot, ...]) -> tuple[UpstreamSnapshot, ...]:
+        parking = self.parking
+        return upstreams if parking is None else tuple(parking.snapshot(u) for u in upstreams)
 
     def _status_json(self, upstream: str | None) -> dict[str, Any] | None:
         """``status`` as JSON-ready data for the operations port; None for an unknown upstream."""

@@ -144,7 +144,9 @@ class Pipeline:
         except ReplyToRefusedError as exc:
             return self._failed(envelope, exc, arrived, None)
         caller = ANONYMOUS_CALLER
-        ticket = self._parking.ticket(delivery) if self._parking is not None else None
+        ticket = None
+        if self._parking is not None and (ticket := self._parking.ticket(delivery)) is not None:
+            self._parking.returning(envelope.upstream)
         prior = ticket.attempts if ticket is not None else 0  # tries made before parking, counted in the reply
         deadline: Deadline | None = None
         try:

@@ -8,7 +8,7 @@ The pipeline publishes the plan, and settles the original only once the broker c
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -20,6 +20,7 @@ from gateway.envelope.models import RequestEnvelope
 from gateway.parking.decide import LastTry, ParkPolicy, decide, may_park, retry_after_seconds, retryable
 from gateway.parking.ticket import ParkTicket, Sealer, present
 from gateway.upstream.base import UpstreamResponse
+from gateway.upstream.snapshot import ParkingSnapshot, UpstreamSnapshot
 
 log = structlog.get_logger("cmn.parking")
 
@@ -43,12 +44,26 @@ class Parking:
         self._sealer = sealer
         self._clock = clock
         self.parked = dict.fromkeys(self._policies, 0)  # parks planned, per upstream (cmn status)
+        self.returned = dict.fromkeys(self._policies, 0)  # parked copies taken back, per upstream
         self.forged = 0  # copies whose park headers did not verify
 
     @property
     def delays(self) -> tuple[int, ...]:
         """Every tier's delay over every upstream, once each, sorted: the queues or topics to declare."""
         return tuple(sorted({d for p in self._policies.values() for d in p.delays}))
+
+    def snapshot(self, upstream: UpstreamSnapshot) -> UpstreamSnapshot:
+        """``upstream``'s snapshot with this replica's parking of it, when it parks."""
+        policy = self._policies.get(upstream.name)
+        if policy is None:
+            return upstream
+        parking = ParkingSnapshot(policy.delays, self.parked.get(upstream.name, 0), self.returned.get(upstream.name, 0))
+        return replace(upstream, parking=parking)
+
+    def returning(self, upstream: str) -> None:
+        """A verified parked copy of a request to ``upstream`` came back to this replica."""
+        if upstream in self.returned:
+            self.returned[upstream] += 1
 
     def ticket(self, proof: Proof) -> ParkTicket | None:
         """The verified ticket of a returning parked copy; None for a fresh request or a forged ticket."""

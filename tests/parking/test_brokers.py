@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.bus.rabbitmq.transport import RabbitTransport
+from gateway.telemetry.status_table import render_status
 from tests.fixtures.rabbit import wait_until
 from tests.fixtures.upstreams import StartUpstream
 from tests.parking.conftest import ParkStackFactory, Switchable
@@ -39,6 +40,11 @@ async def test_a_request_rides_out_an_outage_parked(park_stack: ParkStackFactory
         (1, 2, 2, "upstream_unavailable"),
     ]
     assert switchable.hits == 1
+    # cmn status shows this replica's parking of the upstream, in its document and its table.
+    (status,) = stack.gateway.status("svc").upstreams
+    assert status.parking is not None and (status.parking.parked, status.parking.returned) == (2, 2)
+    table = render_status([stack.gateway.status().to_json()])
+    assert "svc  parked 2 back 2" in table
 
 
 async def test_a_non_idempotent_request_never_parks(park_stack: ParkStackFactory, switchable: Switchable) -> None:
