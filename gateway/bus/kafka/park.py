@@ -127,7 +127,8 @@ class ParkRelay:
         except Exception:  # a bug here must not stop the tier for good: its records come again
             log.exception("park_relay_failed", topic=tp.topic, partition=tp.partition)
             if tp in consumer.assignment():
-                consumer.seek_to_committed(tp)
+                with contextlib.suppress(KafkaError):  # else the next owner starts from the commit anyway
+                    await consumer.seek_to_committed(tp)
         finally:
             self._relaying.pop(tp, None)
             if tp in consumer.assignment():
