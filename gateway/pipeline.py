@@ -40,7 +40,13 @@ from gateway.envelope.codec import (
     normalise_content_type,
 )
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import GatewayError, InternalError, MessageRejectedError, ReplyToRefusedError
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    MessageRejectedError,
+    ParkedCopyReusedError,
+    ReplyToRefusedError,
+)
 from gateway.events import (
     MessageDeadLettered,
     Observer,
@@ -163,6 +169,8 @@ class Pipeline:
             if self._parking is not None:  # a try that may park holds its slot no longer than its budget
                 admitted = replace(admitted, deadline=self._parking.try_deadline(envelope, deadline, ticket))
             response = await self._execute(envelope, admitted, caller, tenant)
+        except ParkedCopyReusedError as exc:
+            return self._failed(envelope, exc, arrived, None, caller)  # recorded, not answered (errors.py)
         except GatewayError as exc:
             exc.attempts += prior
             return replace(self._failed(envelope, exc, arrived, reply_to, caller), deadline=deadline, ticket=ticket)
