@@ -75,8 +75,11 @@ class ParkStack:
     def parked(self) -> list[RequestParked]:
         return [e for e in self.events.events if isinstance(e, RequestParked)]
 
-    async def another_client(self, **requester: Any) -> GatewayClient:
-        return await GatewayClient(requester_for(self.kind, self.queue, self.bootstrap, **requester)).start()
+    async def another_client(
+        self, *, key_id: str | None = None, secret: str | None = None, **requester: Any
+    ) -> GatewayClient:
+        bus = requester_for(self.kind, self.queue, self.bootstrap, **requester)
+        return await GatewayClient(bus, key_id=key_id, secret=secret).start()
 
 
 def requester_for(kind: str, queue: str, bootstrap: str | None, **kwargs: Any) -> Any:
@@ -121,7 +124,12 @@ async def park_stack(park_broker: tuple[str, str | None]) -> AsyncIterator[ParkS
     async with AsyncExitStack() as stack:
 
         async def make(
-            upstreams: dict[str, Any], *, delays: tuple[int, ...], env: dict[str, Any] | None = None, **transport: Any
+            upstreams: dict[str, Any],
+            *,
+            delays: tuple[int, ...],
+            env: dict[str, Any] | None = None,
+            security: dict[str, Any] | None = None,
+            **transport: Any,
         ) -> ParkStack:
             queue = f"t.requests.{uuid.uuid4().hex[:10]}"
             if kind == "rabbitmq":
@@ -136,7 +144,8 @@ async def park_stack(park_broker: tuple[str, str | None]) -> AsyncIterator[ParkS
             )
             events = RecordingObserver()
             bus = park_transport(kind, queue, bootstrap, delays, **transport)
-            gateway = Gateway(load_config(settings, {"upstreams": upstreams}), observers=[events], transports=[bus])
+            document = {"upstreams": upstreams, **({"security": security} if security else {})}
+            gateway = Gateway(load_config(settings, document), observers=[events], transports=[bus])
             await stack.enter_async_context(gateway)
             client = await stack.enter_async_context(GatewayClient(requester_for(kind, queue, bootstrap)))
             return ParkStack(kind, queue, gateway, bus, client, events, bootstrap, delays)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from gateway.bus.rabbitmq.transport import RabbitTransport
@@ -125,3 +126,26 @@ async def test_a_hanging_try_parks_after_its_try_budget_and_frees_its_slot(
     assert reply.status == 200 and reply.attempts == 2
     (event,) = stack.parked()
     assert event.reason in ("timeout", "deadline_exceeded")
+
+
+async def test_a_signed_request_parks_and_comes_back_as_its_signer(
+    park_stack: ParkStackFactory, switchable: Switchable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Identity required, the upstream open to billing only: the returning copy must still be billing's,
+    # though its signature was used once already (the seal vouches for it).
+    monkeypatch.setenv("CMN_TEST_PARK_KEY", "billing-signing-secret")
+    security = {"keys": {"billing-1": {"principal": "billing", "secret": {"env": "CMN_TEST_PARK_KEY"}}}}
+    config = upstream(switchable.url, [1], access={"allow": ["billing"]})
+    stack = await park_stack(config, delays=(1,), env={"REQUIRE_IDENTITY": True}, security=security)
+    signed = await stack.another_client(key_id="billing-1", secret="billing-signing-secret")
+    try:
+        call = asyncio.create_task(signed.request("svc", "GET", "/mine", timeout=20))
+        await wait_until(lambda: bool(stack.parked()))
+        unsigned = await stack.client.request("svc", "GET", "/mine", timeout=5)
+        await switchable.up()
+        reply = await call
+    finally:
+        await signed.aclose()
+    assert unsigned.error is not None and unsigned.error.code == "unauthenticated"
+    assert reply.status == 200 and switchable.hits == 1
+    assert [e.principal for e in stack.parked()] == ["billing"]
