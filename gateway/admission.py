@@ -57,9 +57,16 @@ class Admission:
         object.__setattr__(self, "decode_limits", limits)  # derived once; the dataclass is frozen
 
     def admit(
-        self, envelope: RequestEnvelope, *, known: bool, arrived_at: float, broker_timestamp_ms: int | None
+        self,
+        envelope: RequestEnvelope,
+        *,
+        known: bool,
+        arrived_at: float,
+        broker_timestamp_ms: int | None,
+        not_after_ms: int | None = None,
     ) -> Admitted:
-        """``arrived_at`` is the monotonic instant the message reached the gateway."""
+        """``arrived_at`` is the monotonic instant the message reached the gateway; ``not_after_ms`` an
+        epoch deadline carried from an earlier arrival (a parked copy's), never extended here."""
         if not known:
             raise UnknownUpstreamError(f"upstream {envelope.upstream!r} is not configured")
         if envelope.timeout_ms is not None and envelope.timeout_ms > self.max_timeout_ms:
@@ -67,6 +74,8 @@ class Admission:
                 f"timeout_ms {envelope.timeout_ms} is over the gateway's cap of {self.max_timeout_ms} ms"
             )
         deadline = self.deadline(envelope, arrived_at=arrived_at, broker_timestamp_ms=broker_timestamp_ms)
+        if not_after_ms is not None:
+            deadline = deadline.earliest(Deadline.from_epoch_ms(self.clock, not_after_ms))
         if deadline.expired(self.clock):
             late_ms = -deadline.remaining(self.clock) * 1000
             raise RequestExpiredError(f"request expired {late_ms:.0f} ms before it could be sent")

@@ -45,6 +45,7 @@ from gateway.wiring import (
     build_guard,
     build_kafka_security,
     build_metrics,
+    build_parking,
     build_secrets,
     build_tracing,
     build_transports,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.bus.kafka.security import KafkaSecurity
+    from gateway.parking import Parking
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.tracing import TracingHandle
     from gateway.upstream.forward import GatewayForwarder
@@ -139,6 +141,7 @@ class Gateway:
         self.embedded_bootstrap: str | None = None  # the embedded broker's address, when no broker is configured
         self.governor: gc_governor.CollectionGovernor | None = None  # after tune_process()
         self._metrics: MetricsHandle | None = None  # when ENABLE_METRICS
+        self.parking: Parking | None = None  # when some upstream has park:
 
     @property
     def metrics(self) -> Metrics | None:
@@ -187,6 +190,7 @@ class Gateway:
         guard = await build_guard(settings, config.upstreams, config.security, secrets, clock, stack)
         self.forwarder = await self._build_forwarder(tls, secrets)
         store: IdempotencyStore | None = await build_dedupe_store(settings, clock=clock, resources=stack)
+        self.parking = build_parking(settings, config.upstreams, clock)
         self.transports = self._given_transports or await self._build_transports()
         self.telemetry = TelemetryService(clock=self.clock, instance=self.instance, publishers=self.transports)
         self.observer.add(self.telemetry)  # the stream sink, beside metrics and the log line
@@ -211,6 +215,7 @@ class Gateway:
         return await build_transports(
             settings, kafka_security=self._kafka_security, bootstrap=bootstrap, instance=self.instance,
             clock=self.clock, observer=self.observer, metrics=self.metrics,
+            park_delays=self.parking.delays if self.parking is not None else (),
         )  # fmt: skip
 
     async def _start_control(self, guard: Guard) -> None:
@@ -306,6 +311,7 @@ class Gateway:
             tracer=tracer,
             clock=self.clock,
             dedupe=Deduplicator(store, settings.idempotency_ttl, self.clock),
+            parking=self.parking,
         )
 
     def tune_process(self) -> gc_governor.CollectionGovernor:
@@ -349,7 +355,9 @@ class Gateway:
             transports=tuple(TransportSnapshot(t.name, t.ready, t.in_flight) for t in self.transports),
             in_flight=self.in_flight,
             drain=self.worker.phase if self.worker is not None else "starting",
-            upstreams=self._with_peers(self.forwarder.snapshot(upstream)) if self.forwarder is not None else (),
+            upstreams=self._with_parking(
+                self._with_peers(self.forwarder.snapshot(upstream)) if self.forwarder is not None else ()
+            ),
         )
 
     def _with_peers(self, upstreams: tuple[UpstreamSnapshot, ...]) -> tuple[UpstreamSnapshot, ...]:
@@ -366,6 +374,10 @@ class Gateway:
                 endpoints.append(replace(endpoint, peers=peers))
             out.append(replace(snap, endpoints=tuple(endpoints)))
         return tuple(out)
+
+    def _with_parking(self, upstreams: tuple[UpstreamSnapshot, ...]) -> tuple[UpstreamSnapshot, ...]:
+        parking = self.parking
+        return upstreams if parking is None else tuple(parking.snapshot(u) for u in upstreams)
 
     def _status_json(self, upstream: str | None) -> dict[str, Any] | None:
         """``status`` as JSON-ready data for the operations port; None for an unknown upstream."""

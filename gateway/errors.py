@@ -5,6 +5,7 @@
     │   ├── UnknownUpstreamError      unknown_upstream     yes
     │   └── IdempotencyMismatchError  invalid_request      no  (a security refusal: the caller is told)
     ├── UnauthenticatedError          unauthenticated      no  (bad, stale or unknown signature; identity required)
+    │   └── ParkedCopyReusedError     unauthenticated      no  (a park seal used before: counted, not answered)
     ├── ForbiddenError                forbidden            no  (the caller may not use this upstream/tenant)
     ├── ReplyToRefusedError           reply_to_refused     yes (nothing is sent to the refused address)
     ├── PayloadTooLargeError          payload_too_large    yes
@@ -96,6 +97,12 @@ class UnauthenticatedError(GatewayError):
 
     code: ClassVar[ErrorCode] = "unauthenticated"
     security_kind = "unauthenticated"
+
+
+class ParkedCopyReusedError(UnauthenticatedError):
+    """A parked copy whose seal was used before: a second relay of one copy, or a captured one
+    published again. Not answered: its reply address is the genuine caller's, who is being (or was)
+    answered by the first copy; a refusal there could beat the real answer to it."""
 
 
 class ForbiddenError(GatewayError):

@@ -56,6 +56,26 @@ class RequestCompleted(_Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RequestParked(_Event):
+    """A failed try of a request that may be sent again was parked on a tier, to come back after
+    ``delay`` seconds, instead of being answered (gateway.parking)."""
+
+    type = "request.parked"
+    on_stream = False  # published by the pipeline, confirmed, before the original is settled
+    request_id: str
+    upstream: str
+    method: str
+    tier: int  # 0-based
+    delay: int  # seconds
+    park_count: int  # parks so far, this one included
+    attempts: int  # HTTP attempts so far, over every try
+    reason: str  # the last try's error code, or status_<n>
+    remaining: float  # seconds of deadline left when it parked
+    transport: str | None = None
+    principal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerStateChanged(_Event):
     type = "breaker.state_changed"
     upstream: str
@@ -272,6 +292,7 @@ class SharedHealthChanged(_Event):
 Event = (
     RequestReceived
     | RequestCompleted
+    | RequestParked
     | BreakerStateChanged
     | BreakerForced
     | ControlChannelChanged

@@ -26,9 +26,9 @@ import structlog
 
 from gateway.access.guard import Guard
 from gateway.access.identity import ANONYMOUS_CALLER, Caller
-from gateway.admission import Admission
+from gateway.admission import Admission, Admitted
 from gateway.bus.base import REQUESTS, Delivery, OutboundMessage, Transport
-from gateway.clock import Clock
+from gateway.clock import Clock, Deadline
 from gateway.envelope.codec import (
     JSON,
     MSGPACK,
@@ -40,9 +40,23 @@ from gateway.envelope.codec import (
     normalise_content_type,
 )
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import GatewayError, InternalError, MessageRejectedError, ReplyToRefusedError
-from gateway.events import MessageDeadLettered, Observer, RequestCompleted, RequestReceived, SecurityRefused
+from gateway.errors import (
+    GatewayError,
+    InternalError,
+    MessageRejectedError,
+    ParkedCopyReusedError,
+    ReplyToRefusedError,
+)
+from gateway.events import (
+    MessageDeadLettered,
+    Observer,
+    RequestCompleted,
+    RequestParked,
+    RequestReceived,
+    SecurityRefused,
+)
 from gateway.idempotency import Deduplicator, IdempotencyKey
+from gateway.parking import Parking, ParkPlan, ParkTicket
 from gateway.telemetry.service import TelemetryService
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
 
@@ -68,6 +82,8 @@ class Outcome:
     tenant: str | None = None
     endpoint: str | None = None
     upstream_duration: float | None = None
+    deadline: Deadline | None = None  # once admitted
+    ticket: ParkTicket | None = None  # a returning parked copy's, verified
 
 
 class Pipeline:
@@ -85,6 +101,7 @@ class Pipeline:
         tracer: RequestTracer,
         clock: Clock,
         dedupe: Deduplicator,
+        parking: Parking | None = None,
     ) -> None:
         self._transport = transport
         self._forwarder = forwarder
@@ -95,6 +112,7 @@ class Pipeline:
         self._tracer = tracer
         self._clock = clock
         self._dedupe = dedupe
+        self._parking = parking
 
     async def handle(self, delivery: Delivery) -> None:
         arrived = self._clock.monotonic()
@@ -108,7 +126,8 @@ class Pipeline:
         with span:
             outcome = await self._answer(delivery, arrived)
             try:
-                await self._deliver(delivery, outcome, arrived)
+                if not await self._park(delivery, outcome):
+                    await self._deliver(delivery, outcome, arrived)
             except Exception as exc:  # noqa: BLE001 - broker trouble: leave unsettled, it comes again
                 log.error("reply_not_confirmed", request_id=outcome.reply.id, error=repr(exc))
                 return
@@ -131,15 +150,33 @@ class Pipeline:
         except ReplyToRefusedError as exc:
             return self._failed(envelope, exc, arrived, None)
         caller = ANONYMOUS_CALLER
+        ticket = None
+        if self._parking is not None and (ticket := self._parking.ticket(delivery)) is not None:
+            self._parking.returning(envelope.upstream)
+        prior = ticket.attempts if ticket is not None else 0  # tries made before parking, counted in the reply
+        deadline: Deadline | None = None
         try:
-            caller = await self._guard.identify(delivery)
+            caller = await self._identify(delivery, ticket)
             tenant = self._guard.authorize(caller, envelope)
-            response = await self._execute(envelope, delivery, arrived, caller, tenant)
+            admitted = self._admission.admit(
+                envelope,
+                known=self._forwarder.knows(envelope.upstream),
+                arrived_at=arrived,
+                broker_timestamp_ms=delivery.timestamp_ms,
+                not_after_ms=ticket.deadline_ms if ticket is not None else None,
+            )
+            deadline = admitted.deadline
+            if self._parking is not None:  # a try that may park holds its slot no longer than its budget
+                admitted = replace(admitted, deadline=self._parking.try_deadline(envelope, deadline, ticket))
+            response = await self._execute(envelope, admitted, caller, tenant)
+        except ParkedCopyReusedError as exc:
+            return self._failed(envelope, exc, arrived, None, caller)  # recorded, not answered (errors.py)
         except GatewayError as exc:
-            return self._failed(envelope, exc, arrived, reply_to, caller)
+            exc.attempts += prior
+            return replace(self._failed(envelope, exc, arrived, reply_to, caller), deadline=deadline, ticket=ticket)
         except Exception as exc:
             log.exception("internal_error", request_id=envelope.id, upstream=envelope.upstream)
-            error = InternalError(f"internal error: {type(exc).__name__}")
+            error = InternalError(f"internal error: {type(exc).__name__}", attempts=prior)
             return self._failed(envelope, error, arrived, reply_to, caller)
         reply = Reply(
             id=envelope.id,
@@ -147,11 +184,19 @@ class Pipeline:
             headers=response.headers,
             body=response.body,
             body_content_type=response.headers.get("Content-Type") or response.headers.get("content-type"),
-            attempts=response.attempts,
+            attempts=response.attempts + prior,
             duration_ms=self._ms_since(arrived),
             upstream=envelope.upstream,
         )
-        return Outcome(reply, envelope, reply_to, caller, tenant, response.endpoint, response.upstream_duration)
+        return Outcome(
+            reply, envelope, reply_to, caller, tenant, response.endpoint, response.upstream_duration, deadline, ticket
+        )
+
+    async def _identify(self, delivery: Delivery, ticket: ParkTicket | None) -> Caller:
+        """The caller: a returning parked copy's from its seal (established on first arrival), else the guard's."""
+        if ticket is None or self._parking is None:
+            return await self._guard.identify(delivery)
+        return await self._guard.resume(delivery, ticket.caller, ticket.seal, self._parking.seal_ttl)
 
     def _reply_to(self, delivery: Delivery, envelope: RequestEnvelope | None) -> str | None:
         """The checked reply address: the transport's, else the envelope's; ReplyToRefusedError if barred."""
@@ -161,14 +206,8 @@ class Pipeline:
         return reply_to
 
     async def _execute(
-        self, envelope: RequestEnvelope, delivery: Delivery, arrived: float, caller: Caller, tenant: str
+        self, envelope: RequestEnvelope, admitted: Admitted, caller: Caller, tenant: str
     ) -> UpstreamResponse:
-        admitted = self._admission.admit(
-            envelope,
-            known=self._forwarder.knows(envelope.upstream),
-            arrived_at=arrived,
-            broker_timestamp_ms=delivery.timestamp_ms,
-        )
         trace: dict[str, str] = {}
         self._tracer.inject(trace)
         request = OutboundRequest(envelope, admitted.body, admitted.headers, admitted.deadline, trace, tenant=tenant)
@@ -183,7 +222,8 @@ class Pipeline:
                 body=admitted.body,
                 headers=admitted.headers,
             )
-        return await self._dedupe.run(idem, admitted.deadline, lambda: self._forwarder.forward(request))
+        keep = self._parking.keeps(envelope.upstream) if self._parking is not None else None
+        return await self._dedupe.run(idem, admitted.deadline, lambda: self._forwarder.forward(request), keep=keep)
 
     def _failed(
         self,
@@ -201,6 +241,52 @@ class Pipeline:
             upstream=envelope.upstream,
         )
         return Outcome(reply, envelope, reply_to, caller)
+
+    # -- parking --------------------------------------------------------------------------
+    async def _park(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Park a failed try on its tier instead of answering it (gateway.parking); True once the
+        broker confirmed the parked copy, so the original may be settled. A copy the broker refuses
+        for good is answered as usual; no confirm raises, leaving the original unsettled."""
+        parking, envelope, deadline = self._parking, outcome.envelope, outcome.deadline
+        if parking is None or envelope is None or deadline is None:
+            return False
+        plan = parking.plan(
+            delivery, source=delivery.source or REQUESTS, envelope=envelope, reply=outcome.reply,
+            deadline=deadline, caller=outcome.caller, ticket=outcome.ticket,
+        )  # fmt: skip
+        if plan is None:
+            return False
+        try:
+            await self._transport.park(delivery, plan.destination, plan.headers)
+        except MessageRejectedError as exc:
+            log.warning("park_refused", request_id=envelope.id, tier=plan.destination, reason=exc.message)
+            return False
+        event = self._parked(delivery, outcome, envelope, plan, deadline)
+        self._observer.on_event(event)
+        headers = {k: delivery.headers[k] for k in TRACE_HEADERS if k in delivery.headers}
+        try:
+            await self._telemetry.publish(event, headers, via=self._transport)
+        except Exception as exc:  # noqa: BLE001 - the copy is safe on its tier: settle the original regardless
+            log.warning("park_event_not_published", request_id=envelope.id, error=repr(exc))
+        return True
+
+    def _parked(
+        self, delivery: Delivery, outcome: Outcome, envelope: RequestEnvelope, plan: ParkPlan, deadline: Deadline
+    ) -> RequestParked:
+        reply = outcome.reply
+        return RequestParked(
+            request_id=envelope.id,
+            upstream=envelope.upstream,
+            method=envelope.method,
+            tier=plan.tier,
+            delay=plan.delay,
+            park_count=plan.count,
+            attempts=plan.attempts,
+            reason=reply.error.code if reply.error is not None else f"status_{reply.status}",
+            remaining=round(deadline.remaining(self._clock), 3),
+            transport=delivery.transport,
+            principal=outcome.caller.principal,
+        )
 
     # -- delivering -----------------------------------------------------------------------
     async def _deliver(self, delivery: Delivery, outcome: Outcome, arrived: float) -> None:

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     upstreams_file: Path | None = Field(None, alias="CMN_UPSTREAMS_FILE")
     redis_url: str | None = Field(None, alias="REDIS_URL")
     idempotency_ttl: float = Field(300.0, gt=0, alias="IDEMPOTENCY_TTL", description="Dedupe window, s.")
+    park_secret: str | None = Field(
+        None,
+        alias="PARK_SECRET",
+        repr=False,
+        min_length=16,
+        description="Seals parked copies (park:); the same on every replica. Unset: random per process.",
+    )
 
     # Azure Key Vault
     azure_vault_url: str | None = Field(None, alias="AZURE_VAULT_URL")

@@ -102,6 +102,7 @@ class MemoryTransport:
         self.published: list[OutboundMessage] = []
         self.telemetry: list[tuple[str, bytes, Mapping[str, str]]] = []
         self.dead_letters: list[tuple[Delivery, str]] = []
+        self.parked: list[tuple[Delivery, str, dict[str, str]]] = []  # (original, tier, park headers)
         self.settled: list[Delivery] = []
         self.publish_attempts = 0  # publish calls, confirmed or not
 
@@ -204,6 +205,21 @@ class MemoryTransport:
         if self._dead_letter_failure is not None:
             raise self._dead_letter_failure
         self.dead_letters.append((delivery, reason))
+
+    async def park(self, delivery: Delivery, destination: str, headers: Mapping[str, str]) -> None:
+        await asyncio.sleep(0)
+        self._check(destination, delivery.body)
+        self.parked.append((delivery, destination, dict(headers)))
+
+    def unpark(self, index: int = -1) -> Delivery:
+        """What the broker does once a tier's delay passed: the parked copy comes back as a new request."""
+        original, _, headers = self.parked[index]
+        delivery = replace(
+            original, headers={**original.headers, **headers}, redelivered=False, user_id=None, token=next(self._tags)
+        )
+        self._waiting.append(delivery)
+        self._dispatch()
+        return delivery
 
     async def settle(self, delivery: Delivery) -> None:
         tag: int = delivery.token

@@ -7,6 +7,7 @@ into the ``Gateway``, and this module does not import app.py.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from gateway.bus.kafka.security import KafkaSecurity
+    from gateway.parking import Parking
     from gateway.telemetry.metrics import Metrics
     from gateway.telemetry.server import StatusSource
     from gateway.telemetry.tracing import TracingHandle
@@ -178,9 +180,11 @@ async def build_transports(
     clock: Clock,
     observer: Observer,
     metrics: Metrics | None,
+    park_delays: tuple[int, ...] = (),
 ) -> list[Transport]:
     """RabbitMQ when AMQP_URL is set, Kafka when ``bootstrap`` is (with ``kafka_security``, from
-    ``build_kafka_security``); each takes the gateway's clock."""
+    ``build_kafka_security``); each takes the gateway's clock and declares (or relays) a park tier per
+    delay in ``park_delays``."""
     transports: list[Transport] = []
     if settings.amqp_url:
         from gateway.bus.rabbitmq.transport import RabbitTransport
@@ -192,18 +196,28 @@ async def build_transports(
                 instance=instance,
                 queue=settings.requests_queue,
                 observer=observer,
+                park_delays=park_delays,
                 clock=clock,
             )
         )
     if bootstrap:
         if kafka_security is None:
             raise ConfigError("a Kafka transport needs its security settings (build_kafka_security)")
-        transports.append(_kafka_transport(settings, bootstrap, kafka_security, clock=clock, metrics=metrics))
+        kafka = _kafka_transport(
+            settings, bootstrap, kafka_security, clock=clock, metrics=metrics, park_delays=park_delays
+        )
+        transports.append(kafka)
     return transports
 
 
 def _kafka_transport(
-    s: Settings, bootstrap: str, security: KafkaSecurity, *, clock: Clock, metrics: Metrics | None
+    s: Settings,
+    bootstrap: str,
+    security: KafkaSecurity,
+    *,
+    clock: Clock,
+    metrics: Metrics | None,
+    park_delays: tuple[int, ...] = (),
 ) -> Transport:
     from gateway.bus.kafka.transport import KafkaTransport
 
@@ -219,6 +233,7 @@ def _kafka_transport(
         heartbeat_interval_ms=max(100, session_ms // 4),
         fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
         security=security,
+        park_delays=park_delays,
         clock=clock,
     )
     if metrics is not None:
@@ -272,6 +287,27 @@ async def build_guard(
         ReplyAddresses(queue_pattern=s.reply_queue_pattern, topic_pattern=s.reply_topic_pattern, reserved=reserved),
         _replay_record(s, clock, resources),
     )
+
+
+def build_parking(settings: Settings, upstreams: UpstreamsFile, clock: Clock) -> Parking | None:
+    """Parking when some upstream has ``park:``, sealed with PARK_SECRET (gateway.parking.ticket)."""
+    from gateway.parking import Parking, ParkPolicy, Sealer
+
+    policies = {
+        name: ParkPolicy(tuple(u.park.delays), u.retry.max_retry_after, u.park.try_budget)
+        for name, u in upstreams.upstreams.items()
+        if u.park is not None
+    }
+    if not policies:
+        return None
+    secret = settings.park_secret
+    if secret is None:
+        # A copy parked here then verifies only in this process: after a restart, or on another
+        # replica, its park headers are ignored and its caller established anew (a signed request is
+        # then refused as a replay). Set the same PARK_SECRET on every replica.
+        log.warning("park_secret_not_set", note="parked copies verify only in this process; set PARK_SECRET")
+        secret = secrets.token_hex(32)
+    return Parking(policies, sealer=Sealer(secret.encode()), clock=clock, seal_ttl=settings.max_timeout_ms / 1000)
 
 
 def _replay_record(settings: Settings, clock: Clock, resources: AsyncExitStack) -> ReplayRecord:

@@ -15,7 +15,7 @@ from gateway.access.policy import AccessPolicy
 from gateway.access.replay import ReplayRecord
 from gateway.access.reply_address import ReplyAddresses
 from gateway.envelope.models import RequestEnvelope
-from gateway.errors import UnauthenticatedError
+from gateway.errors import ParkedCopyReusedError, UnauthenticatedError
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,13 @@ class Guard:
             seal = proof.headers[signature.SIGNATURE]
             if not await self.replays.first_use(seal, proof.position, self.identifier.window):
                 raise UnauthenticatedError("this signed message was already used: sign each message anew")
+        return caller
+
+    async def resume(self, proof: Proof, caller: Caller, seal: str, ttl: float) -> Caller:
+        """The caller of a parked copy, as its verified park seal names it (gateway.parking.ticket):
+        established on first arrival, not again. Each seal is accepted once, like a signature."""
+        if not proof.redelivered and not await self.replays.first_use(seal, proof.position, ttl):
+            raise ParkedCopyReusedError("this parked copy was already used")
         return caller
 
     def authorize(self, caller: Caller, envelope: RequestEnvelope) -> str:

@@ -85,6 +85,12 @@ class Transport(Protocol):
         """Copy the original bytes and headers to the dead-letter queue/topic with ``x-cmn-error``."""
         ...
 
+    async def park(self, delivery: Delivery, destination: str, headers: Mapping[str, str]) -> None:
+        """Copy the original bytes, reply address, correlation id and headers to the park tier
+        ``destination`` (``park_destination``), with ``headers`` set over the original ones; it comes
+        back to the requests queue/topic once the tier's delay has passed."""
+        ...
+
     async def settle(self, delivery: Delivery) -> None: ...
 
     async def drain(self) -> None:
@@ -183,3 +189,8 @@ class ControlChannel(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def park_destination(requests: str, delay: int) -> str:
+    """The park tier of ``delay`` seconds for a requests queue or topic: ``cmn.requests.park.5s`` by default."""
+    return f"{requests}.park.{delay}s"

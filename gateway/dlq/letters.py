@@ -20,6 +20,7 @@ from gateway.access.config import SecurityConfig
 from gateway.bus.base import ERROR_HEADER, TOPIC_HEADER
 from gateway.bus.dead_letters import DeadLetter
 from gateway.envelope.codec import MSGPACK, normalise_content_type
+from gateway.parking import ticket as park_headers
 from gateway.telemetry.redaction import REDACTED, Redactor
 
 PARSE_LIMIT = 1024 * 1024  # larger bodies are not parsed for a summary
@@ -137,7 +138,8 @@ def _text(value: object) -> str | None:
 
 
 def headers_for_replay(headers: Mapping[str, str]) -> dict[str, str]:
-    """The letter's headers without ``x-cmn-error``, ``x-cmn-topic`` and the x-cmn signature headers: the gateway
-    accepts a signature once, so a replay carries the replaying operator's signature or none."""
-    drop = {ERROR_HEADER, TOPIC_HEADER, *signature.HEADERS}
+    """The letter's headers without ``x-cmn-error``, ``x-cmn-topic``, the x-cmn signature headers and a
+    parked copy's park headers: the gateway accepts a signature (and a park seal) once, so a replay
+    carries the replaying operator's signature or none, and starts its park count and deadline afresh."""
+    drop = {ERROR_HEADER, TOPIC_HEADER, *signature.HEADERS, *park_headers.HEADERS}
     return {name: value for name, value in headers.items() if name not in drop}

@@ -54,8 +54,24 @@ _TELEMETRY_TYPES = (
     "type names the event: request.completed per answered request; breaker, endpoint, rate-limit and certificate "
     "changes as they happen; security.<kind> for every request refused for security's sake, kind one of "
     f"{', '.join(SECURITY_KINDS)}, with data kind, reason, principal, upstream, transport and request_id (never "
-    "a secret). RabbitMQ routes by type (bind security.# for every refusal); Kafka records carry it in header type."
+    "a secret); request.parked per try parked on a park tier (data request_id, upstream, method, tier, delay, "
+    "park_count, attempts, reason, remaining, transport, principal). RabbitMQ routes by type (bind security.# for "
+    "every refusal); Kafka records carry it in header type."
 )
+PARK = "cmn.requests.park.{delay}s"
+_PARK_HEADERS = {
+    "x-cmn-park-count": {"type": "string", "description": "Parks so far, this one included."},
+    "x-cmn-park-deadline": {"type": "string", "description": "Epoch ms of the request's deadline (kept)."},
+    "x-cmn-park-attempts": {"type": "string", "description": "HTTP attempts so far, over every try."},
+    "x-cmn-park-principal": {"type": "string", "description": "The caller the gateway established."},
+    "x-cmn-park-via": {"type": "string", "enum": ["user_id", "signature", "none"]},
+    "x-cmn-park-nonce": {"type": "string"},
+    "x-cmn-park-seal": {
+        "type": "string",
+        "description": "v1= HMAC-SHA256 (PARK_SECRET) over the park headers, correlation id, reply address and "
+        "body; a copy whose seal does not verify is treated as a fresh request, a seal is accepted once.",
+    },
+}
 
 
 def asyncapi() -> dict[str, Any]:
@@ -128,6 +144,19 @@ def asyncapi() -> dict[str, Any]:
                 "address": None,
                 "description": "The caller's reply queue or topic: one answer per replica, gathered within a window.",
                 "messages": {"answer": {"$ref": "#/components/messages/controlAnswer"}},
+            },
+            "park": {
+                "address": PARK,
+                "description": (
+                    "Park tiers, one per delay of an upstream's park: {delays: [...]}: a failed try of a request "
+                    "that is safe to send again, with time left on its deadline, is republished here (body, "
+                    "reply address, correlation id and headers unchanged, park headers added) and comes back "
+                    "to cmn.requests after the delay. RabbitMQ: a durable queue with x-message-ttl and a "
+                    "dead-letter route to the requests queue; Kafka: a topic the gateway's <group>.park "
+                    "consumer relays once each record is due. Written and read by gateways only."
+                ),
+                "parameters": {"delay": {"description": "The tier's delay in whole seconds."}},
+                "messages": {"parked": {"$ref": "#/components/messages/parked"}},
             },
             "deadLetters": {
                 "address": DEAD_LETTERS,
@@ -215,12 +244,24 @@ def asyncapi() -> dict[str, Any]:
                         f"CONTROL_KEY_ID's key); at most {MAX_NOTICE_BYTES} bytes."
                     ),
                 },
+                "parked": {
+                    "name": "parked",
+                    "summary": "A parked request: the original bytes and headers, with the park headers.",
+                    "headers": {"type": "object", "properties": _PARK_HEADERS},
+                    "payload": {"type": "string", "format": "binary"},
+                },
                 "deadLetter": {
                     "name": "deadLetter",
                     "summary": "The original request bytes.",
                     "headers": {
                         "type": "object",
-                        "properties": {"x-cmn-error": {"type": "string", "description": "code: reason"}},
+                        "properties": {
+                            "x-cmn-error": {"type": "string", "description": "code: reason"},
+                            "x-cmn-topic": {
+                                "type": "string",
+                                "description": "Kafka: the requests topic it came from (replay sends it back there).",
+                            },
+                        },
                     },
                     "payload": {"type": "string", "format": "binary"},
                 },

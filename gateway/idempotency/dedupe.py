@@ -22,6 +22,7 @@ from gateway.idempotency.store import ClaimingStore, IdempotencyStore
 from gateway.upstream.base import UpstreamResponse
 
 Call = Callable[[], Awaitable[UpstreamResponse]]
+Keep = Callable[[UpstreamResponse], bool]
 
 
 class Deduplicator:
@@ -38,7 +39,11 @@ class Deduplicator:
     def enabled(self) -> bool:
         return self._store is not None
 
-    async def run(self, idem: IdempotencyKey | None, deadline: Deadline, call: Call) -> UpstreamResponse:
+    async def run(
+        self, idem: IdempotencyKey | None, deadline: Deadline, call: Call, *, keep: Keep | None = None
+    ) -> UpstreamResponse:
+        """``keep`` says whether a response is remembered (default: every one); one that is not is
+        treated as a failure: its key is released for the next try (a parked request's, say)."""
         if idem is None or self._store is None:
             return await call()
         key = idem.scope
@@ -55,7 +60,7 @@ class Deduplicator:
             if cached is not None:
                 response = _replayed(_unpack(cached, idem.fingerprint))
             else:
-                response = await self._first_hand(self._store, idem, deadline, call)
+                response = await self._first_hand(self._store, idem, deadline, call, keep)
             future.set_result(response)
             return response
         except BaseException as exc:
@@ -65,12 +70,13 @@ class Deduplicator:
             del self._pending[key]
 
     async def _first_hand(
-        self, store: IdempotencyStore, idem: IdempotencyKey, deadline: Deadline, call: Call
+        self, store: IdempotencyStore, idem: IdempotencyKey, deadline: Deadline, call: Call, keep: Keep | None
     ) -> UpstreamResponse:
         key = idem.scope
         if not isinstance(store, ClaimingStore):
             response = await call()
-            await store.put(key, _pack(response, idem.fingerprint), self._ttl)
+            if keep is None or keep(response):
+                await store.put(key, _pack(response, idem.fingerprint), self._ttl)
             return response
         while not await store.claim(key, max(deadline.remaining(self._clock), 0.001)):
             finished = await self._result_of_other(store, idem, deadline)
@@ -82,7 +88,8 @@ class Deduplicator:
         except BaseException:
             await store.release(key)
             raise
-        await store.put(key, _pack(response, idem.fingerprint), self._ttl)
+        if keep is None or keep(response):
+            await store.put(key, _pack(response, idem.fingerprint), self._ttl)
         await store.release(key)  # after the put: a waiter that sees no claim finds the result
         return response
 

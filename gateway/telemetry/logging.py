@@ -35,6 +35,7 @@ from gateway.events import (
     RateLimitBackendFallback,
     ReplyUnroutable,
     RequestCompleted,
+    RequestParked,
     SecurityRefused,
 )
 from gateway.telemetry.redaction import Redactor
@@ -173,6 +174,11 @@ class RequestLog:
                 self._log.warning(
                     event.type, transport=transport, destination=destination, correlation_id=correlation_id
                 )
+            case RequestParked():
+                self._log.info(
+                    event.type, request_id=event.request_id, upstream=event.upstream, tier=event.tier,
+                    delay_s=event.delay, park_count=event.park_count, attempts=event.attempts, reason=event.reason,
+                )  # fmt: skip
             case CertificateRenewalFailed(name=name, source=source, reason=reason):
                 self._log.warning(event.type, certificate=name, source=source, reason=reason)
             case CertificateRenewed(name=name, source=source, version=version, not_after=not_after):

@@ -43,6 +43,7 @@ from gateway.events import (
     RateLimited,
     ReplyUnroutable,
     RequestCompleted,
+    RequestParked,
     RequestReceived,
     RetryAttempted,
     RetryBudgetExhausted,
@@ -237,6 +238,12 @@ class Metrics:
             ["transport"],
             registry=r,
         )
+        self.parked = Counter(
+            "cmn_requests_parked",
+            "Failed tries parked on a tier to come back later instead of being answered (park:).",
+            ["upstream", "tier"],
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "cmn_messages_dead_lettered",
             "Request messages copied to the dead-letter queue.",
@@ -388,6 +395,9 @@ class Metrics:
                 self.dead_lettered.labels(transport, _error_code(code)).inc()
             case ReplyUnroutable(transport=transport):
                 self.unroutable.labels(transport).inc()
+            case RequestParked(upstream=upstream, tier=tier, transport=transport):
+                self.parked.labels(self._upstream(upstream), str(tier)).inc()
+                self.in_flight.labels(transport or NONE).dec()  # it left this worker without a reply
             case SecurityRefused(kind=kind):
                 self.security_events.labels(kind if kind in SECURITY_KINDS else OTHER).inc()
             case CertificateRenewed(name=name, not_after=not_after):

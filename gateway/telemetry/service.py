@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from gateway.clock import Clock
 from gateway.envelope.codec import dumps_json
-from gateway.events import Event, RequestCompleted, SecurityRefused
+from gateway.events import Event, RequestCompleted, RequestParked, SecurityRefused
 from gateway.telemetry.redaction import redact_text
 
 
@@ -56,9 +56,10 @@ class TelemetryService:
         self._publishers.append(publisher)
 
     async def publish(
-        self, event: RequestCompleted, trace_headers: Mapping[str, str], *, via: TelemetryPublisher
+        self, event: RequestCompleted | RequestParked, trace_headers: Mapping[str, str], *, via: TelemetryPublisher
     ) -> None:
-        """Publish one finished request on ``via``'s stream; returns once confirmed, raises what ``via`` raised."""
+        """Publish one finished (or parked) request on ``via``'s stream; returns once confirmed, raises
+        what ``via`` raised."""
         body, headers = self.serialise(event, trace_headers)
         await via.publish_telemetry(event.type, body, headers)
 

@@ -77,6 +77,8 @@ def _upstream_parts(upstream: Document) -> list[str]:
         parts += _rate_limit(limit)
     if (b := upstream.get("bulkhead")) is not None:
         parts.append(f"bulkhead {b['in_flight']}/{b['max_concurrent']} +{b['queued']}/{b['max_queued']}")
+    if (p := upstream.get("parking")) is not None:
+        parts.append(f"parked {p['parked']} back {p['returned']}")
     return parts
 
 

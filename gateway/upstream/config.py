@@ -210,6 +210,25 @@ class AuthConfig(_Model):
         return self
 
 
+class ParkConfig(_Model):
+    """``park: {delays: [1, 5, 30]}``: durable retries on the bus, one tier per delay (seconds, in order)."""
+
+    delays: list[int] = Field(min_length=1, max_length=10, description="Seconds each tier holds a request.")
+    try_budget: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds one try of a request that may park holds a worker slot before it parks; unset: no cap.",
+    )
+
+    @field_validator("delays")
+    @classmethod
+    def _bounded(cls, v: list[int]) -> list[int]:
+        # A tier is a queue or topic named after its delay: one per distinct value, within an hour.
+        if any(d < 1 or d > 3600 for d in v):
+            raise ValueError("park delays are whole seconds from 1 to 3600")
+        return v
+
+
 def _bare_url_schema(schema: JsonDict) -> None:
     """The JSON Schema accepts what ``_bare_urls`` does: an endpoint written as its URL alone."""
     endpoints = cast(JsonDict, cast(JsonDict, schema["properties"])["endpoints"])
@@ -233,6 +252,7 @@ class UpstreamConfig(_Model):
     access: AccessConfig | None = Field(default=None, description="Who may call; absent = every caller.")
     auth: AuthConfig | None = Field(default=None, description="The credential the gateway sends upstream.")
     hedge: HedgeConfig | None = Field(default=None, description="Hedged requests; absent = off.")
+    park: ParkConfig | None = Field(default=None, description="Durable retries on the bus; absent = off.")
 
     @field_validator("endpoints", mode="before")
     @classmethod

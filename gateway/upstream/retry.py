@@ -57,7 +57,7 @@ class RetryPolicy:
         """Seconds the upstream asked us to wait, capped at ``max_retry_after``; None when unusable."""
         if not self.respect_retry_after or not value:
             return None
-        seconds = _parse_retry_after(value.strip(), now_epoch)
+        seconds = parse_retry_after(value.strip(), now_epoch)
         return None if seconds is None else min(max(seconds, 0.0), self.max_retry_after)
 
 
@@ -65,7 +65,7 @@ def replayable(method: str, idempotency_key: str | None) -> bool:
     return method in IDEMPOTENT_METHODS or idempotency_key is not None
 
 
-def _parse_retry_after(value: str, now_epoch: float) -> float | None:
+def parse_retry_after(value: str, now_epoch: float) -> float | None:
     if value.isdigit():
         return float(value)
     try:

@@ -135,11 +135,22 @@ class BulkheadSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ParkingSnapshot:
+    """This replica's parking of one upstream (park:): tries it parked, and parked copies it took back.
+    Over the fleet, parked minus returned is about what waits on the park tiers now."""
+
+    delays: tuple[int, ...]
+    parked: int
+    returned: int
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamSnapshot:
     name: str
     endpoints: tuple[EndpointSnapshot, ...]
     rate_limit: RateLimitSnapshot | None
     bulkhead: BulkheadSnapshot | None
+    parking: ParkingSnapshot | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,8 +28,10 @@ from gateway.bus.base import (
     Delivery,
     Handler,
     OutboundMessage,
+    park_destination,
 )
 from gateway.bus.kafka.offsets import OffsetBook
+from gateway.bus.kafka.park import ParkRelay
 from gateway.bus.kafka.producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
 from gateway.bus.kafka.records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
 from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity
@@ -74,6 +76,7 @@ class KafkaTransport:
         revoke_wait_ms: int | None = None,
         unsettled_retry_ms: int = 1000,
         publish_timeout: float = PUBLISH_TIMEOUT,
+        park_delays: tuple[int, ...] = (),
         clock: Clock,
     ) -> None:
         if max_in_flight < 1:
@@ -111,6 +114,8 @@ class KafkaTransport:
         self._joined = False
         self._closed = False
         self._telemetry_partition: int | None = None
+        self._park_delays = park_delays
+        self.park_relay: ParkRelay | None = None  # when park tiers are configured
         self.peak_in_flight = 0  # the most handlers ever running at once (for tests and metrics)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -142,11 +147,21 @@ class KafkaTransport:
         self._consuming = True
         self._poll_task = asyncio.create_task(self._poll_loop(consumer), name="kafka-poll")
         self._commit_task = asyncio.create_task(self._commit_loop(), name="kafka-commit")
+        if self._park_delays:
+            self.park_relay = ParkRelay(
+                self._options, self._producer,
+                tiers={park_destination(self._topic, d): d for d in self._park_delays},
+                requests=self._topic, group_id=f"{self._group_id}.park",
+                session_timeout_ms=self._session_timeout_ms, heartbeat_interval_ms=self._heartbeat_interval_ms,
+                fetch_max_wait_ms=self._fetch_max_wait_ms, clock=self._clock,
+            )  # fmt: skip
+            await self.park_relay.start()
 
     async def drain(self) -> None:
         """Stop fetching, wait for every handler in flight, commit what they settled."""
         self._consuming = False
         self._joined = False
+        await self._stop_relay()
         await _cancel(self._poll_task)
         self._poll_task = None
         self._pause()
@@ -160,6 +175,7 @@ class KafkaTransport:
             return
         self._closed = True
         self._consuming = False
+        await self._stop_relay()
         await _cancel(self._poll_task)
         for task in list(self._tasks):
             task.cancel()
@@ -171,6 +187,11 @@ class KafkaTransport:
         if consumer is not None:
             await consumer.stop()
         await self._producer.aclose()
+
+    async def _stop_relay(self) -> None:
+        relay, self.park_relay = self.park_relay, None
+        if relay is not None:
+            await relay.aclose()
 
     async def __aenter__(self) -> KafkaTransport:
         return self
@@ -222,6 +243,11 @@ class KafkaTransport:
         headers = {**delivery.headers, ERROR_HEADER: reason, TOPIC_HEADER: delivery.source or self._topic}
         key = delivery.correlation_id.encode() if delivery.correlation_id else None
         await self._producer.send(DEAD_LETTERS, delivery.body, key=key, headers=headers)
+
+    async def park(self, delivery: Delivery, destination: str, headers: Mapping[str, str]) -> None:
+        # The record's headers carry its addressing (reply_to, correlation_id, content-type) already.
+        key = delivery.correlation_id.encode() if delivery.correlation_id else None
+        await self._producer.send(destination, delivery.body, key=key, headers={**delivery.headers, **headers})
 
     async def settle(self, delivery: Delivery) -> None:
         partition, offset = delivery.token

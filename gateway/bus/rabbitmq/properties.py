@@ -12,6 +12,8 @@ from typing import Any
 
 from pamqp.commands import Basic
 
+from gateway.bus.base import Delivery
+
 DEFAULT_CONTENT_TYPE = "application/json"
 PERSISTENT = 2
 
@@ -55,6 +57,51 @@ def dead_letter_properties(original: Basic.Properties, header: str, reason: str)
     """
     headers = dict(original.headers or {})
     headers[header] = reason
+    return Basic.Properties(
+        content_type=original.content_type,
+        content_encoding=original.content_encoding,
+        headers=headers,
+        delivery_mode=PERSISTENT,
+        priority=original.priority,
+        correlation_id=original.correlation_id,
+        reply_to=original.reply_to,
+        message_id=original.message_id,
+        timestamp=original.timestamp,
+        message_type=original.message_type,
+        app_id=original.app_id,
+    )
+
+
+# What RabbitMQ writes when it dead-letters a message (from a park tier, say): bookkeeping of the trip
+# just made, not part of the request; dropped from a parked copy so that it does not grow per park.
+DEATH_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+    }
+)
+
+
+def park_properties(
+    original: Basic.Properties | None, fallback: Delivery, park_headers: Mapping[str, str]
+) -> Basic.Properties:
+    """The original properties (reply_to, correlation id, timestamp...) with the park headers set over
+    its headers; persistent, no per-message expiry (the tier's queue holds the delay). ``user_id`` is
+    dropped, as for a dead letter: the park seal carries the caller instead (gateway.parking.ticket)."""
+    if original is None:  # not a message off this broker (tests hand a Delivery): its fields, as given
+        return properties(
+            content_type=fallback.content_type,
+            correlation_id=fallback.correlation_id,
+            headers={**fallback.headers, **park_headers},
+            reply_to=fallback.reply_to,
+        )
+    headers = {k: v for k, v in (original.headers or {}).items() if k not in DEATH_HEADERS}
+    headers.update(park_headers)
     return Basic.Properties(
         content_type=original.content_type,
         content_encoding=original.content_encoding,

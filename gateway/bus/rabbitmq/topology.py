@@ -16,7 +16,7 @@ from typing import Any
 import aiormq
 from aiormq.abc import AbstractConnection
 
-from gateway.bus.base import REQUESTS, TELEMETRY
+from gateway.bus.base import REQUESTS, TELEMETRY, park_destination
 from gateway.bus.rabbitmq.connection import BROKER_ERRORS
 
 log = logging.getLogger(__name__)
@@ -38,17 +38,30 @@ class Topology:
 
     requests: str = REQUESTS
     telemetry: str = TELEMETRY
+    park_delays: tuple[int, ...] = ()  # one park tier per delay (seconds), when some upstream parks
 
     @property
     def dead_letters(self) -> str:
         # For the default queue this is exactly DEAD_LETTERS ("cmn.requests.dlq").
         return f"{self.requests}.dlq"
 
+    def park_arguments(self, delay: int) -> dict[str, Any]:
+        """A park tier holds each message ``delay`` seconds (a queue-wide TTL, so the head always
+        expires first), then the broker dead-letters it back onto the requests queue."""
+        return {
+            "x-message-ttl": delay * 1000,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.requests,
+        }
+
 
 async def declare_topology(connection: AbstractConnection, topology: Topology) -> None:
-    """Declare requests, dead letters, and the telemetry exchange bound to its stream queue."""
+    """Declare requests, dead letters, the park tiers, and the telemetry exchange bound to its stream queue."""
     await declare_requests(connection, topology)
     await _declare(connection, "queue", topology.dead_letters, durable=True)
+    for delay in topology.park_delays:
+        name = park_destination(topology.requests, delay)
+        await _declare(connection, "queue", name, durable=True, arguments=topology.park_arguments(delay))
     await declare_telemetry(connection, topology)
 
 

@@ -34,6 +34,7 @@ from gateway.bus.rabbitmq.connection import BROKER_ERRORS, connect, underlay
 from gateway.bus.rabbitmq.properties import (
     DEFAULT_CONTENT_TYPE,
     dead_letter_properties,
+    park_properties,
     properties,
     text_headers,
     timestamp_ms,
@@ -64,6 +65,7 @@ class RabbitTransport:
         telemetry: str = TELEMETRY,
         publish_timeout: float = PUBLISH_TIMEOUT,
         observer: Observer | None = None,
+        park_delays: tuple[int, ...] = (),
         clock: Clock,
     ) -> None:
         self._url = url
@@ -71,7 +73,7 @@ class RabbitTransport:
         self._publish_timeout = publish_timeout
         self._clock = clock
         self._max_in_flight = max_in_flight
-        self._topology = Topology(requests=queue, telemetry=telemetry)
+        self._topology = Topology(requests=queue, telemetry=telemetry, park_delays=park_delays)
         self._instance = instance
         self._ssl_context = ssl_context
         self._reconnect_interval = reconnect_interval
@@ -222,6 +224,12 @@ class RabbitTransport:
                 reply_to=delivery.reply_to,
             )
         await self._require_publisher().publish("", self._topology.dead_letters, delivery.body, props)
+
+    async def park(self, delivery: Delivery, destination: str, headers: Mapping[str, str]) -> None:
+        message = delivery.token
+        original = message.header.properties if isinstance(message, DeliveredMessage) else None
+        props = park_properties(original, delivery, headers)
+        await self._require_publisher().publish("", destination, delivery.body, props)
 
     async def settle(self, delivery: Delivery) -> None:
         message: DeliveredMessage = delivery.token
