@@ -16,6 +16,7 @@ from gateway.events import (
     ControlChannelChanged,
     EndpointEjected,
     EndpointRestored,
+    EndpointTakenOut,
     Event,
     HedgeSent,
     HedgeWon,
@@ -25,10 +26,12 @@ from gateway.events import (
     RateLimited,
     ReplyUnroutable,
     RequestCompleted,
+    RequestParked,
     RequestReceived,
     RetryAttempted,
     RetryBudgetExhausted,
     SecurityRefused,
+    SharedHealthChanged,
 )
 from gateway.telemetry.metrics import Metrics
 
@@ -46,6 +49,9 @@ ONE_OF_EACH: tuple[Event, ...] = (
     RetryBudgetExhausted("payments"),
     HedgeSent("payments", "e:443", 2),
     HedgeWon("payments", "e:443"),
+    RequestParked("r", "payments", "GET", 0, 1, 1, 3, "status_503", 55.0, "rabbitmq"),
+    EndpointTakenOut("payments", "e:443", 2, 2, 3),
+    SharedHealthChanged(degraded=False, live_peers=2, reason="heard"),
     RateLimited("payments", "acme", "tenant"),
     RateLimitBackendFallback("redis down"),
     CertificateRenewed("api", "keyvault", "v1", 2e9),

@@ -4,6 +4,7 @@ metrics the gateway exposes, and every topic the issue names on a panel."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -71,14 +72,44 @@ def test_panels_are_well_formed_and_laid_out_without_overlap(dashboard: dict[str
         assert len({t["refId"] for t in panel["targets"]}) == len(panel["targets"])
 
 
-def test_every_panel_uses_the_provisioned_datasource(dashboard: dict[str, Any]) -> None:
+def test_every_panel_uses_the_datasource_input_so_the_dashboard_imports_anywhere(dashboard: dict[str, Any]) -> None:
+    # Imported by hand, Grafana asks for DS_PROMETHEUS (``__inputs``); provisioned (compose), the
+    # datasource variable of the same name resolves it to the provisioned Prometheus.
     provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
     (source,) = provisioned["datasources"]
-    assert source["url"] == "http://prometheus:9090"
-    wanted = {"type": "prometheus", "uid": source["uid"]}
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    [wanted_input] = dashboard["__inputs"]
+    assert wanted_input["name"] == "DS_PROMETHEUS" and wanted_input["pluginId"] == "prometheus"
+    [variable] = [v for v in dashboard["templating"]["list"] if v["name"] == "DS_PROMETHEUS"]
+    assert variable["type"] == "datasource" and variable["query"] == "prometheus"
+    wanted = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
     for panel in query_panels(dashboard):
         assert panel["datasource"] == wanted, panel["title"]
         assert all(t["datasource"] == wanted for t in panel["targets"]), panel["title"]
+    assert '"uid": "prometheus"' not in DASHBOARD.read_text()  # no hard-coded uid left anywhere
+
+
+def upstream_labelled() -> set[str]:
+    """Sample names the gateway exposes with an ``upstream`` label."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.telemetry.metrics import Metrics
+    from tests.telemetry.promql import ONE_OF_EACH
+
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    for event in ONE_OF_EACH:
+        metrics.on_event(event)
+    return {s.name for family in registry.collect() for s in family.samples if "upstream" in s.labels}
+
+
+def test_every_query_over_a_per_upstream_metric_honours_the_upstream_variable(dashboard: dict[str, Any]) -> None:
+    per_upstream = upstream_labelled()
+    assert {"cmn_breaker_state", "cmn_requests_total", "cmn_pool_connections"} <= per_upstream
+    for expr in expressions(dashboard):
+        for name, selector in re.findall(r"(cmn_[a-z_]+)(\{[^}]*\})?", expr):
+            if name in per_upstream:
+                assert 'upstream=~"$upstream"' in selector, f"{name} ignores $upstream in {expr}"
 
 
 def test_dashboards_provider_points_at_the_mounted_folder() -> None:
@@ -90,7 +121,8 @@ def test_dashboards_provider_points_at_the_mounted_folder() -> None:
 
 def test_queries_refer_only_to_metrics_the_gateway_exposes(dashboard: dict[str, Any]) -> None:
     exposed = exposed_sample_names()
-    queries = [*expressions(dashboard), *(v["definition"] for v in dashboard["templating"]["list"])]
+    variables = [v["definition"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    queries = [*expressions(dashboard), *variables]
     for expr in queries:
         used = metric_names(expr)
         assert used, f"no cmn_ metric in {expr}"
