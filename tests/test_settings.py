@@ -6,7 +6,7 @@ import pytest
 
 from gateway.app import load_config
 from gateway.errors import ConfigError
-from gateway.settings import KNOWN_ENV_VARS, Settings, load_settings
+from gateway.settings import KNOWN_ENV_VARS, Settings, environment_table, load_settings
 from tests.fixtures.upstreams import Upstream
 
 
@@ -108,3 +108,12 @@ def test_known_env_vars_are_the_settings_aliases_and_the_readme_names_each() -> 
     section = readme[readme.index("## Configuration") :]
     missing = sorted(name for name in KNOWN_ENV_VARS if f"`{name}`" not in section)
     assert not missing, f"the README's Configuration section does not name {missing}"
+
+
+def test_the_readme_lists_every_setting_with_its_default_and_meaning() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- env-table:start")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- env-table:end -->")
+    assert readme[start:end] == environment_table(), "README's environment table is stale: paste `cmn config env`"
+    assert all(f"`{name}`" in readme[start:end] for name in KNOWN_ENV_VARS)

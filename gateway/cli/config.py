@@ -30,3 +30,11 @@ def check(
     summary = f"checked the environment{where}: {errors} error(s), {warnings} warning(s)"
     say(f"cmn: {summary}", style="red" if errors else "yellow" if warnings else "green")
     raise typer.Exit(report.exit_code(strict=strict))
+
+
+@config_app.command("env")
+def env() -> None:
+    """Every environment variable the gateway reads, with its default and meaning (Markdown)."""
+    from gateway.settings import environment_table
+
+    print(environment_table(), end="")

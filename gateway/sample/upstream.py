@@ -36,3 +36,27 @@ async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) ->
     sockets = runner.addresses
     bound = sockets[0][1] if sockets else port
     return runner, f"http://{host}:{bound}"
+
+
+async def _serve_forever(port: int) -> None:
+    runner, url = await serve(payments_app(), port=port)
+    print(f"sample upstream (a fake payments API: POST /v1/charges, GET /healthz) on {url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    """``python -m gateway.sample.upstream [--port N]``: a stand-in for your API while you try CMN."""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(prog="python -m gateway.sample.upstream", description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8080)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(parser.parse_args().port))
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,8 @@ import pytest
 import yaml
 
 from tests.telemetry.promql import DEPLOY, RULES, alert_rules, exposed_sample_names, metric_names
+
+REPO = DEPLOY.parent
 
 RULE_TESTS = DEPLOY / "prometheus" / "alerts_test.yml"
 REQUIRED_ALERTS = {
@@ -96,3 +99,23 @@ def test_the_compose_prometheus_config_is_valid_and_loads_the_rules() -> None:
     result = promtool("check", "config", DEPLOY / "prometheus" / "prometheus.yml")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in result.stdout
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_alert_links_to_its_troubleshooting_section() -> None:
+    readme = (REPO / "README.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"(?m)^#{2,4} (.+)$", readme)}
+    troubleshooting = readme[readme.index("\n## Troubleshooting\n") :]
+    for rule in alert_rules():
+        url = rule["annotations"].get("runbook_url", "")
+        assert url.startswith("README.md#"), f"{rule['alert']} has no runbook_url"
+        anchor = url.split("#", 1)[1]
+        assert anchor in anchors, f"{rule['alert']}: no README section #{anchor}"
+        heading = next(h for h in re.findall(r"(?m)^### (.+)$", troubleshooting) if github_anchor(h) == anchor)
+        assert heading, rule["alert"]
+    topics = {github_anchor(h) for h in re.findall(r"(?m)^### (.+)$", troubleshooting)}
+    assert {"pool-exhaustion", "certificate-errors", "high-latency"} <= topics  # the spec's common issues
