@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pamqp.commands import Basic
+from pamqp.common import FieldTable
 
 from gateway.bus.base import Delivery
 
@@ -55,8 +56,12 @@ def dead_letter_properties(original: Basic.Properties, header: str, reason: str)
 
     ``user_id`` is dropped: the broker rejects a publish whose user_id is not the connection's user.
     """
-    headers = dict(original.headers or {})
-    headers[header] = reason
+    return _copied(original, {**(original.headers or {}), header: reason})
+
+
+def _copied(original: Basic.Properties, headers: FieldTable) -> Basic.Properties:
+    """``original`` republished by the gateway with ``headers``: persistent, no per-message expiry, no
+    ``user_id`` (only the connection's own may be published)."""
     return Basic.Properties(
         content_type=original.content_type,
         content_encoding=original.content_encoding,
@@ -102,16 +107,4 @@ def park_properties(
         )
     headers = {k: v for k, v in (original.headers or {}).items() if k not in DEATH_HEADERS}
     headers.update(park_headers)
-    return Basic.Properties(
-        content_type=original.content_type,
-        content_encoding=original.content_encoding,
-        headers=headers,
-        delivery_mode=PERSISTENT,
-        priority=original.priority,
-        correlation_id=original.correlation_id,
-        reply_to=original.reply_to,
-        message_id=original.message_id,
-        timestamp=original.timestamp,
-        message_type=original.message_type,
-        app_id=original.app_id,
-    )
+    return _copied(original, headers)
