@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.fixtures.rabbit import AMQP_URL
 from tests.fixtures.upstreams import Upstream
-from tests.integration.harness import Stack, StackFactory
+from tests.integration.harness import Stack, StackFactory, delete_rabbit_topology
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -191,3 +192,33 @@ async def test_request_signs_with_a_key_from_a_file(
     assert code == 1 and orjson.loads(out)["error"]["code"] == "forbidden"
     code, _, err = await cmn("request", "echo", "GET", "/", "--key-id", "cli-1", env=env)
     assert code == 2 and "go together" in err
+
+
+async def test_serve_warns_when_no_upstream_is_configured(tmp_path: Path) -> None:
+    queue = f"t.requests.empty-{uuid.uuid4().hex[:8]}"
+    upstreams = tmp_path / "u.yaml"
+    upstreams.write_text("upstreams: {}\n")
+    env = {
+        **os.environ,
+        "CMN_UPSTREAMS_FILE": str(upstreams),
+        "AMQP_URL": AMQP_URL,
+        "CMN_REQUESTS_QUEUE": queue,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", cwd=REPO, env=env, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    lines: list[dict[str, Any]] = []
+    try:
+        async with asyncio.timeout(30):
+            while not lines or lines[-1]["event"] != "cmn_serving":  # written at WARNING too
+                lines.append(orjson.loads(await process.stderr.readline()))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+        await delete_rabbit_topology(queue)
+    [warning] = [line for line in lines if line["event"] == "no_upstreams"]
+    assert warning["level"] == "warning" and "unknown_upstream" in warning["hint"]
