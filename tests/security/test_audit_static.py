@@ -175,3 +175,13 @@ async def test_control_channel_without_principals_or_identity_is_flagged(tmp_pat
     keyed = good()
     keyed["security"] = {"keys": {"k1": {"principal": "ops", "secret": {"env": "K1_SECRET"}}}}
     assert "CMN-CTL-002" not in ids(await audit(tmp_path, keyed, {"REQUIRE_IDENTITY": "false"}))
+
+
+async def test_parking_without_a_shared_park_secret_is_flagged(tmp_path: Path) -> None:
+    parked = good()
+    payments(parked)["park"] = {"delays": [1, 5]}
+    (unsealed,) = [f for f in await audit(tmp_path, parked) if f.id == "CMN-PARK-001"]
+    assert unsealed.severity is Severity.MEDIUM and unsealed.location.env == "PARK_SECRET"
+    assert "payments" in unsealed.message
+    assert "CMN-PARK-001" not in ids(await audit(tmp_path, parked, {"PARK_SECRET": "s" * 32}))
+    assert "CMN-PARK-001" not in ids(await audit(tmp_path, good()))  # nothing parks

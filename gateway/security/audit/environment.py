@@ -15,6 +15,8 @@ Rules chosen here (and in the README's Security section):
   (issue 9's bound on the hardened decoder), on top of a ``BASELINE`` of 128 MiB (an idle gateway
   measured 98 MB RSS). High when one maximum-size request does not fit beside the baseline; medium
   when ``MAX_IN_FLIGHT`` of them per broker (the prefetch lets that many arrive at once) do not.
+- Parking without PARK_SECRET (CMN-PARK-001) is medium: each replica seals parked copies with its own
+  random secret, so a copy that comes back to another replica loses its sealed caller and deadline.
 - The control channel: an empty CONTROL_PRINCIPALS (CMN-CTL-001) is low (nobody may change state,
   the safe default, but `cmn breaker` and `cmn dlq replay` will be refused); no identity at all (no
   signing keys and REQUIRE_IDENTITY off, CMN-CTL-002) is medium.
@@ -37,6 +39,7 @@ BASELINE = 128 * MIB
 def environment_findings(ctx: AuditContext) -> Iterator[Finding]:
     yield from _identity(ctx)
     yield from _control(ctx)
+    yield from _parking(ctx)
     if ctx.settings.log_level == "DEBUG":
         yield finding(r.DEBUG_LOGS, "debug logs carry request details", Location(env="LOG_LEVEL"))
     yield from _amqp(ctx.settings.amqp_url)
@@ -66,6 +69,15 @@ def _control(ctx: AuditContext) -> Iterator[Finding]:
     if not ctx.config.security.keys and not ctx.settings.require_identity:
         message = "no signing keys and REQUIRE_IDENTITY off: control commands arrive from anonymous callers"
         yield finding(r.CONTROL_UNIDENTIFIED, message, Location(env="REQUIRE_IDENTITY"))
+
+
+def _parking(ctx: AuditContext) -> Iterator[Finding]:
+    """Parked copies are sealed with PARK_SECRET; unset, each process draws its own, so a copy coming back
+    to another replica is treated as a fresh publish (a signed one is then refused as a replay)."""
+    parking = sorted(name for name, upstream in ctx.config.upstreams.upstreams.items() if upstream.park is not None)
+    if parking and ctx.settings.park_secret is None:
+        message = f"{', '.join(parking)} park requests, and no PARK_SECRET is shared by the replicas"
+        yield finding(r.PARK_UNSEALED, message, Location(env="PARK_SECRET"))
 
 
 def _amqp(url: str | None) -> Iterator[Finding]:

@@ -101,6 +101,12 @@ CONTROL_UNIDENTIFIED = _rule(
     "identity is not configured for control commands",
     "add signing keys (security.keys) or set REQUIRE_IDENTITY=true; `cmn status` answers anonymous callers",
 )
+PARK_UNSEALED = _rule(
+    "CMN-PARK-001",
+    M,
+    "upstreams park but PARK_SECRET is unset",
+    "set one PARK_SECRET (16+ characters, from a secret store) on every replica; else each seals with its own",
+)
 # Transport security to upstreams
 TLS_12 = _rule("CMN-TLS-001", M, "TLS 1.2 allowed", 'set `min_version: "1.3"` (the default) unless the peer lacks 1.3')
 NO_HOSTNAME_CHECK = _rule(
