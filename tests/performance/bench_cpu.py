@@ -101,8 +101,8 @@ def report(broker: str, results: Results) -> list[dict[str, object]]:
         if NAIVE_GC in results.cpu:
             row["vs_naive_gc"] = round(results.median(label) / results.median(NAIVE_GC), 2)
         rows.append(row)
-        ratios = f"{row['vs_naive']:.2f}× naive" + (
-            f", {row['vs_naive_gc']:.2f}× naive-gc" if "vs_naive_gc" in row else ""
+        ratios = f"{row['vs_naive']:.2f}x naive" + (
+            f", {row['vs_naive_gc']:.2f}x naive-gc" if "vs_naive_gc" in row else ""
         )
         print(f"  {label:<10} {row['cpu_us_per_req']:>6} µs  {row['rps']:>6} req/s  {ratios}  runs {row['runs']}")
     return rows
@@ -110,7 +110,6 @@ def report(broker: str, results: Results) -> list[dict[str, object]]:
 
 async def profile(broker: str, ways: list[Way], seconds: float, concurrency: int, out: Path) -> None:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    out.mkdir(parents=True, exist_ok=True)
     for way in ways:
         async with started(broker, way.target, way.knobs) as running:
             pid = running.serving_pid
@@ -154,6 +153,8 @@ def main() -> None:
     parser.add_argument("--no-naive-gc", action="store_true", help="Skip the naive gateway with CMN's GC tuning.")
     parser.add_argument("--profile", metavar="DIR", help="Record each way with py-spy instead of measuring.")
     args = parser.parse_args()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
     raise_fd_limit()
     quiet_collector()
     run_loop_main(main_async(args))

@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+_GLUE = ("gateway/pipeline.py", "gateway/worker.py", "gateway/bus/", "gateway/idempotency/", "gateway/parking/")
+_GLUE += ("gateway/clock.py", "gateway/together.py", "<string>", "dataclasses.py")
 # (stage, substrings of a frame "function (file:line)"); the first stage whose pattern any frame holds wins.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tracing hooks", ("gateway/telemetry/tracing", "opentelemetry/")),
@@ -28,20 +30,14 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "reply encode + produce (acks=all)",
         ("Pipeline._publish_reply", "KafkaTransport.publish (", "send_message", "encode_reply", "Pipeline._encode"),
     ),
-    ("RabbitMQ publish / confirm", ("aio_pika/", "aiormq/", "pamqp/", "gateway/bus/rabbitmq")),
     ("commit bookkeeping (offsets, settle, commit)", ("offsets.py", "_commit", ".settle (")),
     ("decode + validation", ("decode_request", "pydantic", "gateway/envelope/")),
     ("guard + admission", ("gateway/access/", "gateway/admission.py", "gateway/security/", "Guard.")),
     ("HTTP call (aiohttp + router/pool)", ("aiohttp/", "gateway/upstream/", "yarl/", "multidict/")),
+    ("RabbitMQ client (consume, publish, confirms)", ("aio_pika/", "aiormq/", "pamqp/", "gateway/bus/rabbitmq")),
     ("Kafka consume (fetch, dispatch)", ("aiokafka/consumer", "_poll_loop", "_poll_once", "_dispatch", "to_delivery")),
     ("Kafka producer I/O (batches, acks; shared)", ("aiokafka/",)),
-    (
-        "pipeline glue (events, Reply, Outcome, tasks)",
-        (
-            "gateway/pipeline.py", "gateway/worker.py", "gateway/bus/", "gateway/idempotency/",
-            "gateway/parking/", "gateway/clock.py", "<string>", "dataclasses.py",
-        ),
-    ),  # fmt: skip
+    ("pipeline glue (events, Reply, Outcome, tasks)", _GLUE),
 )
 LOOP = "event loop (uvloop callbacks, asyncio tasks/futures)"
 _LINE = re.compile(r":\d+\)")
