@@ -129,10 +129,10 @@ async def main_async(args: argparse.Namespace) -> None:
     async with Child("upstream", ["-m", "tests.performance.bench_upstream"]) as up:
         base = Knobs(f"http://127.0.0.1:{up.ready_line.split()[1]}", upstream_pid=up.pid)
         knobs = replace(base, concurrency=args.concurrency, pool_size=args.concurrency)
-        cmn = [tuple(item.split("=", 1)) for item in args.cmn]
+        cmn = [(label, source) for label, _, source in (item.partition("=") for item in args.cmn)]
         rows: list[dict[str, object]] = []
         for broker in args.broker or ["rabbitmq", "kafka"]:
-            ways = ways_for(knobs, cmn, naive_gc=not args.no_naive_gc)  # type: ignore[arg-type]
+            ways = ways_for(knobs, cmn, naive_gc=not args.no_naive_gc)
             if args.profile:
                 await profile(broker, ways, args.seconds, args.concurrency, Path(args.profile))
                 continue

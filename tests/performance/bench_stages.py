@@ -18,8 +18,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-_GLUE = ("gateway/pipeline.py", "gateway/worker.py", "gateway/bus/", "gateway/idempotency/", "gateway/parking/")
-_GLUE += ("gateway/clock.py", "gateway/together.py", "<string>", "dataclasses.py")
+_GLUE: tuple[str, ...] = ("gateway/pipeline.py", "gateway/worker.py", "gateway/bus/", "gateway/idempotency/")
+_GLUE += ("gateway/parking/", "gateway/clock.py", "gateway/together.py", "<string>", "dataclasses.py")
 # (stage, substrings of a frame "function (file:line)"); the first stage whose pattern any frame holds wins.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("tracing hooks", ("gateway/telemetry/tracing", "opentelemetry/")),
