@@ -15,7 +15,6 @@ module decides what follows (leave the request unsettled: it comes again).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
@@ -58,6 +57,7 @@ from gateway.events import (
 from gateway.idempotency import Deduplicator, IdempotencyKey
 from gateway.parking import Parking, ParkPlan, ParkTicket
 from gateway.telemetry.service import TelemetryService
+from gateway.together import together
 from gateway.upstream.base import Forwarder, OutboundRequest, UpstreamResponse
 
 log = structlog.get_logger("cmn.pipeline")
@@ -320,7 +320,7 @@ class Pipeline:
             jobs.append(self._publish_reply(message, reply, codec))
         if dead_letter and error is not None:
             jobs.append(self._transport.dead_letter(delivery, error.header_value()))
-        await asyncio.gather(*jobs)
+        await together(jobs)
         if dead_letter and error is not None:
             self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
         if error is not None and error.security_kind is not None:

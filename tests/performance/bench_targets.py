@@ -56,6 +56,8 @@ class Knobs:
     pool_size: int = 256  # CMN POOL_SIZE (the naive gateways' aiohttp connector is unlimited)
     kafka_fetch_max_wait_ms: int = 1
     cmn_variants: tuple[str, ...] = ()  # what-if experiments (bench_variant); () is CMN as it ships
+    cmn_source: str | None = None  # another checkout's ``gateway`` package to serve (bench_cpu's before/after)
+    naive_module: str = "tests.performance.bench_naive"  # or bench_naive_tuned: the same, with CMN's GC tuning
 
 
 @dataclass
@@ -104,6 +106,8 @@ def gateway_child(env: dict[str, str], knobs: Knobs, workdir: Path) -> Child:
         "LOG_FORMAT": "json",
     }
     args = ["-m", "tests.performance.bench_variant", *knobs.cmn_variants] if knobs.cmn_variants else []
+    if knobs.cmn_source is not None and not args:
+        args = ["-m", "tests.performance.bench_source", knobs.cmn_source]
     args = args or ["-m", "gateway.cli", "serve"]
     return Child("cmn serve", args, env=child_env({**base, **env}), ready="cmn_serving")
 
@@ -136,7 +140,7 @@ def service_child(broker: str, target: str, where: str, knobs: Knobs, workdir: P
             return gateway_child(rabbit_env(where, knobs), knobs, workdir)
         bootstrap, topic = where.split("|")
         return gateway_child(kafka_env(bootstrap, topic, knobs), knobs, workdir)
-    module = "tests.performance.bench_echo" if target == RAW_BROKER else "tests.performance.bench_naive"
+    module = "tests.performance.bench_echo" if target == RAW_BROKER else knobs.naive_module
     if broker == "rabbitmq":
         args = [broker, "--queue", where, "--prefetch", str(knobs.concurrency)]
     else:

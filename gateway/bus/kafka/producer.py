@@ -32,6 +32,14 @@ from gateway.clock import Clock
 # binary (4/3 larger), plus the envelope; aiokafka's own default (1 MiB) would refuse them.
 DEFAULT_MAX_REQUEST_SIZE = 16 * 1024 * 1024
 
+# A batch per partition holds this many bytes before a writer must wait for it to be sent. aiokafka's
+# default (16 KiB, some 25 telemetry events) filled while the previous acks=all write was in flight,
+# and every further send then waited in ``asyncio.wait`` for the batch to drain and tried again: 20 %
+# of the gateway's produce CPU under load (issue 14, docs/performance.md). aiokafka keeps one produce
+# request per broker in flight, so a larger batch means fewer, larger writes of the records that wait
+# anyway; memory stays bounded by what is in flight (MAX_IN_FLIGHT requests' replies and events).
+DEFAULT_MAX_BATCH_SIZE = 1024 * 1024
+
 # A topic not written for this long leaves the set whose metadata is kept fresh (see __init__).
 DEFAULT_TOPIC_IDLE_EXPIRY = 60.0
 # How often a write to a tracked topic looks for idle ones: not per record, it is the hot path.
@@ -58,6 +66,7 @@ class KafkaProducerLink:
         *,
         linger_ms: int = 2,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_tracked_topics: int = 512,
         topic_idle_expiry: float = DEFAULT_TOPIC_IDLE_EXPIRY,
         publish_timeout: float = PUBLISH_TIMEOUT,
@@ -67,6 +76,7 @@ class KafkaProducerLink:
         self._publish_timeout = publish_timeout
         self._linger_ms = linger_ms
         self._max_request_size = max_request_size
+        self._max_batch_size = max_batch_size
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         # Topics whose metadata aiokafka keeps fresh, least recently written first, with when they
@@ -92,6 +102,7 @@ class KafkaProducerLink:
                     acks="all",
                     linger_ms=self._linger_ms,
                     max_request_size=self._max_request_size,
+                    max_batch_size=self._max_batch_size,
                     enable_idempotence=False,
                     **self._options.client_kwargs(),
                 )

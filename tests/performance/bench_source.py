@@ -1,0 +1,27 @@
+"""``cmn serve`` from another checkout, to measure a change side by side with the code before it.
+
+    python -m tests.performance.bench_source /tmp/before
+
+The checkout's directory goes first on ``sys.path``, ahead of this worktree (which ``-m`` put there
+and the editable install maps), so ``gateway`` is imported from it; the benchmark helpers stay these.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    source = sys.argv[1]
+    sys.path.insert(0, source)
+    from gateway.cli import main as cmn
+
+    imported = str(sys.modules["gateway"].__file__)
+    if not imported.startswith(source):
+        raise SystemExit(f"gateway was imported from {imported}, not from {source}")
+    sys.argv = ["cmn", "serve"]
+    cmn()
+
+
+if __name__ == "__main__":
+    main()
