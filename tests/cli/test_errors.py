@@ -86,7 +86,11 @@ async def test_telemetry_says_what_it_follows_before_the_first_event() -> None:
         line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.wait(), 30)
+        try:
+            await asyncio.wait_for(process.wait(), 10)
+        except TimeoutError:  # closing a busy shared stream may take long: the line is what this test is about
+            process.kill()
+            await process.wait()
     assert line.startswith("cmn: following cmn.telemetry on RabbitMQ at") and "Ctrl-C" in line
 
 
