@@ -82,7 +82,10 @@ class Parking:
         parks = ticket.count if ticket is not None else 0
         if policy is None or policy.try_budget is None:
             return deadline
-        if not may_park(policy, method=envelope.method, idempotency_key=envelope.idempotency_key, parks=parks):
+        if not may_park(
+            policy, method=envelope.method, idempotency_key=envelope.idempotency_key, parks=parks,
+            headers=envelope.headers,
+        ):  # fmt: skip
             return deadline
         return deadline.earliest(Deadline.after(self._clock, policy.try_budget))
 
@@ -127,6 +130,7 @@ class Parking:
             idempotency_key=envelope.idempotency_key,
             remaining=deadline.remaining(self._clock),
             parks=parks,
+            headers=envelope.headers,
         )
         if park is None:
             return None
