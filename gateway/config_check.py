@@ -84,6 +84,8 @@ def check(environ: Mapping[str, str], upstreams_file: Path | None = None) -> Rep
         findings += _unusual_settings(settings)
     if document is not None:
         findings += _unusual_document(document)
+    if settings is not None and document is not None:
+        findings += _park_secret(settings, document)
     return Report(tuple(findings), path)
 
 
@@ -181,3 +183,15 @@ def _unusual_settings(s: Settings) -> Iterator[Finding]:
 def _unusual_document(document: ConfigDocument) -> Iterator[Finding]:
     if not document.upstreams:
         yield Finding("warning", "upstreams", "empty: every request will be answered unknown_upstream")
+
+
+def _park_secret(s: Settings, document: ConfigDocument) -> Iterator[Finding]:
+    parking = sorted(name for name, upstream in document.upstreams.items() if upstream.park is not None)
+    if parking and s.park_secret is None:
+        yield Finding(
+            "warning",
+            "PARK_SECRET",
+            f"not set while {', '.join(parking)} may park: each replica draws its own, so a parked copy coming back"
+            " to another replica (or after a restart) loses its caller and is answered instead of parking again;"
+            " set the same PARK_SECRET on every replica",
+        )

@@ -167,7 +167,7 @@ class Pipeline:
             )
             deadline = admitted.deadline
             if self._parking is not None:  # a try that may park holds its slot no longer than its budget
-                admitted = replace(admitted, deadline=self._parking.try_deadline(envelope, deadline, ticket))
+                admitted = replace(admitted, deadline=self._parking.try_deadline(delivery, envelope, deadline, ticket))
             response = await self._execute(envelope, admitted, caller, tenant)
         except ParkedCopyReusedError as exc:
             return self._failed(envelope, exc, arrived, None, caller)  # recorded, not answered (errors.py)

@@ -85,7 +85,10 @@ class Settings(BaseSettings):
 
     # Brokers
     amqp_url: str | None = Field(
-        None, alias="AMQP_URL", description="RabbitMQ to consume from (amqp:// or amqps://); unset: no RabbitMQ worker."
+        None,
+        alias="AMQP_URL",
+        description="RabbitMQ to consume from (amqp:// or amqps://); unset: no RabbitMQ worker.",
+        repr=False,  # it carries the AMQP password
     )
     kafka_bootstrap_servers: str | None = Field(
         None,
@@ -145,6 +148,7 @@ class Settings(BaseSettings):
         None,
         alias="REDIS_URL",
         description="Shares rate limits, idempotency results and the signature record across replicas.",
+        repr=False,  # it may carry the Redis password
     )
     idempotency_ttl: float = Field(300.0, gt=0, alias="IDEMPOTENCY_TTL", description="Dedupe window, s.")
     park_secret: str | None = Field(

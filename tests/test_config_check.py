@@ -76,3 +76,13 @@ def test_a_missing_or_broken_file_is_an_error_naming_it(tmp_path: Path) -> None:
     broken = write(tmp_path, "upstreams: [\n")
     assert "not valid YAML" in check({}, broken).errors[0].message
     assert [f.where for f in check({}).errors] == ["CMN_UPSTREAMS_FILE"]
+
+
+def test_an_upstream_that_parks_without_park_secret_is_a_warning(tmp_path: Path) -> None:
+    """Red team: replicas without one shared PARK_SECRET cannot verify each other's parked copies (a
+    signed request is then refused as a replay); `cmn serve` logs it, the check now says it before."""
+    path = write(tmp_path, "upstreams:\n  pay:\n    endpoints: [https://pay.example.com]\n    park: {delays: [1]}\n")
+    environ = {"AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/"}
+    [finding] = check(environ, path).warnings
+    assert finding.where == "PARK_SECRET" and "pay" in finding.message
+    assert check({**environ, "PARK_SECRET": "s" * 32}, path).findings == ()

@@ -117,3 +117,19 @@ def test_the_readme_lists_every_setting_with_its_default_and_meaning() -> None:
     end = readme.index("<!-- env-table:end -->")
     assert readme[start:end] == environment_table(), "README's environment table is stale: paste `cmn config env`"
     assert all(f"`{name}`" in readme[start:end] for name in KNOWN_ENV_VARS)
+
+
+def test_the_settings_repr_never_shows_a_secret() -> None:
+    """Red team: the repr (what a traceback with locals, a debugger or a careless log line shows) carried
+    AMQP_URL and REDIS_URL with their passwords; the other secrets were already hidden."""
+    settings = Settings.model_validate(
+        {
+            "AMQP_URL": "amqp://gw:amqp-S3CRET@127.0.0.1:5672/",
+            "REDIS_URL": "redis://:redis-S3CRET@127.0.0.1:6379/0",
+            "KAFKA_SASL_PASSWORD": "sasl-S3CRET",
+            "PARK_SECRET": "park-S3CRET-0123456789",
+            "AZURE_CLIENT_SECRET": "azure-S3CRET",
+        }
+    )
+    assert "S3CRET" not in repr(settings) and "S3CRET" not in str(settings)
+    assert settings.amqp_url == "amqp://gw:amqp-S3CRET@127.0.0.1:5672/"  # still read, only not shown

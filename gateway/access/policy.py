@@ -21,9 +21,8 @@ from gateway.errors import ForbiddenError
 
 # Headers some frameworks and proxies read as the request's real method or path (Rails, ASP.NET,
 # Symfony, IIS rewrite, Google APIs): a rule narrowed to methods or paths would be checked in vain.
-TARGET_OVERRIDES = frozenset(
-    {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url"}
-)
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+TARGET_OVERRIDES = METHOD_OVERRIDES | {"x-original-url", "x-rewrite-url"}
 
 
 @dataclass(frozen=True, slots=True)

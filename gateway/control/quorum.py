@@ -17,8 +17,9 @@ argument:
   taken out.
 
 Times: ``since`` and ``sent_at`` are the senders' epoch seconds (a verdict is compared with a local
-recovery across clocks, which NTP keeps within far less than a breaker's open duration); liveness
-and the own heartbeat use this replica's monotonic clock only.
+recovery across clocks, which NTP keeps within far less than a breaker's open duration); a replica
+is live from its notice's ``sent_at`` (so a copy published again cannot prolong it), kept on this
+replica's monotonic clock, and the own heartbeat uses that clock only.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ class QuorumTable:
         replica = self._peers.get(instance)
         if replica is not None and sent_at < replica.sent_at:
             return False
-        self._peers[instance] = _Replica(now, sent_at, dict(verdicts))
+        # Live from when it was sent, not from when it arrived: a copy of an old notice published again
+        # (its signature is good for minutes) never keeps a replica live past its own last word.
+        age = max(0.0, self._clock.time() - sent_at)
+        self._peers[instance] = _Replica(now - age, sent_at, dict(verdicts))
         return True
 
     def publish_failed(self, failed: bool) -> None:

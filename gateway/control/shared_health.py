@@ -31,11 +31,11 @@ from collections.abc import Callable, Collection, Sequence
 import structlog
 from pydantic import ValidationError
 
-from gateway.access.identity import Caller, Identifier, Proof
+from gateway.access.identity import MAX_CLOCK_SKEW, Caller, Identifier, Proof
 from gateway.bus.base import ControlChannel, Delivery
 from gateway.clock import Clock
 from gateway.control.gather import Signer
-from gateway.control.quorum import HEARTBEAT, Key, QuorumTable, Tally, Verdict
+from gateway.control.quorum import HEARTBEAT, LIVE_FOR, Key, QuorumTable, Tally, Verdict
 from gateway.control.status import _signer
 from gateway.envelope.health import (
     HEALTH_VERDICTS,
@@ -227,6 +227,12 @@ class SharedHealth:
             return
         if notice.fleet != self._fleet:
             return  # another fleet on the same broker
+        age = self._clock.time() - notice.sent_at
+        if age > LIVE_FOR or age < -MAX_CLOCK_SKEW:
+            # A signature is good for SIGNATURE_MAX_AGE, far longer than a notice is news: older than a
+            # replica stays live, it is a captured copy published again (or a clock far off).
+            self._refuse(delivery, "unauthenticated", f"a notice sent {age:.0f} s ago is stale or replayed", caller)
+            return
         known = notice.instance in self.table.live_peers()
         verdicts = {(v.upstream, v.endpoint): Verdict(v.down, v.since) for v in notice.verdicts}
         if not self.table.heard(notice.instance, notice.sent_at, verdicts):

@@ -53,10 +53,17 @@ class Park:
     delay: int  # seconds
 
 
-def may_park(policy: ParkPolicy | None, *, method: str, idempotency_key: str | None, parks: int) -> bool:
-    """Whether a failure of this try could park at all (a tier left, safe to send again): only such a
-    try is held to the try budget."""
-    return policy is not None and 0 <= parks < len(policy.delays) and replayable(method, idempotency_key)
+def may_park(
+    policy: ParkPolicy | None,
+    *,
+    method: str,
+    idempotency_key: str | None,
+    parks: int,
+    headers: Mapping[str, str] | None = None,
+) -> bool:
+    """Whether a failure of this try could park at all (a tier left, safe to send again, a method
+    override in ``headers`` included): only such a try is held to the try budget."""
+    return policy is not None and 0 <= parks < len(policy.delays) and replayable(method, idempotency_key, headers)
 
 
 def retryable(last: LastTry, policy: ParkPolicy) -> bool:
@@ -75,9 +82,12 @@ def decide(
     idempotency_key: str | None,
     remaining: float,
     parks: int,
+    headers: Mapping[str, str] | None = None,
 ) -> Park | None:
     """The tier this request parks on, or None: it is answered as it stands."""
-    if policy is None or not may_park(policy, method=method, idempotency_key=idempotency_key, parks=parks):
+    if policy is None or not may_park(
+        policy, method=method, idempotency_key=idempotency_key, parks=parks, headers=headers
+    ):
         return None
     if not retryable(last, policy):
         return None

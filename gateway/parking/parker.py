@@ -24,6 +24,8 @@ from gateway.upstream.snapshot import ParkingSnapshot, UpstreamSnapshot
 
 log = structlog.get_logger("cmn.parking")
 
+OUT_OF_TIERS = 1 << 30  # the park count of a copy whose park headers do not verify: no tier is left
+
 
 @dataclass(frozen=True, slots=True)
 class ParkPlan:
@@ -75,14 +77,29 @@ class Parking:
             log.warning("park_headers_ignored", reason="seal does not verify", correlation_id=proof.correlation_id)
         return ticket
 
-    def try_deadline(self, envelope: RequestEnvelope, deadline: Deadline, ticket: ParkTicket | None) -> Deadline:
+    @staticmethod
+    def parks(proof: Proof, ticket: ParkTicket | None) -> int:
+        """Parks so far: the ticket's count. A copy with park headers that do not verify (sealed by a
+        replica with another PARK_SECRET, or forged) counts as out of tiers: it is served as a fresh
+        publish but never parks again, else two replicas with different secrets would start its count
+        and, without ``sent_at``, its deadline afresh on every return, for as long as the upstream is down."""
+        if ticket is not None:
+            return ticket.count
+        return OUT_OF_TIERS if present(proof.headers) else 0
+
+    def try_deadline(
+        self, proof: Proof, envelope: RequestEnvelope, deadline: Deadline, ticket: ParkTicket | None
+    ) -> Deadline:
         """The deadline this try runs under: the request's, cut to the upstream's try budget when the
         request could park, so that it holds a worker slot no longer than that (head-of-line)."""
         policy = self._policies.get(envelope.upstream)
-        parks = ticket.count if ticket is not None else 0
+        parks = self.parks(proof, ticket)
         if policy is None or policy.try_budget is None:
             return deadline
-        if not may_park(policy, method=envelope.method, idempotency_key=envelope.idempotency_key, parks=parks):
+        if not may_park(
+            policy, method=envelope.method, idempotency_key=envelope.idempotency_key, parks=parks,
+            headers=envelope.headers,
+        ):  # fmt: skip
             return deadline
         return deadline.earliest(Deadline.after(self._clock, policy.try_budget))
 
@@ -119,7 +136,7 @@ class Parking:
             status=reply.status,
             retry_after=retry_after_seconds(reply.headers, self._clock.time()) if reply.error is None else None,
         )
-        parks = ticket.count if ticket is not None else 0
+        parks = self.parks(proof, ticket)
         park = decide(
             last,
             policy,
@@ -127,6 +144,7 @@ class Parking:
             idempotency_key=envelope.idempotency_key,
             remaining=deadline.remaining(self._clock),
             parks=parks,
+            headers=envelope.headers,
         )
         if park is None:
             return None

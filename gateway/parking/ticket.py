@@ -21,8 +21,8 @@ the body, reply address and correlation id, so a hostile publisher can neither n
 nor move a copy's replies elsewhere, nor reset its park count or deadline (``PARK_SECRET`` is the
 gateway fleet's own, never on the bus). A seal is accepted once, like a signature
 (``Guard.resume``): a captured parked copy published again is refused. A copy whose park headers do
-not verify is treated as a fresh publish (the headers are ignored): that is all a forger could get
-by publishing anew anyway.
+not verify is treated as a fresh publish (the headers are ignored) that never parks again
+(``Parking.parks``): that is all a forger could get by publishing anew anyway.
 """
 
 from __future__ import annotations

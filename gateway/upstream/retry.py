@@ -9,9 +9,11 @@ so that one is retried for any method.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
+from gateway.access.policy import METHOD_OVERRIDES
 from gateway.upstream.outcome import (
     AttemptTimeoutError,
     ConnectFailedError,
@@ -61,8 +63,14 @@ class RetryPolicy:
         return None if seconds is None else min(max(seconds, 0.0), self.max_retry_after)
 
 
-def replayable(method: str, idempotency_key: str | None) -> bool:
-    return method in IDEMPOTENT_METHODS or idempotency_key is not None
+def replayable(method: str, idempotency_key: str | None, headers: Mapping[str, str] | None = None) -> bool:
+    """Whether the request is safe to send more than once (retry, hedge, park). ``headers`` are the
+    request's: a method override some frameworks obey (``X-HTTP-Method-Override: POST`` on a GET)
+    must be idempotent too, else the upstream would run a POST twice that the gateway took for a GET."""
+    if idempotency_key is not None:
+        return True
+    overrides = (v.strip().upper() for k, v in (headers or {}).items() if k.lower() in METHOD_OVERRIDES)
+    return method in IDEMPOTENT_METHODS and all(m in IDEMPOTENT_METHODS for m in overrides)
 
 
 def parse_retry_after(value: str, now_epoch: float) -> float | None:

@@ -156,7 +156,7 @@ class Router:
         envelope = request.envelope
         delay = hedging.delay(request.deadline.remaining(self._clock))
         left = hedging.policy.max - progress.hedges  # ``max`` is per request, retries included
-        if delay is None or left <= 0 or not replayable(envelope.method, envelope.idempotency_key):
+        if delay is None or left <= 0 or not replayable(envelope.method, envelope.idempotency_key, request.headers):
             return await self._timed(hedging, host, request)  # still teaches the upstream's p95
         racing = [host]
 
@@ -287,7 +287,7 @@ class Router:
         status = attempt.result.status if attempt.result is not None else None
         envelope = request.envelope
         reason = policy.reason(
-            replayable=replayable(envelope.method, envelope.idempotency_key),
+            replayable=replayable(envelope.method, envelope.idempotency_key, request.headers),
             status=status,
             error=attempt.error,
         )

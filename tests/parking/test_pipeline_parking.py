@@ -24,7 +24,7 @@ from gateway.access.replay import MemoryReplayRecord
 from gateway.access.reply_address import ReplyAddresses
 from gateway.admission import Admission
 from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY
-from gateway.events import ObserverGroup, RecordingObserver, RequestParked, SecurityRefused
+from gateway.events import ObserverGroup, RecordingObserver, RequestCompleted, RequestParked, SecurityRefused
 from gateway.idempotency import Deduplicator, MemoryIdempotencyStore
 from gateway.parking import Parking, ParkPolicy, Sealer
 from gateway.parking import ticket as park_headers
@@ -246,8 +246,12 @@ async def test_forged_park_headers_are_ignored(start_upstream: StartUpstream) ->
         rig.transport.send(body, reply_to=REPLIES, correlation_id="r1", headers=forged)
         await idle(rig)
         assert rig.parking.forged == 1
-        ((_, _, headers),) = rig.transport.parked  # parked as a fresh request: count 1, caller anonymous
-        assert headers[park_headers.COUNT] == "1" and headers[park_headers.PRINCIPAL] == ""
+    # Served as a fresh, anonymous request (the forged deadline and principal ignored), and answered:
+    # a copy whose park headers do not verify never parks again (tests/parking/test_foreign_seal.py).
+    assert rig.transport.parked == []
+    (reply,) = rig.replies()
+    (completed,) = [e for e in rig.events.events if isinstance(e, RequestCompleted)]
+    assert reply["status"] == 503 and completed.principal is None
 
 
 async def test_a_signed_request_parks_as_its_signer_and_a_replayed_copy_is_refused(

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.bus.base import CONTROL, Handler
 from gateway.bus.kafka.producer import KafkaProducerLink
-from gateway.bus.kafka.records import CONTENT_TYPE, CORRELATION_ID, REPLY_TO, KafkaOptions, to_delivery
+from gateway.bus.kafka.records import CONTENT_TYPE, CORRELATION_ID, REPLY_TO, KafkaOptions, readable_batch, to_delivery
 from gateway.bus.kafka.requester import open_reader
 from gateway.bus.kafka.security import PLAINTEXT, KafkaSecurity
 from gateway.clock import Clock
@@ -72,6 +72,10 @@ class KafkaControlChannel:
             try:
                 batch = await consumer.getmany(timeout_ms=1000, max_records=16)
                 backoff = 0.05
+            except UnicodeDecodeError:
+                # A record aiokafka cannot decode (a header key that is not UTF-8: anyone who may write
+                # cmn.control can write one) would end this task, and with it every command and notice.
+                batch = await readable_batch(consumer)
             except KafkaError as exc:
                 log.warning("kafka_control_read_failed", error=repr(exc), retry_in=backoff)
                 await self._clock.sleep(backoff)

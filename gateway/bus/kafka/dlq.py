@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from gateway.bus.base import DEAD_LETTERS, TOPIC_HEADER
+from gateway.bus.base import DEAD_LETTERS, ERROR_HEADER, TOPIC_HEADER
 from gateway.bus.dead_letters import DLQ_GROUP, DeadLetter
 from gateway.bus.kafka.producer import KafkaProducerLink
 from gateway.bus.kafka.records import (
@@ -97,8 +97,21 @@ class KafkaDeadLetters:
             self._position[tp.partition] = start
             self._left[tp.partition] = set()
             consumer.seek(tp, start)
+            one = False  # reading one record at a time, to find the one aiokafka cannot decode
             while len(letters) < self._limit:
-                records = (await consumer.getmany(tp, timeout_ms=150, max_records=500)).get(tp, [])
+                try:
+                    records = (await consumer.getmany(tp, timeout_ms=150, max_records=1 if one else 500)).get(tp, [])
+                except UnicodeDecodeError:
+                    # aiokafka fails the whole fetch on a record whose header key is not UTF-8 (anyone who
+                    # may write the topic can write one): that record becomes a letter of its own, else
+                    # no letter of its partition could be listed, replayed or kept again.
+                    if one:
+                        letters.append(_unreadable(tp.partition, start))
+                        start += 1
+                    one = not one
+                    consumer.seek(tp, start)
+                    continue
+                one = False
                 letters += [_letter(record) for record in records]
                 start = records[-1].offset + 1 if records else start
                 if not records and start >= ends[tp]:
@@ -160,4 +173,19 @@ def _letter(record: ConsumerRecord[bytes, bytes]) -> DeadLetter:
         lane=str(record.partition),
         source=headers.get(TOPIC_HEADER) or None,
         token=(record.partition, record.offset),
+    )
+
+
+def _unreadable(partition: int, offset: int) -> DeadLetter:
+    """The place of a record aiokafka cannot decode: no body, no headers but why (``keep`` copies
+    this readable note forward; a forced replay is answered ``invalid_request``)."""
+    return DeadLetter(
+        ref=f"{partition}:{offset}",
+        body=b"",
+        content_type=DEFAULT_CONTENT_TYPE,
+        correlation_id=None,
+        reply_to=None,
+        headers={ERROR_HEADER: "unreadable: a record header key is not UTF-8"},
+        lane=str(partition),
+        token=(partition, offset),
     )

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from gateway.bus.kafka.producer import KafkaProducerLink
-from gateway.bus.kafka.records import KafkaOptions, decode_headers, read_past_unreadable
+from gateway.bus.kafka.records import KafkaOptions, decode_headers, readable_batch
 from gateway.bus.kafka.security import START_ERRORS
 from gateway.clock import Clock
 from gateway.errors import BusUnavailableError, MessageRejectedError
@@ -105,7 +105,7 @@ class ParkRelay:
                 backoff = 0.05
             except UnicodeDecodeError:
                 # A record aiokafka cannot decode (a header key that is not UTF-8): not one of ours.
-                batch = await _readable(consumer)
+                batch = await readable_batch(consumer)
             except KafkaError as exc:
                 log.warning("park_relay_poll_failed", error=repr(exc), retry_in=backoff)
                 await self._clock.sleep(backoff)
@@ -188,14 +188,3 @@ class ParkRelay:
             f"<ParkRelay {sorted(self._tiers)} -> {self._requests} group={self._group_id}"
             f" [{len(self._relaying)} partitions waiting] relayed={self.relayed}>"
         )
-
-
-async def _readable(consumer: AIOKafkaConsumer) -> dict[TopicPartition, list[Record]]:
-    """The records up to and past one aiokafka cannot decode, by partition (the bad one skipped)."""
-    found: dict[TopicPartition, list[Record]] = {}
-
-    def keep(record: Record) -> None:
-        found.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-
-    await read_past_unreadable(consumer, keep)
-    return found

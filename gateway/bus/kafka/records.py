@@ -142,3 +142,15 @@ async def read_past_unreadable(consumer: Any, on_record: Callable[[ConsumerRecor
             on_record(records[0])
             offset = records[0].offset + 1
     return skipped
+
+
+async def readable_batch(consumer: Any) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+    """What ``getmany`` would have returned, by partition, past a record aiokafka cannot decode (skipped):
+    for a reader's poll loop that caught the ``UnicodeDecodeError``."""
+    found: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = {}
+
+    def keep(record: ConsumerRecord[Any, Any]) -> None:
+        found.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
+
+    await read_past_unreadable(consumer, keep)
+    return found

@@ -20,6 +20,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from gateway.bus.base import CONTROL, PUBLISH_TIMEOUT, Delivery, Handler
+from gateway.bus.rabbitmq.aiormq_internals.text import tolerate_non_utf8
 from gateway.bus.rabbitmq.connection import BROKER_ERRORS, connect
 from gateway.bus.rabbitmq.properties import DEFAULT_CONTENT_TYPE, properties, text_headers
 from gateway.bus.rabbitmq.publisher import ConfirmedPublisher
@@ -86,6 +87,7 @@ class RabbitControlChannel:
         if self._handler is not None:
             raise RuntimeError(f"{self!r} already started")
         self._handler = handler
+        tolerate_non_utf8()  # anyone who may publish to cmn.control must not close this connection
         try:
             channel = await self._open()
             queue = await channel.declare_queue(

@@ -15,6 +15,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from gateway.bus.dead_letters import DeadLetter
+from gateway.bus.rabbitmq.aiormq_internals.text import tolerate_non_utf8
 from gateway.bus.rabbitmq.connection import BROKER_ERRORS, connect
 from gateway.bus.rabbitmq.properties import DEFAULT_CONTENT_TYPE, text_headers, timestamp_ms
 from gateway.errors import BusUnavailableError
@@ -36,6 +37,7 @@ class RabbitDeadLetters:
 
     async def _open(self) -> AbstractChannel:
         if self._channel is None:
+            tolerate_non_utf8()  # a letter with a non-UTF-8 header key would close the connection on every run
             self._connection = await connect(self._url, ssl_context=None, reconnect_interval=1.0, name="cmn-dlq")
             self._channel = await self._connection.channel(publisher_confirms=True)
         return self._channel
