@@ -22,6 +22,7 @@ from gateway.bus.kafka.records import CONTENT_TYPE, CORRELATION_ID, REPLY_TO, Ka
 from gateway.bus.kafka.requester import open_reader
 from gateway.bus.kafka.security import PLAINTEXT, KafkaSecurity
 from gateway.clock import Clock
+from gateway.errors import BusUnavailableError
 
 log = structlog.get_logger("cmn.bus.kafka")
 JSON = "application/json"
@@ -61,9 +62,14 @@ class KafkaControlChannel:
     async def start(self, handler: Handler) -> None:
         if self._consumer is not None:
             raise RuntimeError(f"{self!r} already started")
-        self._consumer = await open_reader(
-            self._options, self._producer, self._topic, fetch_max_wait_ms=self._fetch_max_wait_ms, from_beginning=False
-        )
+        try:
+            self._consumer = await open_reader(
+                self._options, self._producer, self._topic, fetch_max_wait_ms=self._fetch_max_wait_ms,
+                from_beginning=False,
+            )  # fmt: skip
+        except KafkaError as exc:
+            # Refused (no ACL on the topic) or gone while positioning: the caller retries (control/keeper.py).
+            raise BusUnavailableError(f"Kafka refused the control channel {self._topic}: {exc!r}") from exc
         self._reader = asyncio.create_task(self._read(self._consumer, handler), name="kafka-control")
 
     async def _read(self, consumer: AIOKafkaConsumer, handler: Handler) -> None:
