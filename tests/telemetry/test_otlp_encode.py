@@ -127,4 +127,3 @@ def test_any_attributes_and_name_encode_as_the_sdk_encodes_them(attributes: dict
 def test_the_exporter_says_what_it_is() -> None:
     exporter = LeanOtlpSpanExporter("http://127.0.0.1:4318/v1/traces")
     assert repr(exporter) == "<LeanOtlpSpanExporter <OtlpSpanEncoder 0 pairs cached>>"
-    exporter.shutdown()
