@@ -136,7 +136,7 @@ def curve_table(broker: str, peak: dict[str, float], points: list[CurvePoint]) -
         f"CMN {peak[CMN]:.0f} req/s; medians of {points[0].runs if points else 0} runs) ==",
         f"{'rate':>14} {'target':<27} {'p50 ms':>8} {'p95 ms':>8} {'p95 vs naive':>13} {'errors':>7}",
     ]
-    for point in points:
+    for point in sorted(points, key=lambda p: p.rate.rps):
         base = naive_p95.get(point.rate)
         ratio = f"{point.p95_ms / base:.2f}x" if base else "-"
         lines.append(
@@ -147,16 +147,19 @@ def curve_table(broker: str, peak: dict[str, float], points: list[CurvePoint]) -
 
 
 def markdown_table(points: list[CurvePoint]) -> str:
-    """The table for docs/performance.md: one row per rate, p50 / p95 (ms) per target."""
-    rates = list(dict.fromkeys(p.rate for p in points))
+    """The table for docs/performance.md: one row per rate, p50 / p95 (ms) per target, and the p95's ratio
+    to the naive gateway's at that rate."""
+    rates = sorted(dict.fromkeys(p.rate for p in points), key=lambda r: r.rps)
     cell = {(p.target, p.rate): p for p in points}
     head = "| offered req/s | " + " | ".join(LABELS.get(t, t) for t in TARGETS) + " |"
     rows = [head, "|---|" + "---|" * len(TARGETS)]
     for rate in rates:
         cells = []
+        naive = cell.get((NAIVE, rate))
         for target in TARGETS:
             p = cell.get((target, rate))
-            cells.append(f"{p.p50_ms:.1f} / {p.p95_ms:.1f}" if p else "-")
+            ratio = f" ({p.p95_ms / naive.p95_ms:.2f}x)" if p and naive and naive.p95_ms and target != NAIVE else ""
+            cells.append(f"{p.p50_ms:.1f} / {p.p95_ms:.1f}{ratio}" if p else "-")
         rows.append(f"| {rate.rps:.0f} ({rate.label}) | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -176,7 +179,7 @@ def plot(broker: str, peak: dict[str, float], points: list[CurvePoint], path: Pa
             continue
         xs = [p.rate.rps for p in mine]
         (line,) = ax.plot(xs, [p.p95_ms for p in mine], marker="o", label=f"{LABELS.get(target, target)} p95")
-        ax.plot(xs, [p.p50_ms for p in mine], marker=".", linestyle="--", color=line.get_color(), label="  p50")
+        ax.plot(xs, [p.p50_ms for p in mine], marker=".", linestyle="--", color=line.get_color(), label=f"{target} p50")
     for target, style in ((NAIVE, ":"), (CMN, "-.")):
         ax.axvline(peak[target], color="grey", linestyle=style, linewidth=1)
         ax.annotate(
@@ -192,6 +195,12 @@ def plot(broker: str, peak: dict[str, float], points: list[CurvePoint], path: Pa
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def points_from(document: dict[str, Any]) -> tuple[dict[str, float], list[CurvePoint]]:
+    """The peaks and points of a ``document`` read back (to re-plot a stored run)."""
+    points = [CurvePoint(**{**p, "rate": Rate(**p["rate"])}) for p in document["points"]]
+    return document["peak_rps"], points
 
 
 def document(peak: dict[str, float], points: list[CurvePoint], plan: CurvePlan) -> dict[str, Any]:
