@@ -39,6 +39,7 @@ from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yarl
+from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.propagators.composite import CompositePropagator
@@ -47,7 +48,16 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, get_current_span, set_span_in_context
+from opentelemetry.trace import (
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+    set_span_in_context,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.errors import ConfigError
@@ -55,6 +65,7 @@ from gateway.telemetry.messaging import messaging_span
 from gateway.telemetry.redaction import redact_url
 
 OtlpProtocol = Literal["http", "grpc"]
+_REMEMBERED_URLS = 1024
 INSTRUMENTATION_SCOPE = "gateway.telemetry"
 
 
@@ -76,7 +87,8 @@ class OtelRequestTracer:
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
-        self._propagator = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+        self._baggage = W3CBaggagePropagator()
+        self._propagator = CompositePropagator([TraceContextTextMapPropagator(), self._baggage])
         self._getter = _HeaderGetter()
 
     @contextlib.contextmanager
@@ -109,8 +121,18 @@ class OtelRequestTracer:
             span.end()
 
     def inject(self, carrier: dict[str, str]) -> None:
-        """Writes ``traceparent`` (and ``tracestate``/``baggage`` when present) of the current span."""
-        self._propagator.inject(carrier)
+        """Writes ``traceparent`` (and ``tracestate``/``baggage`` when present) of the current span.
+
+        What the W3C propagators write, without their generic setter and composite walk (twice per
+        request: the upstream's headers and the reply's); baggage goes through its propagator, when any.
+        """
+        context = get_current_span().get_span_context()
+        if context.is_valid:
+            carrier["traceparent"] = traceparent(context)
+            if context.trace_state:
+                carrier["tracestate"] = context.trace_state.to_header()
+        if baggage.get_all():
+            self._baggage.inject(carrier)
 
     def __repr__(self) -> str:
         return f"<OtelRequestTracer {self._tracer!r}>"
@@ -127,8 +149,7 @@ class OtelAttemptSpan:
     def inject(self, headers: dict[str, str]) -> None:
         """The attempt's own ``traceparent``: the upstream sees this span as its parent. ``tracestate``
         and ``baggage`` are the request's, already in the headers (a child span keeps its parent's)."""
-        ctx = self._span.get_span_context()
-        headers["traceparent"] = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+        headers["traceparent"] = traceparent(self._span.get_span_context())
 
     def answered(self, status: int) -> None:
         span = self._span
@@ -155,14 +176,21 @@ class OtelAttemptTracer:
     attempt outside a recording request span costs one context lookup and makes nothing.
     """
 
-    __slots__ = ("_tracer",)
+    __slots__ = ("_tracer", "_urls")
 
     def __init__(self, tracer: Tracer) -> None:
         self._tracer = tracer
+        self._urls: dict[str, str] = {}  # URL → its redacted form: the same few URLs come again and again
 
     def start(self, method: str, url: yarl.URL) -> OtelAttemptSpan | None:
         if not get_current_span().is_recording():
             return None
+        full = str(url)
+        redacted = self._urls.get(full)
+        if redacted is None:
+            redacted = _url_filter(url)
+            if len(self._urls) < _REMEMBERED_URLS:
+                self._urls[full] = redacted
         method = method.upper()
         known = method if method in HTTP_METHODS else "_OTHER"
         span = self._tracer.start_span(
@@ -170,7 +198,7 @@ class OtelAttemptTracer:
             kind=SpanKind.CLIENT,
             attributes={
                 "http.request.method": known,
-                "url.full": _url_filter(url),
+                "url.full": redacted,
                 "server.address": url.host or "",
                 "server.port": url.port or 0,
             },
@@ -315,6 +343,11 @@ def http_traces_url(endpoint: str) -> str:
 def _url_filter(url: yarl.URL) -> str:
     """Span ``url.full`` without credentials or secret query parameters."""
     return redact_url(str(url.with_user(None)))
+
+
+def traceparent(context: SpanContext) -> str:
+    """The W3C ``traceparent`` of a span context."""
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})

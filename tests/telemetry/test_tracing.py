@@ -323,3 +323,22 @@ def test_bad_settings_are_config_errors() -> None:
 )
 def test_http_endpoint_gets_the_traces_path(endpoint: str, url: str) -> None:
     assert http_traces_url(endpoint) == url
+
+
+@pytest.mark.parametrize("with_baggage", [False, True])
+async def test_inject_writes_what_the_w3c_propagators_write(tracing: TracingHandle, with_baggage: bool) -> None:
+    """The hand-written inject against the SDK's propagators: traceparent, tracestate and the baggage
+    that came with the message."""
+    from opentelemetry import propagate
+
+    headers = {"traceparent": SAMPLED_PARENT, "tracestate": "vendor=abc,other=x-1"}
+    if with_baggage:
+        headers["baggage"] = "tenant=acme"
+    with tracing.tracer.request_span(headers, transport="kafka", destination="q", correlation_id=None):
+        ours: dict[str, str] = {}
+        tracing.tracer.inject(ours)
+        theirs: dict[str, str] = {}
+        propagate.get_global_textmap().inject(theirs)
+    assert ours == theirs
+    assert ours["tracestate"] == "vendor=abc,other=x-1"
+    assert ours.get("baggage") == ("tenant=acme" if with_baggage else None)
