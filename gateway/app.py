@@ -285,6 +285,7 @@ class Gateway:
             tls=tls,
             redis_url=self.settings.redis_url,
             credentials=await resolve_upstream_auth(self.config.upstreams, secrets),
+            attempts=self.tracing.attempts if self.tracing is not None else None,
         )
         self.resources.push_async_callback(forwarder.aclose)
         return forwarder

@@ -30,6 +30,7 @@ from gateway.upstream.config import UpstreamConfig, UpstreamDefaults, UpstreamsF
 from gateway.upstream.health import HealthChecker
 from gateway.upstream.hedge import Hedging
 from gateway.upstream.host import Host
+from gateway.upstream.http import AttemptTracer
 from gateway.upstream.outlier import OutlierDetector
 from gateway.upstream.pool import ConnectionPool
 from gateway.upstream.ratelimit import BucketBackend, LocalBuckets, RateLimiter
@@ -203,6 +204,7 @@ class _Shared:
     local_buckets: LocalBuckets
     shared_buckets: BucketBackend
     credentials: Mapping[str, Credential]
+    attempts: AttemptTracer | None = None
 
 
 def build_forwarder(
@@ -216,6 +218,7 @@ def build_forwarder(
     rng: random.Random | None = None,
     stats_interval: float | None = 10.0,
     credentials: Mapping[str, Credential] | None = None,
+    attempts: AttemptTracer | None = None,
 ) -> GatewayForwarder:
     """Build every upstream's router; ``redis_url`` makes ``rate_limit.shared`` limits shared (else local).
 
@@ -236,6 +239,7 @@ def build_forwarder(
         local_buckets=local,
         shared_buckets=redis or local,
         credentials=credentials,
+        attempts=attempts,
     )
     routers = {name: _router(name, config, shared) for name, config in upstreams.upstreams.items()}
     return GatewayForwarder(routers, observer=observer, clock=clock, redis=redis, stats_interval=stats_interval)
@@ -284,6 +288,7 @@ def _cluster(name: str, config: UpstreamConfig, shared: _Shared) -> Cluster:
         policies.pool_policy(config, shared.defaults),
         clock=shared.clock,
         tls=shared.tls,
+        attempts=shared.attempts,
     )
     outlier_policy = policies.outlier_policy(config)
     outlier = (

@@ -14,6 +14,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -60,13 +61,46 @@ class Exchange:
     ssl_context: ssl.SSLContext | None = None
 
 
-async def exchange(session: aiohttp.ClientSession, ex: Exchange) -> HttpResult:
+class AttemptSpan(Protocol):
+    """The trace span of one attempt: ``inject`` its context, then end it with ``answered`` or ``failed``."""
+
+    def inject(self, headers: dict[str, str]) -> None: ...
+
+    def answered(self, status: int) -> None: ...
+
+    def failed(self, error: BaseException) -> None: ...
+
+
+class AttemptTracer(Protocol):
+    """Starts an attempt's span, or returns None when the request around it is not traced (then nothing
+    else is done: an unsampled attempt costs this one call)."""
+
+    def start(self, method: str, url: URL) -> AttemptSpan | None: ...
+
+
+async def exchange(session: aiohttp.ClientSession, ex: Exchange, tracer: AttemptTracer | None = None) -> HttpResult:
+    url = URL(ex.url)
+    headers = dict(ex.headers)
+    span = tracer.start(ex.method, url) if tracer is not None else None
+    if span is None:
+        return await _exchange(session, ex, url, headers)
+    span.inject(headers)
+    try:
+        result = await _exchange(session, ex, url, headers)
+    except BaseException as exc:
+        span.failed(exc)
+        raise
+    span.answered(result.status)
+    return result
+
+
+async def _exchange(session: aiohttp.ClientSession, ex: Exchange, url: URL, headers: dict[str, str]) -> HttpResult:
     timeout = aiohttp.ClientTimeout(total=ex.timeout, connect=min(ex.connect_timeout, ex.timeout))
     try:
         async with session.request(
             ex.method,
-            URL(ex.url),
-            headers=dict(ex.headers),
+            url,
+            headers=headers,
             data=ex.body,
             timeout=timeout,
             ssl=ex.ssl_context if ex.ssl_context is not None else True,

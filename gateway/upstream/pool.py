@@ -23,7 +23,7 @@ import aiohttp
 from gateway.clock import Clock
 from gateway.errors import PoolExhaustedError
 from gateway.events import PoolStats
-from gateway.upstream.http import Exchange, HttpResult, exchange
+from gateway.upstream.http import AttemptTracer, Exchange, HttpResult, exchange
 from gateway.upstream.slots import Slots
 from gateway.upstream.snapshot import PoolSnapshot
 from gateway.upstream.tls import TlsContextProvider
@@ -78,7 +78,7 @@ class PooledConnection:
             context = self._pool.tls.context_for(self._upstream)
             if context is not None:
                 ex = replace(ex, ssl_context=context)
-        return await exchange(self._session.session, ex)
+        return await exchange(self._session.session, ex, self._pool.attempts)
 
     def __repr__(self) -> str:
         return f"<PooledConnection {self._upstream} {self.endpoint}>"
@@ -115,10 +115,12 @@ class ConnectionPool:
         *,
         clock: Clock,
         tls: TlsContextProvider | None = None,
+        attempts: AttemptTracer | None = None,
     ) -> None:
         self.upstream = upstream
         self.policy = policy
         self.tls = tls
+        self.attempts = attempts  # each attempt's trace span, when tracing is on
         self._clock = clock
         self._endpoints: dict[str, _EndpointPool] = {url: _EndpointPool(policy) for url in endpoints}
         self._closing: set[asyncio.Task[None]] = set()

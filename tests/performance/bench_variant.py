@@ -18,6 +18,9 @@ before ``gateway.cli`` starts.
     metrics         ENABLE_METRICS=true (Prometheus registry + /metrics server, scraped every 100 ms)
     tracing         OTLP_ENDPOINT set: spans for every request and attempt, exported over OTLP/HTTP to a
                     sink in a separate process (so receiving costs the gateway nothing)
+    before          the gateway package from the checkout at CMN_BENCH_GATEWAY_SOURCE (a directory holding
+                    ``gateway/``, e.g. ``git archive <commit> gateway | tar -x -C /tmp/before``): the code
+                    before a change, measured beside it in the same run (``--what-if before+tracing``)
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ VARIANTS = (
     "object-census",
     "metrics",
     "tracing",
+    "before",
 )
 
 # An OTLP/HTTP sink: accepts every export and answers an empty ExportTraceServiceResponse.
@@ -231,7 +235,21 @@ def tracing_on() -> None:
     os.environ["OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
 
 
+def before() -> None:
+    """Import ``gateway`` from another checkout: first on sys.path, ahead of the editable install."""
+    import os
+    from pathlib import Path
+
+    source = os.environ.get("CMN_BENCH_GATEWAY_SOURCE")
+    if not source or not (Path(source) / "gateway" / "__init__.py").is_file():
+        raise SystemExit("the 'before' variant needs CMN_BENCH_GATEWAY_SOURCE=<dir holding gateway/>")
+    if any(name == "gateway" or name.startswith("gateway.") for name in sys.modules):
+        raise SystemExit("'before' must come first: another variant already imported this checkout's gateway")
+    sys.path.insert(0, str(Path(source).resolve()))
+
+
 APPLY: dict[str, Callable[[], None]] = {
+    "before": before,
     "metrics": metrics_on,
     "tracing": tracing_on,
     "gc-stats": gc_stats,

@@ -3,6 +3,7 @@
     .venv/bin/pytest tests/performance/benchmark_network.py -m benchmark -s
     .venv/bin/python -m tests.performance.benchmark_network [--broker rabbitmq] [--runs 3] [--no-scale]
     .venv/bin/python -m tests.performance.benchmark_network --what-if gc-tuned --what-if no-telemetry
+    .venv/bin/python -m tests.performance.benchmark_network --curve [--broker rabbitmq]
 
 For each broker, in the same run: the raw HTTP limit (aiohttp straight to the upstream), the raw
 broker round trip (echo service, no HTTP), a naive hand-written gateway and the CMN gateway process,
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
+from tests.performance import bench_curve
 from tests.performance.bench_load import Trial, closed_loop, cpu_probe, fixed_rate, median_trial, spread
 from tests.performance.bench_procs import Child, quiet_collector, raise_fd_limit, run_loop_main
 from tests.performance.bench_report import (
@@ -184,6 +186,23 @@ def what_if_table(broker: str, results: dict[str, list[Trial]]) -> str:
     return "\n".join(lines)
 
 
+async def measure_curve(broker: str, plan: Plan) -> tuple[dict[str, float], list[bench_curve.CurvePoint]]:
+    """Latency against load (bench_curve), peaks from this module's closed-loop trials."""
+
+    async def trial(broker: str, target: str, label: str, knobs: Knobs) -> Trial:
+        return await closed_trial(broker, target, label, knobs, plan)
+
+    curve = bench_curve.CurvePlan(runs=plan.runs)
+    return await bench_curve.measure_curve(broker, upstream(), bench_curve.knobs_with(plan.concurrency), trial, curve)
+
+
+def report_curve(broker: str, plan: Plan, peak: dict[str, float], points: list[bench_curve.CurvePoint]) -> None:
+    print(bench_curve.curve_table(broker, peak, points))
+    print(bench_curve.markdown_table(points))
+    print(f"plot: {bench_curve.plot(broker, peak, points)}")
+    update_json(f"curve_{broker}", bench_curve.document(peak, points, bench_curve.CurvePlan(runs=plan.runs)))
+
+
 def update_json(section: str, value: Any) -> None:
     """Merge one section into network.json, so per-broker pytest runs add up to one document."""
     path = RESULTS / JSON_NAME
@@ -261,12 +280,21 @@ def main() -> None:
         metavar="VARIANT",
         help="Instead of the benchmark: CMN beside CMN+VARIANT (see bench_variant; join several with '+').",
     )
+    parser.add_argument(
+        "--curve",
+        action="store_true",
+        help="Instead of the benchmark: latency against load (bench_curve), p50/p95 table and PNG per broker.",
+    )
     args = parser.parse_args()
     plan = replace(defaults, runs=args.runs, seconds=args.seconds, concurrency=args.concurrency)
     if args.what_if and args.scale_only:
         scale = run(measure_scale(plan, tuple(args.what_if)))
         print(scale_table(scale))
         update_json("what_if_scale_10k", scale_document(scale))
+        return
+    if args.curve:
+        for broker in args.broker or BROKERS:
+            report_curve(broker, plan, *run(measure_curve(broker, plan)))
         return
     if args.what_if:
         for broker in args.broker or BROKERS:

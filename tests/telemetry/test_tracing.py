@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -20,11 +21,12 @@ from gateway.client import GatewayClient
 from gateway.errors import ConfigError
 from gateway.telemetry.tracing import (
     NoopRequestTracer,
-    OtelRequestTracer,
     TracingHandle,
     configure_tracing,
     http_traces_url,
 )
+from gateway.upstream.http import Exchange, HttpResult, exchange
+from gateway.upstream.outcome import ConnectFailedError
 from tests.fixtures.otlp import OtlpReceiver
 from tests.fixtures.upstreams import StartUpstream, Upstream
 from tests.integration.harness import requester_for, stack_factory
@@ -113,9 +115,12 @@ async def test_one_trace_from_the_sdk_through_a_running_gateway_to_each_http_att
     assert [ids(tp) for tp in flaky.traceparents] == [(c.trace_id, c.span_id, True) for c in clients]
 
 
-async def attempt(http: aiohttp.ClientSession, upstream: Upstream, path: str = "/pay") -> int:
-    async with http.get(upstream.url + path) as response:
-        return response.status
+async def attempt(
+    http: aiohttp.ClientSession, tracing: TracingHandle, upstream: Upstream, path: str = "/pay"
+) -> HttpResult:
+    """One HTTP attempt the way the gateway's pool makes it, with the handle's attempt tracer."""
+    ex = Exchange("GET", upstream.url + path, {}, None, timeout=5, connect_timeout=5, max_response_bytes=1 << 20)
+    return await exchange(http, ex, tracing.attempts)
 
 
 async def test_the_reply_headers_carry_the_consumer_span(tracing: TracingHandle, otlp_receiver: OtlpReceiver) -> None:
@@ -171,7 +176,8 @@ async def test_secret_query_parameters_stay_out_of_client_spans(
 ) -> None:
     async with aiohttp.ClientSession() as http:
         with tracing.tracer.request_span({}, transport="kafka", destination="request", correlation_id=None):
-            assert await attempt(http, echo_upstream, "/search?q=shoes&api_key=sk-live-123") == 200
+            result = await attempt(http, tracing, echo_upstream, "/search?q=shoes&api_key=sk-live-123")
+    assert result.status == 200
     await tracing.flush()
     spans = await otlp_receiver.wait_for(2)
     (client,) = [s for s in spans if s.kind == "client"]
@@ -184,13 +190,57 @@ async def test_http_calls_outside_any_request_start_no_trace(
     tracing: TracingHandle, otlp_receiver: OtlpReceiver, echo_upstream: Upstream
 ) -> None:
     async with aiohttp.ClientSession() as http:
-        assert await attempt(http, echo_upstream, "/healthz") == 200  # a health probe, say
+        probe = await attempt(http, tracing, echo_upstream, "/healthz")  # a health probe, say
         with tracing.tracer.request_span({}, transport="kafka", destination="request", correlation_id=None):
-            assert await attempt(http, echo_upstream, "/pay") == 200
+            assert (await attempt(http, tracing, echo_upstream, "/pay")).status == 200
+    assert "traceparent" not in {k.lower() for k in orjson.loads(probe.body)["headers"]}
     await tracing.flush()
     spans = await otlp_receiver.wait_for(2)
     assert sorted(s.kind for s in spans) == ["client", "consumer"]
     assert len({s.trace_id for s in spans}) == 1
+
+
+async def test_an_unsampled_request_makes_no_attempt_span_but_passes_its_context_on(
+    otlp_receiver: OtlpReceiver, echo_upstream: Upstream
+) -> None:
+    """Sampling 0 and a publisher that did not sample: no span at all, and the upstream still gets the
+    request's own (unsampled) traceparent, which the pipeline puts in the attempt's headers."""
+    handle = configure_tracing(otlp_receiver.endpoint, sampling_ratio=0.0)
+    unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    async with handle, aiohttp.ClientSession() as http:
+        with handle.tracer.request_span(
+            {"traceparent": unsampled}, transport="kafka", destination="dropped", correlation_id=None
+        ):
+            carrier: dict[str, str] = {}
+            handle.tracer.inject(carrier)
+            ex = Exchange(
+                "GET", echo_upstream.url, carrier, None, timeout=5, connect_timeout=5, max_response_bytes=1 << 20
+            )
+            seen = orjson.loads((await exchange(http, ex, handle.attempts)).body)["headers"]
+        await handle.flush()
+    assert otlp_receiver.spans == []
+    forwarded = {k.lower(): v for k, v in seen.items()}["traceparent"]
+    assert forwarded == carrier["traceparent"]  # the (unrecorded) consumer span's, not an attempt's
+    assert ids(forwarded)[::2] == ("0af7651916cd43dd8448eb211c80319c", False)
+
+
+async def test_a_failed_attempt_is_a_client_span_with_its_error_type(
+    tracing: TracingHandle, otlp_receiver: OtlpReceiver, unused_port: int
+) -> None:
+    ex = Exchange(
+        "POST", f"http://127.0.0.1:{unused_port}/pay", {}, b"{}", timeout=5, connect_timeout=5, max_response_bytes=64
+    )
+    async with aiohttp.ClientSession() as http:
+        with (
+            tracing.tracer.request_span({}, transport="rabbitmq", destination="q", correlation_id=None),
+            pytest.raises(ConnectFailedError),
+        ):
+            await exchange(http, ex, tracing.attempts)
+    await tracing.flush()
+    (client,) = [s for s in await otlp_receiver.wait_for(2) if s.kind == "client"]
+    assert client.name == "POST"
+    assert client.attributes["error.type"] == "ConnectFailedError"
+    assert "http.response.status_code" not in client.attributes
 
 
 async def test_sampling_drops_new_traces_but_follows_a_sampled_parent(otlp_receiver: OtlpReceiver) -> None:
@@ -218,29 +268,33 @@ async def test_grpc_export_reaches_a_grpc_receiver(otlp_grpc_receiver: OtlpRecei
     assert (span.name, span.kind, span.service_name) == ("process over grpc", "consumer", "cmn-gateway")
 
 
-async def test_no_endpoint_means_no_tracing_at_all(echo_upstream: Upstream) -> None:
+async def test_no_endpoint_means_no_tracing_at_all() -> None:
     handle = configure_tracing(None)
     assert isinstance(handle.tracer, NoopRequestTracer)
+    assert handle.attempts is None  # the pool makes its attempts without any tracing call
     carrier: dict[str, str] = {}
     with handle.tracer.request_span(
         {"traceparent": SAMPLED_PARENT}, transport="kafka", destination="x", correlation_id=None
     ):
         handle.tracer.inject(carrier)
     assert carrier == {}
-    async with aiohttp.ClientSession() as http, http.get(echo_upstream.url) as response:
-        seen = (await response.json())["headers"]
-    assert "traceparent" not in {k.lower() for k in seen}
     await handle.aclose()
     assert repr(handle) == "<TracingHandle closed <NoopRequestTracer>>"
 
 
-async def test_closing_stops_instrumenting_new_sessions(otlp_receiver: OtlpReceiver, echo_upstream: Upstream) -> None:
+async def test_plain_aiohttp_sessions_are_not_instrumented(
+    otlp_receiver: OtlpReceiver, echo_upstream: Upstream
+) -> None:
+    """Only the pool's attempts are traced: another aiohttp session in the process (a certificate
+    fetch, a component's own client) gets no span and no traceparent, even inside a request."""
     handle = configure_tracing(otlp_receiver.endpoint)
-    assert isinstance(handle.tracer, OtelRequestTracer)
-    await handle.aclose()
-    async with aiohttp.ClientSession() as http, http.get(echo_upstream.url) as response:
-        seen = (await response.json())["headers"]
+    async with handle, aiohttp.ClientSession() as http:
+        with handle.tracer.request_span({}, transport="kafka", destination="q", correlation_id=None):
+            async with http.get(echo_upstream.url) as response:
+                seen = (await response.json())["headers"]
+        await handle.flush()
     assert "traceparent" not in {k.lower() for k in seen}
+    assert [s.kind for s in await otlp_receiver.wait_for(1)] == ["consumer"]
 
 
 async def test_spans_leave_on_their_own_after_the_export_interval(otlp_receiver: OtlpReceiver) -> None:
@@ -269,3 +323,22 @@ def test_bad_settings_are_config_errors() -> None:
 )
 def test_http_endpoint_gets_the_traces_path(endpoint: str, url: str) -> None:
     assert http_traces_url(endpoint) == url
+
+
+@pytest.mark.parametrize("with_baggage", [False, True])
+async def test_inject_writes_what_the_w3c_propagators_write(tracing: TracingHandle, with_baggage: bool) -> None:
+    """The hand-written inject against the SDK's propagators: traceparent, tracestate and the baggage
+    that came with the message."""
+    from opentelemetry import propagate
+
+    headers = {"traceparent": SAMPLED_PARENT, "tracestate": "vendor=abc,other=x-1"}
+    if with_baggage:
+        headers["baggage"] = "tenant=acme"
+    with tracing.tracer.request_span(headers, transport="kafka", destination="q", correlation_id=None):
+        ours: dict[str, str] = {}
+        tracing.tracer.inject(ours)
+        theirs: dict[str, str] = {}
+        propagate.get_global_textmap().inject(theirs)
+    assert ours == theirs
+    assert ours["tracestate"] == "vendor=abc,other=x-1"
+    assert ours.get("baggage") == ("tenant=acme" if with_baggage else None)
