@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from gateway.bus.base import CONTROL, Handler
 from gateway.bus.kafka.producer import KafkaProducerLink
-from gateway.bus.kafka.records import CONTENT_TYPE, CORRELATION_ID, REPLY_TO, KafkaOptions, readable_batch, to_delivery
+from gateway.bus.kafka.records import CONTENT_TYPE, CORRELATION_ID, REPLY_TO, KafkaOptions, poll, to_delivery
 from gateway.bus.kafka.requester import open_reader
 from gateway.bus.kafka.security import PLAINTEXT, KafkaSecurity
 from gateway.clock import Clock
@@ -73,20 +73,10 @@ class KafkaControlChannel:
         self._reader = asyncio.create_task(self._read(self._consumer, handler), name="kafka-control")
 
     async def _read(self, consumer: AIOKafkaConsumer, handler: Handler) -> None:
-        backoff = 0.05
         while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=1000, max_records=16)
-                backoff = 0.05
-            except UnicodeDecodeError:
-                # A record aiokafka cannot decode (a header key that is not UTF-8: anyone who may write
-                # cmn.control can write one) would end this task, and with it every command and notice.
-                batch = await readable_batch(consumer)
-            except KafkaError as exc:
-                log.warning("kafka_control_read_failed", error=repr(exc), retry_in=backoff)
-                await self._clock.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
+            batch = await poll(
+                consumer, timeout_ms=1000, max_records=16, clock=self._clock, failed="kafka_control_read_failed"
+            )
             for records in batch.values():
                 for record in records:
                     self.received += 1

@@ -25,7 +25,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from gateway.bus.kafka.producer import KafkaProducerLink
-from gateway.bus.kafka.records import KafkaOptions, decode_headers, readable_batch
+from gateway.bus.kafka.records import KafkaOptions, decode_headers, poll
 from gateway.bus.kafka.security import START_ERRORS
 from gateway.clock import Clock
 from gateway.errors import BusUnavailableError, MessageRejectedError
@@ -98,19 +98,10 @@ class ParkRelay:
         self._poll = asyncio.create_task(self._poll_loop(consumer), name="kafka-park-relay")
 
     async def _poll_loop(self, consumer: AIOKafkaConsumer) -> None:
-        backoff = 0.05
         while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=250)
-                backoff = 0.05
-            except UnicodeDecodeError:
-                # A record aiokafka cannot decode (a header key that is not UTF-8): not one of ours.
-                batch = await readable_batch(consumer)
-            except KafkaError as exc:
-                log.warning("park_relay_poll_failed", error=repr(exc), retry_in=backoff)
-                await self._clock.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
+            batch = await poll(
+                consumer, timeout_ms=250, max_records=None, clock=self._clock, failed="park_relay_poll_failed"
+            )
             for tp, records in batch.items():
                 if records and tp not in self._relaying:
                     consumer.pause(tp)  # this partition waits on its head record; the others flow

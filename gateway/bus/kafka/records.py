@@ -9,11 +9,12 @@ from typing import Any
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import Delivery
 from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity, login_refused
+from gateway.clock import Clock
 from gateway.errors import BusUnavailableError, MessageRejectedError
 
 log = structlog.get_logger("cmn.bus.kafka")
@@ -154,3 +155,24 @@ async def readable_batch(consumer: Any) -> dict[TopicPartition, list[ConsumerRec
 
     await read_past_unreadable(consumer, keep)
     return found
+
+
+Batch = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+
+
+async def poll(consumer: Any, *, timeout_ms: int, max_records: int | None, clock: Clock, failed: str) -> Batch:
+    """One ``getmany`` for a long-lived reader (the control channel, the park relay), never raising: a
+    record aiokafka cannot decode (a header key that is not UTF-8; anyone who may write the topic can
+    write one, and it would end the reader) is stepped past; a broker error is logged as ``failed`` and
+    retried with capped exponential backoff."""
+    backoff = 0.05
+    while True:
+        try:
+            batch: Batch = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            return batch
+        except UnicodeDecodeError:
+            return await readable_batch(consumer)
+        except KafkaError as exc:
+            log.warning(failed, error=repr(exc), retry_in=backoff)
+            await clock.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
