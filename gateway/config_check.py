@@ -186,7 +186,7 @@ def _unusual_document(document: ConfigDocument) -> Iterator[Finding]:
 
 
 def _park_secret(s: Settings, document: ConfigDocument) -> Iterator[Finding]:
-    parking = sorted(name for name, upstream in document.upstreams.items() if upstream.park is not None)
+    parking = document.parking()
     if parking and s.park_secret is None:
         yield Finding(
             "warning",

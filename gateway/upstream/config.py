@@ -276,6 +276,10 @@ class UpstreamsFile(_Model):
 
     upstreams: dict[str, UpstreamConfig]
 
+    def parking(self) -> list[str]:
+        """The upstreams with ``park:``, by name: their parked copies are sealed with PARK_SECRET."""
+        return sorted(name for name, upstream in self.upstreams.items() if upstream.park is not None)
+
     @field_validator("upstreams")
     @classmethod
     def _names(cls, v: dict[str, UpstreamConfig]) -> dict[str, UpstreamConfig]:

@@ -74,7 +74,7 @@ def _control(ctx: AuditContext) -> Iterator[Finding]:
 def _parking(ctx: AuditContext) -> Iterator[Finding]:
     """Parked copies are sealed with PARK_SECRET; unset, each process draws its own, so a copy coming back
     to another replica is treated as a fresh publish (a signed one is then refused as a replay)."""
-    parking = sorted(name for name, upstream in ctx.config.upstreams.upstreams.items() if upstream.park is not None)
+    parking = ctx.config.upstreams.parking()
     if parking and ctx.settings.park_secret is None:
         message = f"{', '.join(parking)} park requests, and no PARK_SECRET is shared by the replicas"
         yield finding(r.PARK_UNSEALED, message, Location(env="PARK_SECRET"))
