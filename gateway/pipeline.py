@@ -138,13 +138,7 @@ class Pipeline:
         try:
             envelope = decode_request(delivery.body, delivery.content_type, self._admission.decode_limits)
         except (DecodeError, OversizeError) as exc:
-            rid = exc.request_id or delivery.correlation_id or ""
-            error: GatewayError = exc
-            try:
-                reply_to = self._reply_to(delivery, None)
-            except ReplyToRefusedError as refused:
-                error, reply_to = refused, None
-            return Outcome(Reply(id=rid, error=error, duration_ms=self._ms_since(arrived)), None, reply_to)
+            return await self._undecodable(delivery, exc, arrived)
         try:
             reply_to = self._reply_to(delivery, envelope)
         except ReplyToRefusedError as exc:
@@ -191,6 +185,31 @@ class Pipeline:
         return Outcome(
             reply, envelope, reply_to, caller, tenant, response.endpoint, response.upstream_duration, deadline, ticket
         )
+
+    async def _undecodable(self, delivery: Delivery, exc: DecodeError | OversizeError, arrived: float) -> Outcome:
+        """The answer to an envelope that did not decode: its error, or reply_to_refused. A refusal that
+        raises a security event (a path or header attack) names who sent it and the configured upstream
+        it aimed at, as every other security event does; the answer stays the refusal either way."""
+        rid = exc.request_id or delivery.correlation_id or ""
+        error: GatewayError = exc
+        try:
+            reply_to = self._reply_to(delivery, None)
+        except ReplyToRefusedError as refused:
+            error, reply_to = refused, None
+        caller, upstream = ANONYMOUS_CALLER, None
+        if error.security_kind is not None:
+            caller = await self._attributed(delivery)
+            claimed = exc.upstream if isinstance(exc, DecodeError) else None
+            upstream = claimed if claimed is not None and self._forwarder.knows(claimed) else None
+        reply = Reply(id=rid, error=error, duration_ms=self._ms_since(arrived), upstream=upstream)
+        return Outcome(reply, None, reply_to, caller)
+
+    async def _attributed(self, delivery: Delivery) -> Caller:
+        """The sender of a message already refused, for its security event only."""
+        try:
+            return await self._guard.identify(delivery)
+        except GatewayError:
+            return ANONYMOUS_CALLER  # no proof, or a bad one: the refusal already answers it
 
     async def _identify(self, delivery: Delivery, ticket: ParkTicket | None) -> Caller:
         """The caller: a returning parked copy's from its seal (established on first arrival), else the guard's."""
@@ -329,7 +348,7 @@ class Pipeline:
                     kind=error.security_kind,
                     reason=error.message,
                     principal=outcome.caller.principal,
-                    upstream=envelope.upstream if envelope is not None else None,
+                    upstream=envelope.upstream if envelope is not None else reply.upstream,
                     transport=delivery.transport,
                     request_id=reply.id or None,
                 )

@@ -42,11 +42,15 @@ def normalise_content_type(content_type: str | None) -> str:
 
 
 class DecodeError(InvalidRequestError):
-    """The request could not be decoded; ``request_id`` is what could be salvaged for the reply."""
+    """The request could not be decoded; ``request_id`` is what could be salvaged for the reply, and
+    ``upstream`` the name the envelope claimed (unchecked: the pipeline keeps it only if configured)."""
 
-    def __init__(self, message: str, request_id: str | None, *, security_kind: str | None = None) -> None:
+    def __init__(
+        self, message: str, request_id: str | None, *, security_kind: str | None = None, upstream: str | None = None
+    ) -> None:
         super().__init__(message, security_kind=security_kind)
         self.request_id = request_id
+        self.upstream = upstream
 
 
 class OversizeError(PayloadTooLargeError):
@@ -69,15 +73,15 @@ def decode_request(raw: bytes, content_type: str, limits: DecodeLimits) -> Reque
     data = _parse(raw, codec, limits)
     if not isinstance(data, dict):
         raise DecodeError("envelope must be a JSON object / msgpack map", None)
-    request_id = _salvage_id(data)
+    request_id, upstream = _salvage_id(data), _salvage(data, "upstream")
     if (codec == MSGPACK or json_may_be_deep(raw, limits)) and (
         problem := json_value_problem(data.get("json"), limits)
     ):
-        raise DecodeError(problem, request_id)
+        raise DecodeError(problem, request_id, upstream=upstream)
     try:
         return RequestEnvelope.model_validate(data)
     except ValidationError as exc:
-        raise DecodeError(_describe(exc), request_id, security_kind=_security_kind(exc)) from exc
+        raise DecodeError(_describe(exc), request_id, security_kind=_security_kind(exc), upstream=upstream) from exc
 
 
 def _parse(raw: bytes, codec: str, limits: DecodeLimits) -> Any:
@@ -123,8 +127,12 @@ def _text(data: bytes) -> str | None:
 
 
 def _salvage_id(data: Mapping[Any, Any]) -> str | None:
-    rid = data.get("id")
-    return rid if isinstance(rid, str) and 0 < len(rid) <= 128 else None
+    return _salvage(data, "id")
+
+
+def _salvage(data: Mapping[Any, Any], field: str) -> str | None:
+    value = data.get(field)
+    return value if isinstance(value, str) and 0 < len(value) <= 128 else None
 
 
 def _short(exc: Exception) -> str:
