@@ -30,7 +30,10 @@ def upstreams(upstream: Upstream) -> dict[str, Any]:
     return {
         "payments": {
             "endpoints": [upstream.url],
-            "access": {"allow": ["billing", {"principal": "reports", "methods": ["GET"]}]},
+            "access": {
+                "allow": ["billing", {"principal": "reports", "methods": ["GET"]}],
+                "path_prefixes": ["/charges"],
+            },
             "rate_limit": {"per_tenant": {"rate": 1000}},
         },
         "open": {"endpoints": [upstream.url]},
@@ -70,23 +73,25 @@ async def test_only_allowed_principals_reach_a_guarded_upstream(
         billing = await signed_client(stack, exits, "billing-2026", BILLING_SECRET)
         reports = await signed_client(stack, exits, "reports-2026", REPORTS_SECRET)
         forger = await signed_client(stack, exits, "billing-2026", "not-the-secret")
-        ok, read, write, anonymous, forged = await asyncio.gather(
+        ok, read, write, outside, anonymous, forged = await asyncio.gather(
             billing.request("payments", "POST", "/charges", json={"amount": 1}),
-            reports.request("payments", "GET", "/charges"),
+            reports.request("payments", "GET", "/charges/c-1"),
             reports.request("payments", "POST", "/charges", json={"amount": 1}),
+            billing.request("payments", "GET", "/chargesheet"),  # path_prefixes are whole segments
             stack.client.request("payments", "GET", "/charges"),
             forger.request("payments", "GET", "/charges"),
         )
     assert (ok.status, ok.error, read.status, read.error) == (200, None, 200, None)
     assert write.error is not None and write.error.code == "forbidden"
+    assert outside.error is not None and outside.error.code == "forbidden"
     assert anonymous.error is not None and anonymous.error.code == "forbidden"
     assert forged.error is not None and forged.error.code == "unauthenticated"
     assert BILLING_SECRET not in forged.error.message
     assert echo_upstream.hits == 2  # only the two allowed requests reached it
     kinds = sorted(e.kind for e in refusals(stack))
-    assert kinds == ["forbidden", "forbidden", "unauthenticated"]
+    assert kinds == ["forbidden", "forbidden", "forbidden", "unauthenticated"]
     by_principal = {e.principal for e in refusals(stack) if e.kind == "forbidden"}
-    assert by_principal == {"reports", None}
+    assert by_principal == {"reports", "billing", None}
     assert all(e.upstream == "payments" and e.transport == stack.kind for e in refusals(stack))
 
 

@@ -35,8 +35,13 @@ from tests.fixtures.upstreams import Upstream
 SECRET = "integrations-secret-0"
 
 
-def sign(secret: str, key_id: str, correlation_id: str, reply_to: str, body: bytes) -> dict[str, str]:
-    signed_at = str(int(time.time() * 1000))
+MAX_AGE = 60  # SIGNATURE_MAX_AGE of the RabbitMQ gateway below (the default is 300)
+
+
+def sign(
+    secret: str, key_id: str, correlation_id: str, reply_to: str, body: bytes, *, age: float = 0
+) -> dict[str, str]:
+    signed_at = str(int((time.time() - age) * 1000))
     message = f"{signed_at}\n{key_id}\n{correlation_id}\n{reply_to}\n".encode() + body
     digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
     return {"x-cmn-key-id": key_id, "x-cmn-signed-at": signed_at, "x-cmn-signature": f"v1={digest}"}
@@ -71,7 +76,7 @@ async def rabbit_gateway(
     transport = RabbitTransport(
         rabbit_node.url, queue=queue, max_in_flight=16, telemetry=f"{queue}.telemetry", clock=SystemClock()
     )
-    config = load_config(load_settings(ENABLE_METRICS=False), document(echo_upstream))
+    config = load_config(load_settings(ENABLE_METRICS=False, SIGNATURE_MAX_AGE=MAX_AGE), document(echo_upstream))
     async with Gateway(config, observers=[events], transports=[transport]) as gateway:
         yield gateway, events, queue
 
@@ -145,9 +150,20 @@ async def test_a_pika_client_signs_with_the_standard_library(
         headers=lambda reply_to: sign(SECRET, "int-1", "c-7", reply_to, body),  # signed for another id
     )
     assert tampered["error"]["code"] == "unauthenticated"
+    # Twice this gateway's SIGNATURE_MAX_AGE, well within the default's: refused only if the setting is read.
+    stale = await asyncio.to_thread(
+        pika_call,
+        rabbit_node.url,
+        queue,
+        body,
+        correlation_id="c-6",
+        headers=lambda reply_to: sign(SECRET, "int-1", "c-6", reply_to, body, age=2 * MAX_AGE),
+    )
+    assert stale["error"]["code"] == "unauthenticated" and "outside the accepted window" in stale["error"]["message"]
     unsigned = await asyncio.to_thread(pika_call, rabbit_node.url, queue, request())
     assert unsigned["error"]["code"] == "forbidden"
-    assert [e.kind for e in events.events if isinstance(e, SecurityRefused)] == ["unauthenticated", "forbidden"]
+    kinds = [e.kind for e in events.events if isinstance(e, SecurityRefused)]
+    assert kinds == ["unauthenticated", "unauthenticated", "forbidden"]
 
 
 async def test_a_signed_message_is_accepted_once(

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import time
+from contextlib import AsyncExitStack
 
 import pytest
 from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential
 
+from gateway.access.identity import Signed
+from gateway.app import load_config
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.certs.errors import CertificateFormatError, CertificateSourceError
 from gateway.certs.keyvault import PKCS12_CONTENT_TYPE, KeyVault, KeyVaultSource, build_credential
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, UnauthenticatedError
 from gateway.secrets import SecretRef, SecretResolver
+from gateway.settings import load_settings
+from gateway.testing import FakeClock
+from gateway.wiring import build_guard
 from tests.certs.fakevault import CLIENT_ID, CLIENT_SECRET, TENANT, FakeKeyVault
 
 NOW = time.time()
@@ -137,3 +145,32 @@ async def test_a_vault_that_refuses_us_is_a_config_error_without_the_client_secr
     assert "payments-token" in str(caught.value)
     assert "wrong-client-secret" not in str(caught.value)
     assert "s3cr3t-value" not in str(caught.value)
+
+
+async def test_a_signing_key_named_keyvault_is_read_through_the_vault_client(fake_vault: FakeKeyVault) -> None:
+    """`security.keys.K.secret: {keyvault: NAME}`: the gateway's guard (gateway.wiring.build_guard, given
+    the resolver build_secrets makes when AZURE_VAULT_URL is set) verifies what the vault's secret signed."""
+    fake_vault.put_secret("billing-signing-key", "vault-held-hmac-key")
+    settings = load_settings(ENABLE_METRICS=False)
+    document = {
+        "upstreams": {"payments": {"endpoints": ["http://127.0.0.1:9"], "access": {"allow": ["billing"]}}},
+        "security": {"keys": {"billing-2026": {"principal": "billing", "secret": {"keyvault": "billing-signing-key"}}}},
+    }
+    config = load_config(settings, document)
+    clock = FakeClock()
+    async with AsyncExitStack() as resources, KeyVault(fake_vault.settings()) as vault:
+        resolver = SecretResolver(environ={}, vault=vault.secret)
+        guard = await build_guard(settings, config.upstreams, config.security, resolver, clock, resources)
+
+        def proof(secret: bytes) -> Signed:
+            body, signed_at = b'{"id":"r1","upstream":"payments"}', int(clock.time() * 1000)
+            message = f"{signed_at}\nbilling-2026\nc-1\ncmn.replies.a\n".encode() + body
+            signature = "v1=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
+            headers = {"x-cmn-key-id": "billing-2026", "x-cmn-signed-at": str(signed_at), "x-cmn-signature": signature}
+            return Signed(None, headers, "c-1", "cmn.replies.a", body)
+
+        caller = await guard.identify(proof(b"vault-held-hmac-key"))
+        with pytest.raises(UnauthenticatedError, match="does not match"):
+            await guard.identify(proof(b"some-other-key"))
+    assert (caller.principal, caller.via) == ("billing", "signature")
+    assert fake_vault.requests == ["/secrets/billing-signing-key/"]
