@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import pytest
 
 from gateway.access.reply_address import ReplyAddresses
+from gateway.app import load_config
 from gateway.errors import ReplyToRefusedError
+from gateway.secrets import SecretResolver
+from gateway.settings import load_settings
+from gateway.testing import FakeClock
+from gateway.wiring import build_guard
 
 ADDRESSES = ReplyAddresses(
     queue_pattern="cmn.replies.*",
@@ -60,3 +67,31 @@ def test_reserved_names_win_over_a_permissive_pattern() -> None:
     for name in ("cmn.telemetry", "cmn.requests.park.5s", "__consumer_offsets", "__transaction_state"):
         with pytest.raises(ReplyToRefusedError):
             wide.check("kafka", name)
+
+
+async def test_the_gateway_reads_its_patterns_and_reserves_its_own_names_whatever_they_say() -> None:
+    """REPLY_QUEUE_PATTERN / REPLY_TOPIC_PATTERN as `cmn serve` reads them (gateway.wiring.build_guard),
+    opened as wide as they go: the requests queue (here a custom CMN_REQUESTS_QUEUE), the telemetry
+    stream and the dead letters stay refused; a pattern that does not match is refused too."""
+    settings = load_settings(
+        ENABLE_METRICS=False, REPLY_QUEUE_PATTERN="*", REPLY_TOPIC_PATTERN="team.*", CMN_REQUESTS_QUEUE="orders.gw"
+    )
+    config = load_config(settings, {"upstreams": {"svc": {"endpoints": ["http://127.0.0.1:9"]}}})
+    async with AsyncExitStack() as resources:
+        guard = await build_guard(
+            settings, config.upstreams, config.security, SecretResolver({}), FakeClock(), resources
+        )
+    guard.reply_to("rabbitmq", "anything.at.all")
+    guard.reply_to("kafka", "team.replies")
+    refused = [
+        ("rabbitmq", "orders.gw"),
+        ("rabbitmq", "orders.gw.dlq"),
+        ("rabbitmq", "cmn.requests"),
+        ("rabbitmq", "cmn.requests.dlq"),
+        ("rabbitmq", "cmn.telemetry"),
+        ("kafka", "cmn.replies.x"),  # the default pattern no longer applies
+        ("kafka", "orders.gw"),
+    ]
+    for transport, address in refused:
+        with pytest.raises(ReplyToRefusedError):
+            guard.reply_to(transport, address)

@@ -139,3 +139,11 @@ async def test_every_refusal_kind_reaches_the_stream_the_log_and_the_counter(
     counted = {kind: registry.get_sample_value("cmn_security_events_total", {"kind": kind}) for kind in SECURITY_KINDS}
     assert counted == dict.fromkeys(SECURITY_KINDS, 1.0)
     assert echo_upstream.hits == 1  # only the first idempotent request was sent upstream
+    # Refusals about who the caller is are answered, not dead-lettered; the copies were confirmed before
+    # their events were published, so all of them are there by now.
+    dead = await stack.dead_letters(10, timeout=1.0)
+    assert sorted(headers["x-cmn-error"].split(":")[0] for _, headers in dead) == [
+        "invalid_request",  # the path attack
+        "invalid_request",  # the header attack
+        "reply_to_refused",
+    ]
