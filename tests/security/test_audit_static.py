@@ -11,6 +11,7 @@ import pytest
 
 from gateway.certs.devca import DevCertificateAuthority
 from gateway.security.audit.findings import Severity
+from gateway.security.audit.run import RefusedConfig
 from tests.security.audit_helpers import GOOD, audit, ids
 
 DAY = 86400.0
@@ -185,3 +186,23 @@ async def test_parking_without_a_shared_park_secret_is_flagged(tmp_path: Path) -
     assert "payments" in unsealed.message
     assert "CMN-PARK-001" not in ids(await audit(tmp_path, parked, {"PARK_SECRET": "s" * 32}))
     assert "CMN-PARK-001" not in ids(await audit(tmp_path, good()))  # nothing parks
+
+
+async def test_secrets_written_where_a_reference_belongs_are_named_by_key_and_never_shown(tmp_path: Path) -> None:
+    """A literal signing key or upstream credential stops the configuration from loading (`cmn audit`
+    exits 2); the audit still names each one, by line and key, as CMN-SECRET-001, without its value."""
+    text = (
+        "security:\n"
+        "  keys:\n"
+        '    k1: {principal: billing, secret: "hunter2-literal"}\n'
+        "upstreams:\n"
+        "  p:\n"
+        "    endpoints: [https://h.example]\n"
+        '    auth: {bearer: "tok-literal-9"}\n'
+    )
+    with pytest.raises(RefusedConfig) as refused:
+        await audit(tmp_path, text)
+    found = [(f.id, f.location.line, f.location.key) for f in refused.value.secrets]
+    assert found == [("CMN-SECRET-001", 3, "security.keys.k1.secret"), ("CMN-SECRET-001", 7, "upstreams.p.auth.bearer")]
+    shown = refused.value.message + "".join(f"{f.message} {f.fix} {f.location}" for f in refused.value.secrets)
+    assert "hunter2-literal" not in shown and "tok-literal-9" not in shown
