@@ -137,14 +137,17 @@ async def queue() -> AsyncIterator[str]:
 
 
 async def warm_up(client: GatewayClient) -> None:
+    """One answered normal request. A gateway still starting on a busy machine may answer the first
+    ones deadline_exceeded (the 2 s budget ran out in the queue): those are tried again too."""
+    last = None
     for _ in range(60):
         try:
-            reply = await client.request("sink", "POST", "/warm", json={"hello": [1, 2, 3]}, timeout=2.0)
+            last = await client.request("sink", "POST", "/warm", json={"hello": [1, 2, 3]}, timeout=2.0)
         except ReplyTimeoutError:
             continue
-        assert reply.ok, reply
-        return
-    raise AssertionError("the gateway never answered")
+        if last.ok:
+            return
+    raise AssertionError(f"the gateway never answered a normal request: {last}")
 
 
 @pytest.mark.benchmark
