@@ -121,10 +121,23 @@ async def test_the_broker_checked_user_id_is_the_principal(
     assert (reply["status"], reply["error"]) == (200, None)
     own = await asyncio.to_thread(pika_call, users["mallory"], queue, request(), user_id="mallory")
     assert own["error"]["code"] == "forbidden" and "mallory" in own["error"]["message"]
+    # The broker-checked user_id outranks a signature: mallory sending a message signed with the (allowed)
+    # integrations key is still mallory.
+    body = request()
+    signed = await asyncio.to_thread(
+        pika_call,
+        users["mallory"],
+        queue,
+        body,
+        user_id="mallory",
+        correlation_id="c-9",
+        headers=lambda reply_to: sign(SECRET, "int-1", "c-9", reply_to, body),
+    )
+    assert signed["error"]["code"] == "forbidden" and "mallory" in signed["error"]["message"]
     with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="user_id"):
         await asyncio.to_thread(pika_call, users["mallory"], queue, request(), user_id="billing")
     forbidden = [e for e in events.events if isinstance(e, SecurityRefused)]
-    assert [(e.kind, e.principal) for e in forbidden] == [("forbidden", "mallory")]
+    assert [(e.kind, e.principal) for e in forbidden] == [("forbidden", "mallory")] * 2
 
 
 async def test_a_pika_client_signs_with_the_standard_library(

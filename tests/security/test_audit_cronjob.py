@@ -14,7 +14,6 @@ from typing import Any
 from tests.deploy.manifests import container, k8s_documents, k8s_gateway_env, pod_spec
 from tests.deploy.tools import only
 
-
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The Secret cmn-service-secrets, shaped as kustomization.yaml documents it.
 SECRET_SHAPES = {
