@@ -133,6 +133,40 @@ def test_wiring_does_not_import_app_and_its_builders_take_no_gateway() -> None:
         assert inspect.signature(builder).return_annotation not in ("None", None), builder.__name__
 
 
+# Where a process (or the SDK's user) starts: the only modules that may make a SystemClock or take
+# a clock that may be None. Everything below them is handed its clock.
+ROOTS = (
+    "app.py",
+    "client.py",
+    "demo.py",
+    "testing_gateway.py",
+    "cli/",
+    "certs/cli.py",
+    "dlq/cli.py",
+    "security/audit/",
+)
+
+
+def test_components_below_the_roots_require_their_clock() -> None:
+    """No ``clock or SystemClock()`` below the composition roots: a default clock there is how the
+    RabbitMQ transport ran on a clock of its own unnoticed (and how KafkaDeadLetters still did)."""
+    package = Path(wiring.__file__).parent
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package).as_posix()
+        if where == "clock.py" or where.startswith(ROOTS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "SystemClock":
+                found.append(f"{where}:{node.lineno} makes a SystemClock")
+            optional = (
+                isinstance(node, ast.arg) and node.annotation is not None and "None" in ast.unparse(node.annotation)
+            )
+            if optional and isinstance(node, ast.arg) and node.arg == "clock":
+                found.append(f"{where}:{node.lineno} takes an optional clock")
+    assert found == []
+
+
 def test_the_sdk_entry_hands_its_clock_to_the_requester_it_builds() -> None:
     """GatewayClient is a root of its own: it defaults to the system clock, and shares whichever it has."""
     from gateway.client import GatewayClient

@@ -39,6 +39,7 @@ from gateway.upstream.config import UpstreamDefaults, UpstreamsFile
 from gateway.upstream.forward import build_forwarder
 from gateway.worker import Lane, Worker
 from tests.fixtures.upstreams import Upstream
+from tests.upstream.helpers import parked
 
 REPLIES = "cmn.replies.test"
 
@@ -180,6 +181,26 @@ async def test_a_slow_upstream_is_timeout_and_never_dead_lettered(echo_upstream:
     assert reply["error"]["code"] == "timeout"
     assert rig.transport.dead_letters == [] and rig.completed()[0]["dead_lettered"] is False
     assert len(rig.transport.settled) == 1
+
+
+async def test_a_deadline_run_out_inside_the_gateway_is_answered_and_never_dead_lettered(
+    echo_upstream: Upstream,
+) -> None:
+    """Queued in the bulkhead behind a slow request until its deadline passed: ``deadline_exceeded``,
+    answered and settled, the DLQ empty. Only a request already past its deadline on arrival is the
+    publisher's problem (``RequestExpiredError``); one that ran out while the gateway held it is not."""
+    async with running(echo_upstream, limits={"max_concurrent": 1, "max_queued": 1}) as rig:
+        rig.request(id="slow", path="/?delay_ms=300", timeout_ms=30_000)
+        rig.request(id="queued", timeout_ms=1_000)
+        await parked(rig.clock)  # "queued" waits on the FakeClock for the bulkhead's slot
+        rig.clock.advance(1.0)
+        await rig.transport.idle()
+    replies = {r["id"]: r for r in rig.replies()}
+    assert replies["queued"]["error"]["code"] == "deadline_exceeded"
+    assert "queued in the bulkhead" in replies["queued"]["error"]["message"]
+    assert replies["slow"]["status"] == 200
+    assert rig.transport.dead_letters == [] and [c["dead_lettered"] for c in rig.completed()] == [False, False]
+    assert len(rig.transport.settled) == 2
 
 
 async def test_a_repeated_idempotency_key_reaches_the_upstream_once(echo_upstream: Upstream) -> None:

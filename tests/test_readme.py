@@ -57,3 +57,54 @@ async def test_use_it_with_your_broker_runs_as_written(tmp_path: Path) -> None:
     assert '"status": 201' in request_reply, output  # cmn request --fail printed a 201 reply
     assert "0 error(s)" in err.decode()  # cmn config check
     assert service_output.startswith("201 {"), output  # the service's raise_for_error().status and json
+
+
+# The layout block: a name column (indented two spaces per directory level), then what it holds.
+NAME_COLUMN = 33
+MODULE = re.compile(r"(?<![\w./-])((?:[a-z_][a-z0-9_]*/)*[a-z_][a-z0-9_]*\.py)\b")
+
+
+def layout_names() -> tuple[set[str], set[str]]:
+    """(directories, modules) the README's Layout names, as paths under gateway/.
+
+    A directory is named in the name column; a module anywhere on its entry's lines, relative to that
+    entry's directory, or to gateway/ when written with a slash (``bus/kafka/park.py``)."""
+    (block,) = blocks(section("Layout"), "")
+    lines = block.splitlines()
+    assert lines[0] == "gateway/"
+    dirs, modules = {""}, set()
+    parents: list[str] = []  # the directory at each indentation level
+    here = ""
+    for line in lines[1:]:
+        name_column, text = line[:NAME_COLUMN], line[NAME_COLUMN:]
+        if name_column.strip():
+            level = (len(name_column) - len(name_column.lstrip())) // 2 - 1
+            parents = parents[:level]
+            base = "/".join(parents)
+            here = base
+            for name in name_column.split():
+                if name.endswith("/"):
+                    parts = name[:-1].split("/")  # security/audit/ names security/ too
+                    dirs.update("/".join([*parents, *parts[: i + 1]]) for i in range(len(parts)))
+                    here = "/".join([*parents, *parts])
+                    parents = [*parents, *parts]
+                else:
+                    modules.add(f"{base}/{name}".lstrip("/"))
+        for name in MODULE.findall(text):
+            modules.add(name if "/" in name else f"{here}/{name}".lstrip("/"))
+    return dirs, modules
+
+
+def test_the_layout_section_matches_the_tree() -> None:
+    """Every path the Layout names exists; every package, every top-level module and every module of
+    the bus (the only place broker libraries are imported) is named."""
+    package = REPO / "gateway"
+    dirs, modules = layout_names()
+    assert [d for d in dirs if not (package / d).is_dir()] == []
+    assert [m for m in modules if not (package / m).is_file()] == []
+    packages = {p.parent.relative_to(package).as_posix() for p in package.rglob("__init__.py")} - {"."}
+    assert sorted(packages - dirs) == []
+    top = {p.name for p in package.glob("*.py")} - {"__init__.py"}
+    assert sorted(top - modules) == []
+    bus = {p.relative_to(package).as_posix() for p in (package / "bus").rglob("*.py") if p.name != "__init__.py"}
+    assert sorted(bus - modules) == []

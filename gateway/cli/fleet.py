@@ -115,9 +115,12 @@ def dlq_commands() -> typer.Typer:
 
             return RabbitDeadLetters(s.amqp_url, requests=s.requests_queue)
         from gateway.bus.kafka.dlq import KafkaDeadLetters
+        from gateway.clock import SystemClock
 
         bootstrap = s.kafka_bootstrap_servers or f"127.0.0.1:{s.embedded_broker_port}"
-        return KafkaDeadLetters(bootstrap, requests=s.requests_queue, security=await kafka_security(s))
+        return KafkaDeadLetters(
+            bootstrap, requests=s.requests_queue, security=await kafka_security(s), clock=SystemClock()
+        )
 
     def security() -> Any:
         s = settings()

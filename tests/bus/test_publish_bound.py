@@ -62,6 +62,28 @@ async def test_a_rabbitmq_publish_gives_up_within_its_publish_timeout(rabbit_pro
         await delete_queues(amqp_url, queue, f"{queue}.dlq", f"{queue}.telemetry")
 
 
+async def test_a_rabbitmq_publish_to_a_silent_broker_gives_up_within_its_publish_timeout(
+    rabbit_proxy: TcpProxy, amqp_url: str
+) -> None:
+    """The connection stays open but nothing comes back (a frozen node, a blocked connection, a
+    black-holed route): no confirm and no close, so only the publish's own bound ends the wait."""
+    queue = f"cmn.requests.test-{uuid.uuid4().hex[:12]}"
+    url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/"
+    transport = RabbitTransport(
+        url, queue=queue, telemetry=f"{queue}.telemetry", publish_timeout=BOUND, clock=SystemClock()
+    )
+    try:
+        await transport.start(unused)
+        await transport.publish(reply(queue))  # confirmed while the broker answers
+        rabbit_proxy.freeze()
+        with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
+            await asyncio.wait_for(transport.publish(reply(queue)), ALLOWED)
+    finally:
+        rabbit_proxy.resume()
+        await transport.aclose()
+        await delete_queues(amqp_url, queue, f"{queue}.dlq", f"{queue}.telemetry")
+
+
 async def test_a_kafka_publish_gives_up_within_its_publish_timeout(
     kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy],
 ) -> None:
@@ -72,6 +94,21 @@ async def test_a_kafka_publish_gives_up_within_its_publish_timeout(
         proxy.cut()
         with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
             await asyncio.wait_for(transport.publish(reply("cmn.replies.bound")), ALLOWED)
+    finally:
+        proxy.restore()
+        await transport.aclose()
+
+
+async def test_a_kafka_publish_to_a_silent_broker_gives_up_within_its_publish_timeout(
+    kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy],
+) -> None:
+    _, proxy = kafka_behind_proxy
+    transport = KafkaTransport(f"127.0.0.1:{proxy.port}", publish_timeout=BOUND, clock=SystemClock(), **FAST_GROUP)
+    try:
+        await transport.publish(reply("cmn.replies.silent"))  # confirmed while the broker answers
+        proxy.freeze()
+        with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
+            await asyncio.wait_for(transport.publish(reply("cmn.replies.silent")), ALLOWED)
     finally:
         proxy.restore()
         await transport.aclose()

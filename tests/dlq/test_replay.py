@@ -109,7 +109,7 @@ def envelope(request_id: str, method: str, path: str, **extra: Any) -> bytes:
 async def held(kind: str, bootstrap: str | None, queue: str) -> int:
     """How many dead letters the queue holds, read as `cmn dlq list` reads them (nothing removed)."""
     letters = RabbitDeadLetters(AMQP_URL, requests=queue) if kind == "rabbitmq" else None
-    dlq = letters or KafkaDeadLetters(bootstrap or "", requests=queue)
+    dlq = letters or KafkaDeadLetters(bootstrap or "", requests=queue, clock=SystemClock())
     try:
         return len(await dlq.read())
     finally:

@@ -109,7 +109,9 @@ def gateway_child(env: dict[str, str], knobs: Knobs, workdir: Path) -> Child:
     if knobs.cmn_source is not None and not args:
         args = ["-m", "tests.performance.bench_source", knobs.cmn_source]
     args = args or ["-m", "gateway.cli", "serve"]
-    return Child("cmn serve", args, env=child_env({**base, **env}), ready="cmn_serving")
+    # "cmn_serving" since the start-up lines became JSON; an older checkout printed "cmn serving".
+    ready = "cmn_serving" if knobs.cmn_source is None else "serving"
+    return Child("cmn serve", args, env=child_env({**base, **env}), ready=ready)
 
 
 def rabbit_env(queue: str, knobs: Knobs) -> dict[str, str]:

@@ -27,7 +27,7 @@ from gateway.bus.kafka.records import (
     decode_headers,
 )
 from gateway.bus.kafka.security import PLAINTEXT, KafkaSecurity
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock
 from gateway.errors import BusUnavailableError
 
 FETCH_MAX_WAIT_MS = 50
@@ -45,7 +45,7 @@ class KafkaDeadLetters:
         security: KafkaSecurity = PLAINTEXT,
         topic: str = DEAD_LETTERS,
         group: str = DLQ_GROUP,
-        clock: Clock | None = None,
+        clock: Clock,
         limit: int = READ_LIMIT,
     ) -> None:
         self._options = KafkaOptions(bootstrap, security, client_id="cmn-dlq")
@@ -53,7 +53,7 @@ class KafkaDeadLetters:
         self._topic = topic
         self._group = group
         self._limit = limit
-        self._producer = KafkaProducerLink(self._options, clock=clock or SystemClock())
+        self._producer = KafkaProducerLink(self._options, clock=clock)
         self._consumer: AIOKafkaConsumer | None = None
         # Per partition: the committed position, and the offsets past it that have left the queue.
         self._position: dict[int, int] = {}

@@ -37,9 +37,11 @@ class ConfirmedPublisher:
     When the channel dies (connection loss, a nack, a channel error) the publish waits for aio-pika
     to reopen it and tries again, for ``give_up_after`` seconds in all, then raises
     ``BusUnavailableError``: this is the RabbitMQ side's one publish retry loop, and nobody above
-    retries it again. A message may therefore reach the broker twice (at least once). ``usable`` lets
-    the owner hold publishes back on a reopened channel until it has set up what publishing needs
-    (the requester's reply consumer).
+    retries it again. The bound holds from the call, the first try included: a broker that goes
+    silent (frozen, a blocked connection, a black-holed route) closes nothing and confirms nothing,
+    and only the publish's own deadline ends that wait. A message may therefore reach the broker
+    twice (at least once). ``usable`` lets the owner hold publishes back on a reopened channel until
+    it has set up what publishing needs (the requester's reply consumer).
     """
 
     def __init__(
@@ -79,20 +81,30 @@ class ConfirmedPublisher:
         needs a ``message_id`` to be matched); its publish still counts as confirmed."""
         if len(routing_key.encode()) > MAX_SHORT_STR or len(exchange.encode()) > MAX_SHORT_STR:
             raise MessageRejectedError(f"destination {routing_key[:40]!r}... is longer than AMQP's 255 bytes")
+        # One deadline for the whole publish, reconnects included. The first try needs it too: it
+        # once ran without one (a timer per publish costs ~3 us) on the grounds that heartbeats would
+        # close a dead connection, but a silent broker held it for the heartbeat timeout (60 s+).
+        deadline = asyncio.get_running_loop().time() + self._give_up_after
         current = self._underlay
         if current is not None and not current.is_closed and self._usable(current):
-            # The common case pays for no timeout scope: a confirm comes, or the connection dies
-            # (heartbeats) and the retry path below takes over with its deadline.
+            scope = asyncio.timeout_at(deadline)
             try:
-                await self._publish_once(current, exchange, routing_key, body, props, mandatory)
+                async with scope:
+                    await self._publish_once(current, exchange, routing_key, body, props, mandatory)
             except BROKER_ERRORS as exc:
+                if scope.expired():
+                    raise self._gave_up(exchange, routing_key) from exc
                 self._refuse_if_final(exc, exchange, routing_key, body)
                 self.retries += 1
                 log.warning("publish to %r/%r failed, retrying: %r", exchange, routing_key, exc)
             else:
                 self.published += 1
                 return
-        await self._publish_retrying(exchange, routing_key, body, props, mandatory)
+        await self._publish_retrying(exchange, routing_key, body, props, mandatory, deadline)
+
+    def _gave_up(self, exchange: str, routing_key: str) -> BusUnavailableError:
+        detail = f"broker did not confirm publish to {exchange!r}/{routing_key!r} in {self._give_up_after} s"
+        return BusUnavailableError(detail)
 
     def _refuse_if_final(self, exc: BaseException, exchange: str, routing_key: str, body: bytes) -> None:
         if _refused_for_good(exc, exchange, body):
@@ -100,11 +112,11 @@ class ConfirmedPublisher:
             raise MessageRejectedError(detail) from exc
 
     async def _publish_retrying(
-        self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties, mandatory: bool
+        self, exchange: str, routing_key: str, body: bytes, props: Basic.Properties, mandatory: bool, deadline: float
     ) -> None:
         failure: BaseException | None = None
         try:
-            async with asyncio.timeout(self._give_up_after):
+            async with asyncio.timeout_at(deadline):
                 while True:
                     channel = await self._current()
                     try:
@@ -119,8 +131,7 @@ class ConfirmedPublisher:
                     self.published += 1
                     return
         except TimeoutError as exc:
-            detail = f"broker did not confirm publish to {exchange!r}/{routing_key!r} in {self._give_up_after} s"
-            raise BusUnavailableError(detail) from failure or exc
+            raise self._gave_up(exchange, routing_key) from failure or exc
 
     async def _current(self) -> aiormq.Channel:
         current = self._underlay

@@ -12,6 +12,7 @@ from gateway.bus.base import DEAD_LETTERS
 from gateway.bus.dead_letters import DLQ_GROUP, DeadLetter
 from gateway.bus.embedded import EmbeddedBroker
 from gateway.bus.kafka.dlq import KafkaDeadLetters
+from gateway.clock import SystemClock
 from gateway.dlq.letters import Filters, summarise
 from gateway.dlq.replay import plan, replay
 from gateway.testing import FakeClock
@@ -23,7 +24,7 @@ def request(request_id: str, method: str) -> bytes:
 
 
 async def ids(bootstrap: str) -> list[str]:
-    dlq = KafkaDeadLetters(bootstrap, requests="t.requests")
+    dlq = KafkaDeadLetters(bootstrap, requests="t.requests", clock=SystemClock())
     try:
         return [summarise(letter, now=0).id for letter in await dlq.read()]
     finally:
@@ -31,7 +32,7 @@ async def ids(bootstrap: str) -> list[str]:
 
 
 async def run_replay(bootstrap: str, letters_filter: Filters) -> Sequence[DeadLetter]:
-    dlq = KafkaDeadLetters(bootstrap, requests="t.requests")
+    dlq = KafkaDeadLetters(bootstrap, requests="t.requests", clock=SystemClock())
     try:
         letters = await dlq.read()
         the_plan = plan([(x, summarise(x, now=0)) for x in letters], letters_filter, force=False)

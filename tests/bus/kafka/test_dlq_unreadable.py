@@ -8,6 +8,7 @@ import asyncio
 import sys
 
 from gateway.bus.kafka.dlq import KafkaDeadLetters
+from gateway.clock import SystemClock
 from tests.fixtures.kafka import produce, unique
 from tests.security.test_redteam import _NON_UTF8_HEADER_PRODUCER
 
@@ -18,7 +19,7 @@ async def test_an_unreadable_dead_letter_does_not_stop_cmn_dlq(kafka_bootstrap: 
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _NON_UTF8_HEADER_PRODUCER, kafka_bootstrap, topic)
     assert await proc.wait() == 0
     await produce(kafka_bootstrap, topic, [b'{"id":"b","upstream":"p","method":"GET","path":"/"}'], partition=0)
-    dlq = KafkaDeadLetters(kafka_bootstrap, requests="t.requests", topic=topic, group=f"g.{topic}")
+    dlq = KafkaDeadLetters(kafka_bootstrap, requests="t.requests", topic=topic, group=f"g.{topic}", clock=SystemClock())
     try:
         letters = await dlq.read()
         assert [letter.ref for letter in letters] == ["0:0", "0:1", "0:2"]
@@ -27,7 +28,9 @@ async def test_an_unreadable_dead_letter_does_not_stop_cmn_dlq(kafka_bootstrap: 
         await dlq.remove(letters[0])
     finally:
         await dlq.aclose()
-    again = KafkaDeadLetters(kafka_bootstrap, requests="t.requests", topic=topic, group=f"g.{topic}")
+    again = KafkaDeadLetters(
+        kafka_bootstrap, requests="t.requests", topic=topic, group=f"g.{topic}", clock=SystemClock()
+    )
     try:
         b, note = sorted(await again.read(), key=lambda letter: letter.body, reverse=True)
         assert b.ref == "0:2" and note.body == b"" and note.headers["x-cmn-error"].startswith("unreadable")
