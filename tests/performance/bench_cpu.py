@@ -54,14 +54,17 @@ class Results:
         return statistics.median(self.cpu[label])
 
 
-def ways_for(knobs: Knobs, cmn: list[tuple[str, str]], naive_gc: bool) -> list[Way]:
+def ways_for(knobs: Knobs, cmn: list[tuple[str, str]], naive_gc: bool, traced: bool = False) -> list[Way]:
     ways = [Way(NAIVE, NAIVE, knobs)]
     if naive_gc:
         ways.append(Way(NAIVE_GC, NAIVE, replace(knobs, naive_module=TUNED_NAIVE)))
     for label, source in cmn or [(CMN, "")]:
         resolved = str(Path(source).resolve()) if source else ""
         here = not resolved or resolved == str(REPO)
-        ways.append(Way(label, CMN, replace(knobs, cmn_source=None if here else resolved)))
+        way = Way(label, CMN, replace(knobs, cmn_source=None if here else resolved))
+        ways.append(way)
+        if traced:  # the same checkout tracing every request (bench_variant "tracing": OTLP/HTTP to a sink)
+            ways.append(Way(f"{label}+tr", CMN, replace(way.knobs, cmn_variants=("tracing",))))
     return ways
 
 
@@ -105,6 +108,15 @@ def report(broker: str, results: Results) -> list[dict[str, object]]:
             f", {row['vs_naive_gc']:.2f}x naive-gc" if "vs_naive_gc" in row else ""
         )
         print(f"  {label:<10} {row['cpu_us_per_req']:>6} µs  {row['rps']:>6} req/s  {ratios}  runs {row['runs']}")
+        untraced = label.removesuffix("+tr")
+        if untraced != label and untraced in results.cpu:
+            row["traced_rps_ratio"] = round(
+                statistics.median(results.rps[label]) / statistics.median(results.rps[untraced]), 2
+            )
+            row["tracing_adds_us"] = round(results.median(label) - results.median(untraced))
+            print(
+                f"  {'':<10} tracing: {row['traced_rps_ratio']:.2f}x untraced req/s, +{row['tracing_adds_us']} µs/req"
+            )
     return rows
 
 
@@ -132,7 +144,7 @@ async def main_async(args: argparse.Namespace) -> None:
         cmn = [(label, source) for label, _, source in (item.partition("=") for item in args.cmn)]
         rows: list[dict[str, object]] = []
         for broker in args.broker or ["rabbitmq", "kafka"]:
-            ways = ways_for(knobs, cmn, naive_gc=not args.no_naive_gc)
+            ways = ways_for(knobs, cmn, naive_gc=not args.no_naive_gc, traced=args.traced)
             if args.profile:
                 await profile(broker, ways, args.seconds, args.concurrency, Path(args.profile))
                 continue
@@ -151,6 +163,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=256)  # as benchmark_network
     parser.add_argument("--no-naive-gc", action="store_true", help="Skip the naive gateway with CMN's GC tuning.")
+    parser.add_argument("--traced", action="store_true", help="Also each CMN tracing every request (LABEL+tr).")
     parser.add_argument("--profile", metavar="DIR", help="Record each way with py-spy instead of measuring.")
     args = parser.parse_args()
     if args.profile:
