@@ -337,7 +337,10 @@ class KafkaTransport:
         task.add_done_callback(self._finished)
 
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
-        await self._handle(handler, delivery)
+        try:  # _handle's body, inlined for the first try: a frame fewer on every resume of the request
+            await handler(delivery)
+        except Exception:
+            log.exception("kafka_handler_raised", token=repr(delivery.token))
         retry = 0
         while self._offsets.is_pending(*delivery.token):
             # Left unsettled on purpose (its reply or telemetry event was not confirmed). Kafka
