@@ -22,7 +22,6 @@ from __future__ import annotations
 import traceback
 from collections.abc import Mapping, Sequence
 from time import time_ns
-from typing import Any
 
 from opentelemetry import trace as trace_api
 from opentelemetry.attributes import BoundedAttributes
@@ -40,6 +39,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     get_current_span,
 )
 from opentelemetry.util import types
@@ -149,30 +149,34 @@ class LeanSpan(trace_api.Span, ReadableSpan):
 
 
 class LeanTracer:
-    """Starts ``LeanSpan``s with the decisions of the provider's ``Tracer.start_span``."""
+    """Starts ``LeanSpan``s with the decisions of a provider whose sampler is ``ParentBased(root)``
+    (its default delegates: a valid parent's sampled flag decides, and its trace state is kept; a new
+    trace asks ``root``). The parent-based rule is applied here rather than through the sampler's
+    ``should_sample``, which looks the parent up in the context again and builds a result per span."""
 
-    __slots__ = ("_ids", "_sampler", "processor", "resource", "scope")
+    __slots__ = ("_ids", "_root", "processor", "resource", "scope")
 
     def __init__(
         self,
         *,
-        sampler: Sampler,
+        root: Sampler,
         ids: IdGenerator,
         resource: Resource,
         scope: InstrumentationScope,
         processor: SpanProcessor,
     ) -> None:
-        self._sampler = sampler
+        self._root = root
         self._ids = ids
         self.resource = resource
         self.scope = scope
         self.processor = processor
 
     @classmethod
-    def of(cls, provider: TracerProvider, scope: str, processor: SpanProcessor) -> LeanTracer:
-        """The provider's sampler, id generator and resource; ``processor`` receives the finished spans."""
+    def of(cls, provider: TracerProvider, scope: str, processor: SpanProcessor, root: Sampler) -> LeanTracer:
+        """The id generator and resource of ``provider``, whose sampler is ``ParentBased(root)``;
+        ``processor`` receives the finished spans."""
         return cls(
-            sampler=provider.sampler,
+            root=root,
             ids=provider.id_generator,
             resource=provider.resource,
             scope=InstrumentationScope(scope),
@@ -185,25 +189,34 @@ class LeanTracer:
         kind: SpanKind,
         attributes: dict[str, types.AttributeValue],
         context: Context | None = None,
+        parent_span: trace_api.Span | None = None,
     ) -> LeanSpan | NonRecordingSpan:
-        """A span under ``context``'s current span (the current context's when None), or a
-        non-recording one carrying its context on when the sampler drops it."""
-        parent: SpanContext | None = get_current_span(context).get_span_context()
-        if parent is not None and parent.is_valid:
+        """A span under ``parent_span`` (default: ``context``'s current span, the current context's
+        when None), or a non-recording one carrying its context on when it is not sampled."""
+        if parent_span is None:
+            parent_span = get_current_span(context)
+        parent: SpanContext | None = parent_span.get_span_context()
+        if parent is not None and parent.is_valid:  # ParentBased: follow the parent, keep its trace state
             trace_id = parent.trace_id
+            recording = bool(parent.trace_flags.sampled)
+            flags = _SAMPLED if recording else _NOT_SAMPLED
+            trace_state: TraceState | None = parent.trace_state
         else:
             parent = None
             trace_id = self._ids.generate_trace_id()
-        links: Sequence[Link] = ()
-        sampled = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
-        flags = _SAMPLED if sampled.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
+            links: Sequence[Link] = ()
+            decided = self._root.should_sample(context, trace_id, name, kind, attributes, links)
+            recording = decided.decision is not Decision.DROP
+            flags = _SAMPLED if decided.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED
+            trace_state = decided.trace_state
+            if decided.attributes:
+                attributes = {**attributes, **decided.attributes}
         span_context = SpanContext(
-            trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=sampled.trace_state
+            trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags, trace_state=trace_state
         )
-        if sampled.decision is Decision.DROP:
+        if not recording:
             return NonRecordingSpan(span_context)
-        recorded: dict[str, Any] = dict(sampled.attributes) if sampled.attributes else {}
-        return LeanSpan(name, span_context, parent, kind, recorded, self)
+        return LeanSpan(name, span_context, parent, kind, attributes, self)
 
     def __repr__(self) -> str:
-        return f"<LeanTracer {self.scope.name} {self._sampler.get_description()}>"
+        return f"<LeanTracer {self.scope.name} ParentBased({self._root.get_description()})>"

@@ -188,7 +188,8 @@ class OtelAttemptTracer:
         self._urls: dict[str, str] = {}  # URL → its redacted form: the same few URLs come again and again
 
     def start(self, method: str, url: yarl.URL) -> OtelAttemptSpan | None:
-        if not get_current_span().is_recording():
+        request_span = get_current_span()
+        if not request_span.is_recording():
             return None
         full = str(url)
         redacted = self._urls.get(full)
@@ -207,6 +208,7 @@ class OtelAttemptTracer:
                 "server.address": url.host or "",
                 "server.port": url.port or 0,
             },
+            parent_span=request_span,
         )
         # Inside a recording request span the parent-based sampler always records (a non-recording
         # span here would mean a custom sampler): then, as for an unsampled request, no attempt span.
@@ -307,10 +309,8 @@ def configure_tracing(
         return TracingHandle(NoopRequestTracer())
     if not 0.0 <= sampling_ratio <= 1.0:
         raise ConfigError(f"trace sampling ratio must be within [0, 1], got {sampling_ratio}")
-    provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: service_name}),
-        sampler=ParentBased(TraceIdRatioBased(sampling_ratio)),
-    )
+    root = TraceIdRatioBased(sampling_ratio)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}), sampler=ParentBased(root))
     exporter = _exporter(endpoint, protocol)
     processor = BatchSpanProcessor(
         exporter,
@@ -319,7 +319,7 @@ def configure_tracing(
         schedule_delay_millis=export_interval * 1000,
     )
     provider.add_span_processor(processor)  # flushed and shut down with the provider
-    tracer = LeanTracer.of(provider, INSTRUMENTATION_SCOPE, processor)
+    tracer = LeanTracer.of(provider, INSTRUMENTATION_SCOPE, processor, root)
     return TracingHandle(OtelRequestTracer(tracer), provider, OtelAttemptTracer(tracer))
 
 

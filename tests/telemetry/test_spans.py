@@ -43,13 +43,14 @@ class Way:
     def __init__(self, lean: bool, ratio: float = 1.0, seed: int = 7) -> None:
         self.exported = InMemorySpanExporter()
         processor = SimpleSpanProcessor(self.exported)
+        root = TraceIdRatioBased(ratio)
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": "cmn-test"}),
-            sampler=ParentBased(TraceIdRatioBased(ratio)),
+            sampler=ParentBased(root),
             id_generator=CountingIds(seed),
         )
         self.provider.add_span_processor(processor)
-        self.lean = LeanTracer.of(self.provider, SCOPE, processor) if lean else None
+        self.lean = LeanTracer.of(self.provider, SCOPE, processor, root) if lean else None
         self.sdk = self.provider.get_tracer(SCOPE)
 
     def start(self, name: str, kind: SpanKind, attributes: dict[str, str | int], parent: object = None) -> Span:
