@@ -78,7 +78,7 @@ async def test_a_cancellation_from_elsewhere_wins_over_an_expiry_at_the_same_tim
     # Now both at once: the expiry cancels, a shutdown cancels too; the shutdown's is what shows.
     again = asyncio.create_task(wait_in(expiry, asyncio.get_running_loop().create_future()))
     await asyncio.sleep(0)
-    expiry._waiting[again] = 0.0  # type: ignore[index]  # due now
+    expiry._waiting[again] = 0.0  # due now
     expiry._expire()
     again.cancel()
     with pytest.raises(asyncio.CancelledError):

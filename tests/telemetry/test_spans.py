@@ -88,7 +88,7 @@ def request(way: Way, *, fail: bool, headers: dict[str, str]) -> None:
 
 
 def timeless(data: bytes) -> ExportTraceServiceRequest:
-    message = ExportTraceServiceRequest.FromString(data)
+    message: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(data)
     for resource in message.resource_spans:
         for scope in resource.scope_spans:
             for span in scope.spans:
