@@ -241,6 +241,8 @@ class Pipeline:
                 body=admitted.body,
                 headers=admitted.headers,
             )
+        if idem is None:  # nothing to deduplicate: the forwarder's coroutine, without the deduplicator's frame
+            return await self._forwarder.forward(request)
         keep = self._parking.keeps(envelope.upstream) if self._parking is not None else None
         return await self._dedupe.run(idem, admitted.deadline, lambda: self._forwarder.forward(request), keep=keep)
 

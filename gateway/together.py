@@ -22,7 +22,10 @@ async def together(jobs: Sequence[Job]) -> None:
     if not jobs:
         return
     first, *rest = jobs
-    others = [asyncio.ensure_future(job) for job in rest]  # scheduled before the first job can suspend
+    # Scheduled before the first job can suspend; loop.create_task, not ensure_future, whose
+    # type checks and loop lookup are Python code run for every request (issue 14).
+    loop = asyncio.get_running_loop()
+    others = [loop.create_task(job) for job in rest]
     try:
         await first
         for task in others:

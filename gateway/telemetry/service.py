@@ -21,9 +21,9 @@ from gateway.events import Event, RequestCompleted, RequestParked, SecurityRefus
 from gateway.telemetry.redaction import redact_text
 
 
-def _fields(event: Event) -> dict[str, Any]:
+def _fields(event: Event, names: tuple[str, ...]) -> dict[str, Any]:
     """A flat event as a dict; cheaper than dataclasses.asdict, which deep-copies recursively."""
-    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    fields = {name: getattr(event, name) for name in names}
     if isinstance(event, SecurityRefused):
         # The reason may quote what the caller sent (a path, a header); scrub it as the log line is.
         fields["reason"] = redact_text(event.reason)
@@ -50,6 +50,8 @@ class TelemetryService:
         self._publishers = list(publishers)
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
         self._pump: asyncio.Task[None] | None = None
+        # Each event class's field names, found once: dataclasses.fields() builds its tuple on every call.
+        self._names: dict[type, tuple[str, ...]] = {}
         self.dropped = 0
 
     def add_publisher(self, publisher: TelemetryPublisher) -> None:
@@ -71,11 +73,17 @@ class TelemetryService:
             "type": event.type,
             "ts": round(self._clock.time(), 6),
             "gateway": self._instance,
-            "data": _fields(event),
+            "data": _fields(event, self._field_names(event)),
             "traceparent": headers.get("traceparent"),
         }
         headers["content-type"] = "application/json"
         return dumps_json(doc), headers
+
+    def _field_names(self, event: Event) -> tuple[str, ...]:
+        names = self._names.get(type(event))
+        if names is None:
+            names = self._names[type(event)] = tuple(f.name for f in dataclasses.fields(event))
+        return names
 
     # -- background events ------------------------------------------------------------------
     def on_event(self, event: Event) -> None:

@@ -17,6 +17,11 @@ The client spans are CMN's own, made around each attempt by ``gateway.upstream.h
 one hooked every session through aiohttp's trace signals and cost about 100 µs per attempt, sampled
 or not. An attempt outside a recording request span makes no span and costs one context lookup.
 
+Both span kinds are CMN's own records (``gateway.telemetry.spans.LeanSpan``), not the SDK's spans: the
+provider's sampler, id generator and resource decide and identify them exactly as ``Tracer.start_span``
+would, and the batch processor exports them as any finished span, at a fraction of the SDK's per-span
+cost (attribute validation, bounded lists, locks, a read-only copy at the end).
+
 Context crosses the bus as W3C ``traceparent``/``tracestate`` headers, extracted by hand rather than
 by the aio-pika/aiokafka instrumentations: the pipeline sees broker-neutral ``Delivery`` objects, so
 one code path serves both brokers and no broker library leaks out of ``gateway.bus``.
@@ -49,12 +54,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import (
-    Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    Tracer,
     get_current_span,
     set_span_in_context,
 )
@@ -63,6 +65,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from gateway.errors import ConfigError
 from gateway.telemetry.messaging import messaging_span
 from gateway.telemetry.redaction import redact_url
+from gateway.telemetry.spans import LeanSpan, LeanTracer, traceparent
 
 OtlpProtocol = Literal["http", "grpc"]
 _REMEMBERED_URLS = 1024
@@ -83,9 +86,10 @@ class _HeaderGetter(Getter[Mapping[str, str]]):
 
 
 class OtelRequestTracer:
-    """Spans for the gateway's side of a request, from an SDK ``TracerProvider``."""
+    """Spans for the gateway's side of a request: CMN's own (``gateway.telemetry.spans``), decided,
+    identified and exported as the SDK ``TracerProvider``'s would be."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: LeanTracer) -> None:
         self._tracer = tracer
         self._baggage = W3CBaggagePropagator()
         self._propagator = CompositePropagator([TraceContextTextMapPropagator(), self._baggage])
@@ -105,9 +109,9 @@ class OtelRequestTracer:
             message_id=correlation_id,
             conversation_id=correlation_id,
         )
-        # start_span + one attach rather than start_as_current_span: the same span and context, without
-        # the two nested generator context managers the SDK wraps around it (measurable at 1,000s req/s).
-        span = self._tracer.start_span(name, context=parent, kind=SpanKind.CONSUMER, attributes=attributes)
+        # start + one attach rather than start_as_current_span: the same span and context, without the
+        # two nested generator context managers the SDK wraps around it (measurable at 1,000s req/s).
+        span = self._tracer.start(name, SpanKind.CONSUMER, dict(attributes), parent)
         token = otel_context.attach(set_span_in_context(span, parent))
         try:
             yield
@@ -126,9 +130,10 @@ class OtelRequestTracer:
         What the W3C propagators write, without their generic setter and composite walk (twice per
         request: the upstream's headers and the reply's); baggage goes through its propagator, when any.
         """
-        context = get_current_span().get_span_context()
+        span = get_current_span()
+        context = span.get_span_context()
         if context.is_valid:
-            carrier["traceparent"] = traceparent(context)
+            carrier["traceparent"] = span.traceparent if isinstance(span, LeanSpan) else traceparent(context)
             if context.trace_state:
                 carrier["tracestate"] = context.trace_state.to_header()
         if baggage.get_all():
@@ -143,13 +148,13 @@ class OtelAttemptSpan:
 
     __slots__ = ("_span",)
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: LeanSpan) -> None:
         self._span = span
 
     def inject(self, headers: dict[str, str]) -> None:
         """The attempt's own ``traceparent``: the upstream sees this span as its parent. ``tracestate``
         and ``baggage`` are the request's, already in the headers (a child span keeps its parent's)."""
-        headers["traceparent"] = traceparent(self._span.get_span_context())
+        headers["traceparent"] = self._span.traceparent
 
     def answered(self, status: int) -> None:
         span = self._span
@@ -178,12 +183,13 @@ class OtelAttemptTracer:
 
     __slots__ = ("_tracer", "_urls")
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, tracer: LeanTracer) -> None:
         self._tracer = tracer
         self._urls: dict[str, str] = {}  # URL → its redacted form: the same few URLs come again and again
 
     def start(self, method: str, url: yarl.URL) -> OtelAttemptSpan | None:
-        if not get_current_span().is_recording():
+        request_span = get_current_span()
+        if not request_span.is_recording():
             return None
         full = str(url)
         redacted = self._urls.get(full)
@@ -193,17 +199,20 @@ class OtelAttemptTracer:
                 self._urls[full] = redacted
         method = method.upper()
         known = method if method in HTTP_METHODS else "_OTHER"
-        span = self._tracer.start_span(
+        span = self._tracer.start(
             method if known != "_OTHER" else "HTTP",
-            kind=SpanKind.CLIENT,
-            attributes={
+            SpanKind.CLIENT,
+            {
                 "http.request.method": known,
                 "url.full": redacted,
                 "server.address": url.host or "",
                 "server.port": url.port or 0,
             },
+            parent_span=request_span,
         )
-        return OtelAttemptSpan(span)
+        # Inside a recording request span the parent-based sampler always records (a non-recording
+        # span here would mean a custom sampler): then, as for an unsampled request, no attempt span.
+        return OtelAttemptSpan(span) if isinstance(span, LeanSpan) else None
 
     def __repr__(self) -> str:
         return f"<OtelAttemptTracer {self._tracer!r}>"
@@ -300,10 +309,8 @@ def configure_tracing(
         return TracingHandle(NoopRequestTracer())
     if not 0.0 <= sampling_ratio <= 1.0:
         raise ConfigError(f"trace sampling ratio must be within [0, 1], got {sampling_ratio}")
-    provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: service_name}),
-        sampler=ParentBased(TraceIdRatioBased(sampling_ratio)),
-    )
+    root = TraceIdRatioBased(sampling_ratio)
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}), sampler=ParentBased(root))
     exporter = _exporter(endpoint, protocol)
     processor = BatchSpanProcessor(
         exporter,
@@ -311,8 +318,8 @@ def configure_tracing(
         max_export_batch_size=EXPORT_BATCH,
         schedule_delay_millis=export_interval * 1000,
     )
-    provider.add_span_processor(processor)
-    tracer = provider.get_tracer(INSTRUMENTATION_SCOPE)
+    provider.add_span_processor(processor)  # flushed and shut down with the provider
+    tracer = LeanTracer.of(provider, INSTRUMENTATION_SCOPE, processor, root)
     return TracingHandle(OtelRequestTracer(tracer), provider, OtelAttemptTracer(tracer))
 
 
@@ -343,11 +350,6 @@ def http_traces_url(endpoint: str) -> str:
 def _url_filter(url: yarl.URL) -> str:
     """Span ``url.full`` without credentials or secret query parameters."""
     return redact_url(str(url.with_user(None)))
-
-
-def traceparent(context: SpanContext) -> str:
-    """The W3C ``traceparent`` of a span context."""
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 HTTP_METHODS = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})

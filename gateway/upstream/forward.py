@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,8 +74,9 @@ class GatewayForwarder:
         except KeyError:
             raise UnknownUpstreamError(f"upstream {upstream!r} is not configured") from None
 
-    async def forward(self, request: OutboundRequest) -> UpstreamResponse:
-        return await self.router(request.upstream).forward(request)
+    def forward(self, request: OutboundRequest) -> Coroutine[Any, Any, UpstreamResponse]:
+        # The router's own coroutine, not one awaiting it: a frame fewer for every resume of the request.
+        return self.router(request.upstream).forward(request)
 
     def snapshot(self, upstream: str | None = None) -> tuple[UpstreamSnapshot, ...]:
         """Every upstream's live state (or only ``upstream``'s: UnknownUpstreamError when not configured)."""

@@ -12,9 +12,9 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -78,12 +78,22 @@ class AttemptTracer(Protocol):
     def start(self, method: str, url: URL) -> AttemptSpan | None: ...
 
 
-async def exchange(session: aiohttp.ClientSession, ex: Exchange, tracer: AttemptTracer | None = None) -> HttpResult:
+def exchange(
+    session: aiohttp.ClientSession, ex: Exchange, tracer: AttemptTracer | None = None
+) -> Coroutine[Any, Any, HttpResult]:
+    """The attempt's coroutine: untraced, ``_exchange``'s own, so no frame sits between the caller and
+    aiohttp (every resume of a request passes through each frame of its await chain)."""
     url = URL(ex.url)
     headers = dict(ex.headers)
     span = tracer.start(ex.method, url) if tracer is not None else None
     if span is None:
-        return await _exchange(session, ex, url, headers)
+        return _exchange(session, ex, url, headers)
+    return _traced(span, session, ex, url, headers)
+
+
+async def _traced(
+    span: AttemptSpan, session: aiohttp.ClientSession, ex: Exchange, url: URL, headers: dict[str, str]
+) -> HttpResult:
     span.inject(headers)
     try:
         result = await _exchange(session, ex, url, headers)

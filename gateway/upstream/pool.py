@@ -14,9 +14,10 @@ the requests still using them finish.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 
@@ -73,12 +74,13 @@ class PooledConnection:
         self._upstream = upstream
         self.endpoint = endpoint
 
-    async def request(self, ex: Exchange) -> HttpResult:
+    def request(self, ex: Exchange) -> Coroutine[Any, Any, HttpResult]:
+        """The exchange's coroutine itself (no frame of its own between the router and aiohttp)."""
         if ex.ssl_context is None and self._pool.tls is not None:
             context = self._pool.tls.context_for(self._upstream)
             if context is not None:
                 ex = replace(ex, ssl_context=context)
-        return await exchange(self._session.session, ex, self._pool.attempts)
+        return exchange(self._session.session, ex, self._pool.attempts)
 
     def __repr__(self) -> str:
         return f"<PooledConnection {self._upstream} {self.endpoint}>"

@@ -122,37 +122,39 @@ class Router:
             raise DeadlineExceededError(f"deadline passed before the request to {self.name} was sent")
 
     async def _attempts(self, request: OutboundRequest) -> UpstreamResponse:
+        # One frame for the loop and its error bookkeeping: every resume of the request passes each frame.
         progress = _Progress()
+        spent = 0.0
+        previous: _Attempt | None = None
         try:
-            return await self._attempt_loop(request, progress)
+            while True:
+                try:
+                    host = self.cluster.choose(previous.host if previous is not None else None)
+                except CircuitOpenError:
+                    if previous is None:
+                        raise
+                    return self._finish(
+                        previous, progress.number, spent
+                    )  # breakers opened meanwhile: last answer stands
+                progress.number += 1
+                hedging = self.hedging
+                attempt = await (
+                    self._attempt(host, request) if hedging is None else self._try(host, request, progress)
+                )
+                spent += attempt.elapsed
+                delay = self._retry_delay(request, progress.number, attempt)
+                if delay is None:
+                    return self._finish(attempt, progress.number, spent)
+                await self._clock.sleep(delay)
+                previous = attempt
         except GatewayError as exc:
             exc.attempts = exc.attempts or progress.number  # the reply reports what was tried
             raise
 
-    async def _attempt_loop(self, request: OutboundRequest, progress: _Progress) -> UpstreamResponse:
-        spent = 0.0
-        previous: _Attempt | None = None
-        while True:
-            try:
-                host = self.cluster.choose(previous.host if previous is not None else None)
-            except CircuitOpenError:
-                if previous is None:
-                    raise
-                return self._finish(previous, progress.number, spent)  # breakers opened meanwhile: last answer stands
-            progress.number += 1
-            attempt = await self._try(host, request, progress)
-            spent += attempt.elapsed
-            delay = self._retry_delay(request, progress.number, attempt)
-            if delay is None:
-                return self._finish(attempt, progress.number, spent)
-            await self._clock.sleep(delay)
-            previous = attempt
-
     async def _try(self, host: Host, request: OutboundRequest, progress: _Progress) -> _Attempt:
-        """One attempt on ``host``; with hedging, a race of it and hedges on other endpoints."""
+        """One attempt on ``host``, raced against hedges on other endpoints (with hedging only)."""
         hedging = self.hedging
-        if hedging is None:
-            return await self._attempt(host, request)
+        assert hedging is not None  # without hedging, _attempts calls _attempt itself
         envelope = request.envelope
         delay = hedging.delay(request.deadline.remaining(self._clock))
         left = hedging.policy.max - progress.hedges  # ``max`` is per request, retries included

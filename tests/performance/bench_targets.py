@@ -106,6 +106,9 @@ def gateway_child(env: dict[str, str], knobs: Knobs, workdir: Path) -> Child:
         "LOG_FORMAT": "json",
     }
     args = ["-m", "tests.performance.bench_variant", *knobs.cmn_variants] if knobs.cmn_variants else []
+    if knobs.cmn_source is not None and args:  # another checkout with variants: bench_variant's "before" first
+        args[2:2] = ["before"]
+        env = {**env, "CMN_BENCH_GATEWAY_SOURCE": knobs.cmn_source}
     if knobs.cmn_source is not None and not args:
         args = ["-m", "tests.performance.bench_source", knobs.cmn_source]
     args = args or ["-m", "gateway.cli", "serve"]

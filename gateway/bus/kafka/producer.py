@@ -17,6 +17,7 @@ from aiokafka.errors import (
 )
 
 from gateway.bus.base import PUBLISH_TIMEOUT, OutboundMessage
+from gateway.bus.expiry import Expiry
 from gateway.bus.kafka.records import (
     KafkaHeaders,
     KafkaOptions,
@@ -74,6 +75,7 @@ class KafkaProducerLink:
     ) -> None:
         self._options = options
         self._publish_timeout = publish_timeout
+        self._expiry = Expiry(publish_timeout)
         self._linger_ms = linger_ms
         self._max_request_size = max_request_size
         self._max_batch_size = max_batch_size
@@ -135,7 +137,7 @@ class KafkaProducerLink:
         self, topic: str, value: bytes, key: bytes | None, headers: KafkaHeaders, partition: int | None
     ) -> None:
         try:
-            async with asyncio.timeout(self._publish_timeout):
+            with self._expiry.bound():  # asyncio.timeout's semantics, one timer for every send (bus/expiry.py)
                 await self._produce_confirmed(topic, value, key, headers, partition)
         except TimeoutError as exc:
             detail = f"Kafka did not confirm the record for {topic} in {self._publish_timeout} s"

@@ -99,7 +99,8 @@ def message_headers(content_type: str, correlation_id: str | None, extra: Mappin
     return encode_headers(headers)
 
 
-def to_delivery(record: ConsumerRecord[bytes, bytes]) -> Delivery:
+def to_delivery(record: ConsumerRecord[bytes, bytes], tp: TopicPartition | None = None) -> Delivery:
+    """``tp``: the record's partition when the caller has it already (a fetch is grouped by partition)."""
     headers = decode_headers(record.headers)
     return Delivery(
         body=record.value if record.value is not None else b"",
@@ -111,7 +112,7 @@ def to_delivery(record: ConsumerRecord[bytes, bytes]) -> Delivery:
         timestamp_ms=record.timestamp if record.timestamp is not None and record.timestamp >= 0 else None,
         source=record.topic,
         position=f"{record.topic}/{record.partition}/{record.offset}",
-        token=(TopicPartition(record.topic, record.partition), record.offset),
+        token=(tp if tp is not None else TopicPartition(record.topic, record.partition), record.offset),
     )
 
 
