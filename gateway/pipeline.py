@@ -306,7 +306,7 @@ class Pipeline:
         dead_letter = error is not None and error.dead_letter
         completed = self._completed(delivery, outcome, arrived, dead_letter)
         self._observer.on_event(completed)  # metrics and the log line
-        jobs = [self._telemetry.publish(completed, headers, via=self._transport)]
+        jobs = []
         reply_to = outcome.reply_to
         if reply_to:
             message = OutboundMessage(
@@ -318,6 +318,10 @@ class Pipeline:
                 key=(delivery.correlation_id or reply.id).encode(),
             )
             jobs.append(self._publish_reply(message, reply, codec))
+        # The reply first: ``together`` runs the first job at once, so the reply is on its way to the
+        # socket before the telemetry event is even serialised (the event still leaves in the same
+        # write or produce request, and is confirmed before the request is settled).
+        jobs.append(self._telemetry.publish(completed, headers, via=self._transport))
         if dead_letter and error is not None:
             jobs.append(self._transport.dead_letter(delivery, error.header_value()))
         await together(jobs)
