@@ -21,6 +21,9 @@ requests of all runs (ms). Stages (CMN only for the server-side ones; wall clock
     confirm     send → the requester's send returned (confirm / acks)
     gw_settle   reply built → reply and telemetry confirmed and the delivery settled
     reply_wait  send → reply arrived (what the client waits for besides the confirm)
+    to_queue    RabbitMQ: reply built → its frames queued for the socket (telemetry, observers first)
+    coalesce    RabbitMQ: queued → written to the socket (the coalescing writer's loop turns)
+    wire        RabbitMQ: written → arrived at the client (broker, SDK's consumer)
     held        reply arrived → the send's confirm returned, when later (0 otherwise): time a client
                 that awaits its confirm before its reply spends holding a reply it already has
 """
@@ -295,6 +298,9 @@ def stages_of(
         add("reply_out", s.get("deliver"), replied)
         add("gw_settle", s.get("deliver"), s.get("settled"))
         add("reply_ok", s.get("deliver"), s.get("reply_ok"))
+        add("to_queue", s.get("deliver"), s.get("queued"))
+        add("coalesce", s.get("queued"), s.get("written"))
+        add("wire", s.get("written"), replied)
     return out
 
 

@@ -13,10 +13,13 @@ A measuring tool for ``bench_latency`` (issue 14, latency at low load), not how 
     reply_ok      the reply's publish returned (broker-confirmed)
     delivered     Pipeline._deliver returned (reply and telemetry event confirmed)
     settled       Pipeline.handle returned (acked / offset settled)
+    queued        RabbitMQ: the reply's frames were put on the connection's write queue (lean path)
+    written       RabbitMQ: the socket write that carried them (after the coalescing writer's turns)
 
-Besides, every collector pass (``gc`` start, pause, generation) and every event-loop stall: a task
-that asks to sleep 1 ms notes each wake-up more than 2 ms late (``lag``, what the loop was busy
-with instead). Lines are JSON, written at exit (``cmn serve`` exits on SIGTERM after draining).
+Besides, every collector pass (``gc`` start, pause, generation) and, with ``CMN_STAMPS_LAG=1``,
+every event-loop stall: a task that asks to sleep 1 ms notes each wake-up more than 2 ms late
+(``lag``: the loop was busy, or the process was not scheduled). Lines are JSON, written at exit
+(``cmn serve`` exits on SIGTERM after draining).
 """
 
 from __future__ import annotations
@@ -67,6 +70,36 @@ def _install_pipeline() -> None:
     _wrap(Pipeline, "_publish_reply", lambda self, message, *a, **k: message.correlation_id, None, "reply_ok")
 
 
+def _install_rabbit_writes() -> None:
+    import asyncio as aio
+
+    from gateway.bus.rabbitmq.aiormq_internals.wire import LeanPublisher
+
+    waiting: dict[bytes, str] = {}
+    try_publish = LeanPublisher.try_publish
+
+    @functools.wraps(try_publish)
+    def queued(self: Any, channel: Any, exchange: str, routing_key: str, body: bytes, props: Any, **kw: Any) -> Any:
+        result = try_publish(self, channel, exchange, routing_key, body, props, **kw)
+        cid = props.correlation_id
+        if result is not None and cid and not exchange:  # a reply (telemetry goes to an exchange)
+            _note("queued", cid, time.time())
+            waiting[cid.encode()] = cid
+        return result
+
+    LeanPublisher.try_publish = queued  # type: ignore[method-assign]
+    write = aio.StreamWriter.write
+
+    def written(self: aio.StreamWriter, data: Any) -> None:
+        if waiting:
+            now = time.time()
+            for raw in [raw for raw in waiting if raw in data]:
+                _note("written", waiting.pop(raw), now)
+        write(self, data)
+
+    aio.StreamWriter.write = written  # type: ignore[method-assign]
+
+
 def _install_gc() -> None:
     started = [0.0]
 
@@ -91,6 +124,8 @@ async def _watch_lag() -> None:
 
 
 def _install_lag_watch() -> None:
+    if not os.environ.get("CMN_STAMPS_LAG"):
+        return  # its 1,000 wake-ups a second cost the gateway CPU of their own: only when asked
     from gateway import app
 
     original = getattr(app.Gateway, "serve_until", None)
@@ -121,6 +156,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] not in ("", "."):
         sys.path.insert(0, sys.argv[1])
     _install_pipeline()
+    _install_rabbit_writes()
     _install_gc()
     _install_lag_watch()
     atexit.register(_dump)
