@@ -305,7 +305,8 @@ class Pipeline:
         error = reply.error
         dead_letter = error is not None and error.dead_letter
         completed = self._completed(delivery, outcome, arrived, dead_letter)
-        jobs = []
+        self._observer.on_event(completed)  # metrics and the log line
+        jobs = [self._telemetry.publish(completed, headers, via=self._transport)]
         reply_to = outcome.reply_to
         if reply_to:
             message = OutboundMessage(
@@ -317,10 +318,6 @@ class Pipeline:
                 key=(delivery.correlation_id or reply.id).encode(),
             )
             jobs.append(self._publish_reply(message, reply, codec))
-        # The reply first: ``together`` runs the first job at once, so the reply is on its way to the
-        # socket before the event is logged, counted and serialised (the event still leaves in the
-        # same write or produce request, and is confirmed before the request is settled).
-        jobs.append(self._record(completed, headers))
         if dead_letter and error is not None:
             jobs.append(self._transport.dead_letter(delivery, error.header_value()))
         await together(jobs)
@@ -337,11 +334,6 @@ class Pipeline:
                     request_id=reply.id or None,
                 )
             )
-
-    async def _record(self, completed: RequestCompleted, headers: Mapping[str, str]) -> None:
-        """Metrics and the log line (observers), then the event on the telemetry stream."""
-        self._observer.on_event(completed)
-        await self._telemetry.publish(completed, headers, via=self._transport)
 
     def _completed(self, delivery: Delivery, outcome: Outcome, arrived: float, dead: bool) -> RequestCompleted:
         """The one ``request.completed`` event of this request, for every sink."""
