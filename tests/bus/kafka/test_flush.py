@@ -3,8 +3,8 @@
 aiokafka arms a timer of ``linger_ms`` for a batch that may wait for more records to join it; with
 the producer's default (``DEFAULT_LINGER_MS``, none) a record goes into the next produce request
 straight away, and records that come while one is in flight still share the next one. These tests
-watch the event loop's timers while records are sent through a real Tansu broker; no timing is
-asserted, only which timers were armed.
+watch the event loop's timers while a record is sent through a real Tansu broker (through a whole
+gateway: tests/integration/test_low_load.py); no timing is asserted, only which timers were armed.
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from gateway.bus.base import Delivery, Handler, OutboundMessage, ReplyMessage
 from gateway.bus.kafka.producer import DEFAULT_LINGER_MS, KafkaProducerLink
 from gateway.bus.kafka.records import KafkaOptions
-from gateway.bus.kafka.requester import KafkaRequester
-from gateway.bus.kafka.transport import KafkaTransport
 from gateway.clock import SystemClock
-from tests.fixtures.kafka import KafkaTransportFactory, unique
+from tests.fixtures.kafka import unique
 
 # Far below every periodic timer of the clients (the transport's 75 ms commit round, aiokafka's
 # 100 ms+ backoffs and seconds-long request timeouts), far above any linger worth having.
@@ -71,35 +68,3 @@ async def test_the_timer_watch_sees_a_lingering_producer(kafka_bootstrap: str) -
         await link.aclose()
     assert armed
     assert all(delay <= 0.02 for delay in armed)
-
-
-def _echo(transport: KafkaTransport) -> Handler:
-    async def handle(delivery: Delivery) -> None:
-        assert delivery.reply_to is not None
-        reply = OutboundMessage(
-            destination=delivery.reply_to,
-            body=delivery.body,
-            content_type=delivery.content_type,
-            correlation_id=delivery.correlation_id,
-            headers={},
-        )
-        await asyncio.gather(transport.publish(reply), transport.publish_telemetry("t", b"{}", {}))
-        await transport.settle(delivery)
-
-    return handle
-
-
-async def test_a_request_its_reply_and_its_event_leave_without_waiting_for_a_timer(
-    kafka_transport: KafkaTransportFactory, kafka_requester: Callable[..., KafkaRequester]
-) -> None:
-    transport = kafka_transport()
-    await transport.start(_echo(transport))
-    requester = kafka_requester(topic=transport.topic, fetch_max_wait_ms=100)
-    replies: asyncio.Queue[ReplyMessage] = asyncio.Queue()
-    await requester.start(replies.put_nowait)
-    for cid in ("warm-up", "alone"):
-        with short_timers(asyncio.get_running_loop()) as armed:
-            await requester.send(b"{}", content_type="application/json", correlation_id=cid, headers={})
-            reply = await asyncio.wait_for(replies.get(), 30)
-        assert reply.correlation_id == cid
-    assert armed == []
