@@ -50,7 +50,7 @@ class KafkaControlChannel:
         self._topic = topic
         self._clock = clock
         self._fetch_max_wait_ms = fetch_max_wait_ms
-        self._producer = KafkaProducerLink(self._options, linger_ms=1, clock=clock)
+        self._producer = KafkaProducerLink(self._options, clock=clock)
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self.received = 0

@@ -18,7 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from gateway.bus.base import REQUESTS, TELEMETRY, ReplyCallback, ReplyMessage
-from gateway.bus.kafka.producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
+from gateway.bus.kafka.producer import DEFAULT_LINGER_MS, DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
 from gateway.bus.kafka.records import (
     CONTENT_TYPE,
     CORRELATION_ID,
@@ -83,7 +83,7 @@ class KafkaRequester:
         reply_topic: str | None = None,
         topic: str = REQUESTS,
         fetch_max_wait_ms: int = 5,
-        linger_ms: int = 1,
+        linger_ms: int = DEFAULT_LINGER_MS,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         security: KafkaSecurity = PLAINTEXT,
         delete_reply_topic: bool | None = None,

@@ -32,7 +32,7 @@ from gateway.bus.base import (
 )
 from gateway.bus.kafka.offsets import OffsetBook
 from gateway.bus.kafka.park import ParkRelay
-from gateway.bus.kafka.producer import DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
+from gateway.bus.kafka.producer import DEFAULT_LINGER_MS, DEFAULT_MAX_REQUEST_SIZE, KafkaProducerLink
 from gateway.bus.kafka.records import KafkaOptions, KafkaRecordRejectedError, KafkaUnavailableError, to_delivery
 from gateway.bus.kafka.security import PLAINTEXT, START_ERRORS, KafkaSecurity
 from gateway.clock import Clock
@@ -71,7 +71,7 @@ class KafkaTransport:
         fetch_max_wait_ms: int = 5,
         security: KafkaSecurity = PLAINTEXT,
         commit_interval_ms: int = 75,
-        linger_ms: int = 2,
+        linger_ms: int = DEFAULT_LINGER_MS,
         max_request_size: int = DEFAULT_MAX_REQUEST_SIZE,
         revoke_wait_ms: int | None = None,
         unsettled_retry_ms: int = 1000,
