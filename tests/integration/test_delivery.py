@@ -120,6 +120,52 @@ async def test_a_reply_the_broker_never_confirms_leaves_the_request_unsettled_an
         await delete_rabbit_topology(queue)
 
 
+async def test_a_reply_confirmed_after_its_bound_on_a_live_channel_leaves_the_request_to_come_again(
+    proxy: TcpProxy, start_upstream: StartUpstream
+) -> None:
+    """The broker goes silent for longer than the publish timeout and comes back (a stalled node, a
+    blocked connection; a frozen proxy here): the reply's publish gives up and the request is left
+    unsettled, but the connection lives on, so no channel closes to make RabbitMQ redeliver it. It
+    must come again all the same (it sat unacked for the channel's life, holding a prefetch slot,
+    before the transport handed such deliveries back). The late confirm means the caller got the
+    first reply and the redelivery answers again: at least once, a duplicate reply (README)."""
+    hits = 0
+
+    async def answer_then_freeze_the_broker(request: web.Request) -> web.Response:
+        nonlocal hits
+        hits += 1
+        if hits == 1:
+            proxy.freeze()  # nothing flows, nothing closes: the reply's confirm comes after its bound
+            asyncio.get_running_loop().call_later(1.0, proxy.resume)
+        return web.json_response({"hit": hits})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer_then_freeze_the_broker)
+    upstream = await start_upstream(app)
+    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+    transport = RabbitTransport(
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+        queue=queue,
+        telemetry=f"{queue}.telemetry",
+        publish_timeout=0.3,
+        unsettled_retry=0.1,
+        clock=SystemClock(),
+    )
+    config = load_config(load_settings(ENABLE_METRICS=False), {"upstreams": {"once": {"endpoints": [upstream.url]}}})
+    try:
+        async with (
+            Gateway(config, transports=[transport]),
+            GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())) as client,
+        ):
+            reply = await client.request("once", "GET", "/pay", timeout=30)
+            assert reply.status == 200 and reply.json_ == {"hit": 1}  # confirmed late, delivered all the same
+            await wait_until(lambda: transport.settled == 1, within=15)  # the redelivery, answered and settled
+            assert hits == 2
+            assert transport.in_flight == 0
+    finally:
+        await delete_rabbit_topology(queue)
+
+
 async def test_breaker_and_retry_events_reach_the_stacks_telemetry_stream(
     make_stack: StackFactory, echo_upstream: Upstream
 ) -> None:

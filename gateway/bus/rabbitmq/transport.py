@@ -66,9 +66,11 @@ class RabbitTransport:
         publish_timeout: float = PUBLISH_TIMEOUT,
         observer: Observer | None = None,
         park_delays: tuple[int, ...] = (),
+        unsettled_retry: float = 1.0,
         clock: Clock,
     ) -> None:
         self._url = url
+        self._unsettled_retry = unsettled_retry
         self._observer = observer
         self._publish_timeout = publish_timeout
         self._clock = clock
@@ -87,6 +89,7 @@ class RabbitTransport:
             self._subscribe, what=f"consumer on {queue}", interval=reconnect_interval, clock=self._clock
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unsettled: set[int] = set()  # id() of the deliveries being handled and not yet settled
         self._accepting = False
         self.write_stats = CoalesceStats()
         self.subscriptions = 0  # 1 after start, one more after every recovery
@@ -176,12 +179,30 @@ class RabbitTransport:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
+        message: DeliveredMessage = delivery.token
+        self._unsettled.add(id(message))
         try:
             await handler(delivery)
         except Exception:
             # The worker's guard (gateway.worker.guarded) parks a crash in the dead letters; a handler
-            # that raises anyway leaves the delivery unsettled: it comes again when the channel closes.
+            # that raises anyway leaves the delivery unsettled, to come again like any other (below).
             log.exception("handler raised on a delivery (correlation_id=%s); left unsettled", delivery.correlation_id)
+        finally:
+            left = id(message) in self._unsettled
+            self._unsettled.discard(id(message))
+        if left:
+            await self._hand_back(message, delivery)
+
+    async def _hand_back(self, message: DeliveredMessage, delivery: Delivery) -> None:
+        """Left unsettled (its reply or telemetry event was not confirmed in time): hand it back to the
+        broker, as a closing channel would. RabbitMQ redelivers only when the channel that carried it
+        closes, and a publish that gave up within its bound (a broker silent for a while, then back)
+        leaves that channel open: the request would sit unacked for the channel's life, never answered
+        again, holding a prefetch slot. The pause keeps a broker in trouble from getting it back at once."""
+        log.warning("delivery left unsettled (correlation_id=%s); requeued", delivery.correlation_id)
+        if self._accepting:
+            await self._clock.sleep(self._unsettled_retry)
+        await _requeue(message)
 
     async def publish(self, message: OutboundMessage) -> None:
         # mandatory: a reply no queue takes (its requester went away) comes back to _on_returned, to
@@ -233,6 +254,7 @@ class RabbitTransport:
 
     async def settle(self, delivery: Delivery) -> None:
         message: DeliveredMessage = delivery.token
+        self._unsettled.discard(id(message))  # settled, or its channel is gone: either way not handed back
         channel = message.channel
         tag = message.delivery_tag
         if channel.is_closed or tag is None:
