@@ -17,7 +17,7 @@ from types import TracebackType
 
 
 class Expiry:
-    """Bounds waits by ``timeout`` seconds (loop time); one instance per timeout, on one event loop."""
+    """Bounds waits by ``timeout`` seconds (loop time); one instance per timeout, used on one event loop at a time."""
 
     __slots__ = ("_expired", "_loop", "_timeout", "_timer", "_waiting")
 
@@ -41,8 +41,13 @@ class Expiry:
         if task is None:
             raise RuntimeError("Expiry.bound() must be used inside a task")
         loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
+        if loop is not task.get_loop():
+            # First use, or this Expiry outlived its loop (asyncio.run again, a module-scoped fixture):
+            # the old loop's timer will never fire and its waits will never leave; start afresh.
+            loop = self._loop = task.get_loop()
+            self._waiting.clear()
+            self._expired.clear()
+            self._timer = None
         if task in self._waiting:
             raise RuntimeError("Expiry.bound() does not nest within one task")
         self._waiting[task] = loop.time() + self._timeout
@@ -50,13 +55,16 @@ class Expiry:
             self._timer = loop.call_at(loop.time() + self._timeout, self._expire)
         return task
 
-    def _leave(self, task: asyncio.Task[object], exc_type: type[BaseException] | None) -> bool:
-        """True when this bound's own cancellation ended the block: the caller raises TimeoutError."""
+    def _leave(self, task: asyncio.Task[object], cancelling: int, exc_type: type[BaseException] | None) -> bool:
+        """True when this bound's own cancellation ended the block: the caller raises TimeoutError.
+        ``cancelling``: the task's pending cancellations when it entered, as asyncio.timeout compares
+        (3.11.3 on): a task that caught a cancellation before (cleanup after a shutdown's cancel) still
+        gets TimeoutError from its own expired bound, and a cancellation that came meanwhile wins."""
         self._waiting.pop(task, None)
         if task not in self._expired:
             return False
         self._expired.discard(task)
-        return task.uncancel() == 0 and exc_type is asyncio.CancelledError
+        return task.uncancel() <= cancelling and exc_type is asyncio.CancelledError
 
     def _expire(self) -> None:
         loop = self._loop
@@ -79,18 +87,20 @@ class Expiry:
 
 
 class _Bound:
-    __slots__ = ("_expiry", "_task")
+    __slots__ = ("_cancelling", "_expiry", "_task")
 
     def __init__(self, expiry: Expiry) -> None:
         self._expiry = expiry
         self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
 
     def __enter__(self) -> None:
-        self._task = self._expiry._enter()
+        self._task = task = self._expiry._enter()
+        self._cancelling = task.cancelling()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._task is not None  # entered
-        if self._expiry._leave(self._task, exc_type):
+        if self._expiry._leave(self._task, self._cancelling, exc_type):
             raise TimeoutError(f"no answer within {self._expiry.timeout} s") from exc

@@ -7,6 +7,7 @@ check is about which wait ends how, not about how fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -89,3 +90,43 @@ async def test_bounds_do_not_nest_within_one_task() -> None:
     expiry = Expiry(TIMEOUT)
     with expiry.bound(), pytest.raises(RuntimeError, match="does not nest"), expiry.bound():
         pass
+
+
+async def test_a_task_already_being_cancelled_still_gets_timeout_error_when_its_bound_expires() -> None:
+    """asyncio.timeout (3.11.3 on, 3.12) compares with the cancellations pending when the block was
+    entered, not with none: a task that caught a cancellation and goes on publishing (cleanup in a
+    ``finally`` after a shutdown's cancel) gets TimeoutError, which the producer turns into
+    KafkaUnavailableError; it got a bare CancelledError from Expiry, past every handler."""
+    expiry = Expiry(TIMEOUT)
+
+    async def cleanup_after_a_cancel() -> int:
+        current = asyncio.current_task()
+        assert current is not None
+        current.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(1)
+        assert current.cancelling() == 1
+        with pytest.raises(TimeoutError, match=f"within {TIMEOUT} s"):
+            await wait_in(expiry, asyncio.get_running_loop().create_future())
+        return current.cancelling()
+
+    assert await asyncio.create_task(cleanup_after_a_cancel()) == 1  # the caught cancellation still counted
+
+
+def test_a_bound_on_a_second_event_loop_still_expires() -> None:
+    """One Expiry outliving its loop (asyncio.run twice; a module-scoped fixture): the first loop's
+    timer, never fired, was taken for the second's, so no wait on the new loop ever expired."""
+    expiry = Expiry(TIMEOUT)
+
+    async def answered() -> str:
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        done.set_result("ok")
+        return await wait_in(expiry, done)
+
+    async def never() -> None:
+        never: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        with pytest.raises(TimeoutError, match=f"within {TIMEOUT} s"):  # the bound's, not wait_for's own
+            await asyncio.wait_for(wait_in(expiry, never), TIMEOUT * 40)
+
+    assert asyncio.run(answered()) == "ok"  # leaves its timer set on a loop that then closes
+    asyncio.run(never())
