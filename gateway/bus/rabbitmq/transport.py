@@ -19,6 +19,7 @@ import asyncio
 import logging
 import ssl
 import uuid
+import weakref
 from collections.abc import Mapping
 
 import aiormq
@@ -90,6 +91,9 @@ class RabbitTransport:
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsettled: set[int] = set()  # id() of the deliveries being handled and not yet settled
+        # Deliveries handed back (requeued): a late settle must not ack a tag the broker no longer holds
+        # for us (it would close the channel, and every delivery on it would come again).
+        self._handed_back: weakref.WeakValueDictionary[int, DeliveredMessage] = weakref.WeakValueDictionary()
         self._accepting = False
         self.write_stats = CoalesceStats()
         self.subscriptions = 0  # 1 after start, one more after every recovery
@@ -202,6 +206,7 @@ class RabbitTransport:
         log.warning("delivery left unsettled (correlation_id=%s); requeued", delivery.correlation_id)
         if self._accepting:
             await self._clock.sleep(self._unsettled_retry)
+        self._handed_back[id(message)] = message
         await _requeue(message)
 
     async def publish(self, message: OutboundMessage) -> None:
@@ -259,6 +264,9 @@ class RabbitTransport:
         tag = message.delivery_tag
         if channel.is_closed or tag is None:
             self._drop_settle(delivery, "its channel is closed")
+            return
+        if self._handed_back.get(id(message)) is message:
+            self._drop_settle(delivery, "it was handed back unsettled")
             return
         try:
             if not (isinstance(channel, aiormq.Channel) and try_ack(channel, tag)):

@@ -358,3 +358,28 @@ async def test_a_large_body_goes_out_frame_by_frame_and_arrives_intact(
     assert reply.body == body and reply.correlation_id == "big"
     assert transport.publisher is not None and transport.publisher.lean.lean == 1
     await transport.aclose()
+
+
+async def test_a_delivery_left_unsettled_is_handed_back_and_a_late_settle_of_it_is_dropped(
+    rabbit_transport: TransportFactory, amqp_channel: AbstractChannel, rabbit_queue: str
+) -> None:
+    """The handler returns without settling (its reply was not confirmed in time): the channel stays
+    open, so the transport itself hands the delivery back and the broker redelivers it. Settling the
+    first copy afterwards must not ack its tag (already rejected: the broker would close the channel)."""
+    transport = rabbit_transport(unsettled_retry=0.05)
+    taken: list[Delivery] = []
+
+    async def first_time_unsettled(delivery: Delivery) -> None:
+        taken.append(delivery)
+        if len(taken) > 1:
+            await transport.settle(delivery)
+
+    await transport.start(first_time_unsettled)
+    await amqp_channel.default_exchange.publish(aio_pika.Message(b"once"), routing_key=rabbit_queue)
+    await wait_until(lambda: transport.settled == 1)
+    assert [d.body for d in taken] == [b"once", b"once"] and taken[1].redelivered
+    await transport.settle(taken[0])  # late: dropped, not acked
+    assert transport.dropped_settles == 1
+    await amqp_channel.default_exchange.publish(aio_pika.Message(b"after"), routing_key=rabbit_queue)
+    await wait_until(lambda: transport.settled == 2)  # the channel is still the same, still consuming
+    assert transport.subscriptions == 1 and transport.ready
