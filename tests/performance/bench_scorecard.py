@@ -22,7 +22,10 @@ Built from what ``benchmark_network`` measured in one invocation, every figure a
 
 The verdict reads the medians, as the issue states its targets; beside each ratio or difference the
 table lists the same figure run by run (each run's pair measured in the same minute), so a reader can
-see how far the machine's noise moved it and whether another summary would have changed the verdict.
+see how far the machine's noise moved it. The verdict carries a caveat when the runs fall on both sides
+of the target ("runs disagree"), and on the fixed-rate rows when that rate was at least 80 % of a
+gateway's closed-loop peak in the same invocation ("overloaded": then the row measures queueing, not
+what the gateway adds).
 
 Nothing here measures: it only reads results, so it is checked with synthetic numbers
 (tests/performance/test_scorecard.py).
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,8 @@ PEAK_SHARE_P95_BELOW_MS = 100.0
 SCALE_WALL_RATIO_MAX = 1.2
 TRACED_THROUGHPUT_MIN = 0.8
 TRACED, UNTRACED = "cmn+tracing", "cmn"
+# A fixed rate this close to a gateway's closed-loop peak (same invocation) measures its queue.
+OVERLOAD_SHARE = 0.8
 BROKER_NAMES = {"rabbitmq": "RabbitMQ", "kafka": "Kafka (Tansu)"}
 MISSING = "not measured"
 
@@ -66,10 +71,12 @@ class Row:
     measure: str  # the ratio or difference the target is stated on
     target: str
     met: bool | None  # None: not measured in this invocation
+    caveat: str = ""  # why this run's verdict is not evidence (the runs disagree, the rate overloaded a gateway)
 
     @property
     def verdict(self) -> str:
-        return MISSING if self.met is None else "yes" if self.met else "**no**"
+        verdict = MISSING if self.met is None else "yes" if self.met else "**no**"
+        return f"{verdict} ({self.caveat})" if self.caveat else verdict
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": self.verdict}
@@ -109,8 +116,10 @@ def cpu_row(broker: str, results: BrokerResults | None) -> Row:
     ratio = cmn / naive
     assert results is not None
     pairs = zip(_cpu_runs(results.throughput[CMN]), _cpu_runs(results.throughput[NAIVE]), strict=False)
-    each = _each([c / n for c, n in pairs if n > 0], "{:.2f}")
-    return Row(what, f"{cmn:,.0f}", f"{naive:,.0f}", f"{ratio:.2f}x{each}", f"≤ {limit:.1f}x", ratio <= limit)
+    runs = [c / n for c, n in pairs if n > 0]
+    caveat = _disagree(runs, lambda v: v <= limit)
+    measure = f"{ratio:.2f}x{_each(runs, '{:.2f}')}"
+    return Row(what, f"{cmn:,.0f}", f"{naive:,.0f}", measure, f"≤ {limit:.1f}x", ratio <= limit, caveat)
 
 
 def rabbit_added_row(results: BrokerResults | None, rate: float) -> Row:
@@ -123,9 +132,10 @@ def rabbit_added_row(results: BrokerResults | None, rate: float) -> Row:
     difference = cmn - naive
     assert results is not None
     pairs = zip(results.rate_trials(CMN, rate), results.rate_trials(NAIVE, rate), strict=False)
-    each = _each([mine.p95_ms - theirs.p95_ms for mine, theirs in pairs], "{:+.1f}")
+    runs = [mine.p95_ms - theirs.p95_ms for mine, theirs in pairs]
+    caveat = _overloaded(results, rate) or _disagree(runs, lambda v: v <= RABBIT_ADDED_OVER_NAIVE_MAX_MS)
     passes = difference <= RABBIT_ADDED_OVER_NAIVE_MAX_MS
-    return Row(what, _ms(cmn), _ms(naive), f"{difference:+.1f} ms{each}", target, passes)
+    return Row(what, _ms(cmn), _ms(naive), f"{difference:+.1f} ms{_each(runs, '{:+.1f}')}", target, passes, caveat)
 
 
 def kafka_added_row(results: BrokerResults | None, rate: float) -> Row:
@@ -137,8 +147,10 @@ def kafka_added_row(results: BrokerResults | None, rate: float) -> Row:
         return _missing(what, target)
     assert results is not None
     pairs = zip(results.rate_trials(CMN, rate), results.rate_trials(RAW_BROKER, rate), strict=False)
-    each = _each([mine.p95_ms - base.p95_ms for mine, base in pairs], "{:.1f}")
-    return Row(what, _ms(cmn), _ms(naive), f"{_ms(cmn)}{each}", target, cmn <= KAFKA_ADDED_MAX_MS)
+    runs = [mine.p95_ms - base.p95_ms for mine, base in pairs]
+    caveat = _overloaded(results, rate) or _disagree(runs, lambda v: v <= KAFKA_ADDED_MAX_MS)
+    measure = f"{_ms(cmn)}{_each(runs, '{:.1f}')}"
+    return Row(what, _ms(cmn), _ms(naive), measure, target, cmn <= KAFKA_ADDED_MAX_MS, caveat)
 
 
 def peak_share_row(results: BrokerResults | None, share: float) -> Row:
@@ -156,9 +168,11 @@ def peak_share_row(results: BrokerResults | None, share: float) -> Row:
         return _missing(what, target)
     naive_rate, naive_p95 = cells[NAIVE]
     naive = f"{_ms(naive_p95)} at {naive_rate:,.0f} req/s" if naive_rate and naive_p95 is not None else MISSING
-    each = _each([t.p95_ms for t in results.rate_trials(CMN, rate)], "{:.0f}")
+    runs = [t.p95_ms for t in results.rate_trials(CMN, rate)]
+    caveat = _disagree(runs, lambda v: v < PEAK_SHARE_P95_BELOW_MS)
     passes = p95 < PEAK_SHARE_P95_BELOW_MS
-    return Row(what, f"{_ms(p95)} at {rate:,.0f} req/s", naive, f"{_ms(p95)}{each}", target, passes)
+    measure = f"{_ms(p95)}{_each(runs, '{:.0f}')}"
+    return Row(what, f"{_ms(p95)} at {rate:,.0f} req/s", naive, measure, target, passes, caveat)
 
 
 def scale_row(scale: Sequence[ScaleResult]) -> Row:
@@ -177,8 +191,10 @@ def scale_row(scale: Sequence[ScaleResult]) -> Row:
         by_way.setdefault(result.target, []).append(result.wall_s)
     direct = next((w for label, w in by_way.items() if label.startswith("raw HTTP")), [])
     mine = next((w for label, w in by_way.items() if label.startswith("CMN gateway")), [])
-    each = _each([c / d for c, d in zip(mine, direct, strict=False) if d > 0], "{:.2f}")
-    return Row(what, cmn_cell, naive_cell, f"{cmn:.2f}x{each}", target, cmn <= SCALE_WALL_RATIO_MAX)
+    runs = [c / d for c, d in zip(mine, direct, strict=False) if d > 0]
+    caveat = _disagree(runs, lambda v: v <= SCALE_WALL_RATIO_MAX)
+    measure = f"{cmn:.2f}x{_each(runs, '{:.2f}')}"
+    return Row(what, cmn_cell, naive_cell, measure, target, cmn <= SCALE_WALL_RATIO_MAX, caveat)
 
 
 def tracing_row(broker: str, runs: Mapping[str, Sequence[Trial]] | None) -> Row:
@@ -195,8 +211,10 @@ def tracing_row(broker: str, runs: Mapping[str, Sequence[Trial]] | None) -> Row:
     cpu_on, cpu_off = _median_cpu(traced), _median_cpu(untraced)
     if cpu_on is not None and cpu_off is not None:
         cmn += f" (CPU {cpu_on:,.0f} / {cpu_off:,.0f} µs/req)"
-    each = _each([t.rps / u.rps for t, u in zip(traced, untraced, strict=False) if u.rps > 0], "{:.2f}")
-    return Row(what, cmn, "—", f"{ratio:.2f}x{each}", target, ratio >= TRACED_THROUGHPUT_MIN)
+    pairs = [t.rps / u.rps for t, u in zip(traced, untraced, strict=False) if u.rps > 0]
+    caveat = _disagree(pairs, lambda v: v >= TRACED_THROUGHPUT_MIN)
+    measure = f"{ratio:.2f}x{_each(pairs, '{:.2f}')}"
+    return Row(what, cmn, "—", measure, target, ratio >= TRACED_THROUGHPUT_MIN, caveat)
 
 
 HEADER = ("target", "CMN", "naive", "ratio / difference (each run)", "target", "met")
@@ -213,7 +231,11 @@ def table(found: Sequence[Row], title: str = "") -> str:
             lines.append("|" + "|".join("-" * (width + 2) for width in widths) + "|")
     met = sum(1 for r in found if r.met)
     measured = sum(1 for r in found if r.met is not None)
-    lines.append(f"{met} of {measured} measured targets met ({len(found) - measured} not measured)")
+    caveats = sum(1 for r in found if r.caveat)
+    lines.append(
+        f"{met} of {measured} measured targets met ({len(found) - measured} not measured; "
+        f"{caveats} verdicts with a caveat)"
+    )
     return "\n".join(lines)
 
 
@@ -232,6 +254,21 @@ def _by_prefix(values: Mapping[str, float], prefix: str) -> float | None:
 def _each(values: Sequence[float], spec: str) -> str:
     """The figure run by run, in run order: `` (0.61, 0.55, 0.58)``; nothing for fewer than two runs."""
     return " (" + ", ".join(spec.format(v) for v in values) + ")" if len(values) > 1 else ""
+
+
+def _disagree(runs: Sequence[float], passes: Callable[[float], bool]) -> str:
+    """ "runs disagree" when some runs meet the target and others miss it."""
+    verdicts = {passes(v) for v in runs}
+    return "runs disagree" if len(verdicts) > 1 else ""
+
+
+def _overloaded(results: BrokerResults, rate: float) -> str:
+    """A fixed rate at or above 80 % of a gateway's closed-loop peak measures its queue, not its latency."""
+    for gateway in (NAIVE, CMN):
+        peak = results.median(gateway)
+        if peak is not None and rate >= OVERLOAD_SHARE * peak.rps:
+            return f"overloaded: {rate:.0f} req/s vs {gateway} peak {peak.rps:.0f}"
+    return ""
 
 
 def _cpu_runs(trials: Sequence[Trial]) -> list[float]:
