@@ -49,9 +49,9 @@ from gateway.bus.embedded import EmbeddedBroker
 from gateway.client import GatewayClient
 from gateway.clock import SystemClock
 from tests.performance.bench_load import (
-    PAYLOAD,
     UPSTREAM,
     cpu_probe,
+    echo_envelope,
     first_reply,
     kafka_client,
     percentile,
@@ -213,17 +213,8 @@ def call_for(client: GatewayClient) -> _Call:
 
     async def call(i: int) -> tuple[str, bool]:
         rid = f"{prefix}-{i}"
-        envelope = {
-            "id": rid,
-            "upstream": UPSTREAM,
-            "method": "POST",
-            "path": "/echo",
-            "json": PAYLOAD,
-            "timeout_ms": int(CALL_TIMEOUT * 1000),
-            "sent_at": int(time.time() * 1000),
-        }
         try:
-            reply = await client.send_raw(orjson.dumps(envelope), correlation_id=rid, timeout=CALL_TIMEOUT)
+            reply = await client.send_raw(echo_envelope(rid, CALL_TIMEOUT), correlation_id=rid, timeout=CALL_TIMEOUT)
         except TimeoutError:
             return rid, False
         return rid, orjson.loads(reply.body).get("error") is None

@@ -196,23 +196,28 @@ def http_call(session: aiohttp.ClientSession, url: str) -> Call:
     return call
 
 
+def echo_envelope(rid: str, timeout: float = CALL_TIMEOUT) -> bytes:
+    """The benchmarks' request: POST /echo with a small JSON body, stamped with its send time."""
+    envelope = {
+        "id": rid,
+        "upstream": UPSTREAM,
+        "method": "POST",
+        "path": "/echo",
+        "json": PAYLOAD,
+        "timeout_ms": int(timeout * 1000),
+        "sent_at": int(time.time() * 1000),
+    }
+    return orjson.dumps(envelope)
+
+
 def bus_call(client: GatewayClient) -> Call:
     """Publish a request envelope (POST /echo with a small JSON body) and check the reply has no error."""
     prefix = uuid.uuid4().hex[:12]
 
     async def call(i: int) -> bool:
         rid = f"{prefix}-{i}"
-        envelope = {
-            "id": rid,
-            "upstream": UPSTREAM,
-            "method": "POST",
-            "path": "/echo",
-            "json": PAYLOAD,
-            "timeout_ms": int(CALL_TIMEOUT * 1000),
-            "sent_at": int(time.time() * 1000),
-        }
         try:
-            reply = await client.send_raw(orjson.dumps(envelope), correlation_id=rid, timeout=CALL_TIMEOUT)
+            reply = await client.send_raw(echo_envelope(rid), correlation_id=rid, timeout=CALL_TIMEOUT)
         except ReplyTimeoutError:
             return False
         return orjson.loads(reply.body).get("error") is None
