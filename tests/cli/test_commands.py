@@ -80,6 +80,9 @@ async def test_request_and_telemetry_commands(make_stack: StackFactory, echo_ups
     assert event["gateway"] == stack.gateway.instance
 
 
+# RabbitMQ only: --fail reads the reply, whichever broker carried it, and `cmn request` over Kafka is
+# covered by test_request_and_telemetry_commands and test_request_signs_with_a_key_from_a_file.
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
 async def test_request_fail_exits_22_on_an_upstream_error_status(
     make_stack: StackFactory, echo_upstream: Upstream
 ) -> None:
