@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,18 @@ def document(upstream: Upstream) -> dict[str, Any]:
 
 
 @pytest.fixture
-def users(rabbit_node: RabbitNode) -> dict[str, str]:
-    """Real broker users (the node is this module's own, so the names are free)."""
+def users(rabbit_node: RabbitNode) -> Iterator[dict[str, str]]:
+    """Real broker users, named as the principals the access rules name (no other test adds these
+    two to the session's private node); deleted afterwards, so the names stay free."""
     suffix = uuid.uuid4().hex[:6]
-    return {
-        "billing": rabbit_node.add_user("billing", f"pw-billing-{suffix}"),
-        "mallory": rabbit_node.add_user("mallory", f"pw-mallory-{suffix}"),
-    }
+    made: dict[str, str] = {}
+    try:
+        for name in ("billing", "mallory"):
+            made[name] = rabbit_node.add_user(name, f"pw-{name}-{suffix}")
+        yield made
+    finally:
+        for name in made:
+            rabbit_node.delete_user(name)
 
 
 @pytest.fixture

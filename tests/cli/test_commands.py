@@ -80,6 +80,9 @@ async def test_request_and_telemetry_commands(make_stack: StackFactory, echo_ups
     assert event["gateway"] == stack.gateway.instance
 
 
+# RabbitMQ only: --fail reads the reply, whichever broker carried it, and `cmn request` over Kafka is
+# covered by test_request_and_telemetry_commands and test_request_signs_with_a_key_from_a_file.
+@pytest.mark.parametrize("broker", ["rabbitmq"], indirect=True)
 async def test_request_fail_exits_22_on_an_upstream_error_status(
     make_stack: StackFactory, echo_upstream: Upstream
 ) -> None:
@@ -222,3 +225,26 @@ async def test_serve_warns_when_no_upstream_is_configured(tmp_path: Path) -> Non
         await delete_rabbit_topology(queue)
     [warning] = [line for line in lines if line["event"] == "no_upstreams"]
     assert warning["level"] == "warning" and "unknown_upstream" in warning["hint"]
+
+
+async def test_only_the_named_command_group_is_imported() -> None:
+    """`cmn request`/`status`/`dlq` start without importing the whole gateway (the certs and audit
+    groups pull in gateway.app); `cmn --help` still lists every group."""
+    probe = (
+        "import sys\n"
+        "from gateway.cli import main\n"
+        "sys.argv = ['cmn', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print('gateway.app' in sys.modules, file=sys.stderr)\n"
+    )
+    for args, heavy in ((["dlq", "--help"], False), (["status", "--help"], False), (["--help"], True)):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", probe, *args, cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0 and err.decode().split() == [str(heavy)], (args, err)
+        if heavy:
+            assert all(group in out.decode() for group in ("certs", "dlq", "audit"))

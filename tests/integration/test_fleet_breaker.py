@@ -18,8 +18,10 @@ from tests.integration.test_fleet_status import cmn_status, fleet
 
 __all__ = ["fleet"]  # the fixture, used here with this module's broker_env
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # the fleet's loop (it is module-scoped)
 
-@pytest.fixture
+
+@pytest.fixture(scope="module")
 def broker_env() -> dict[str, str]:
     """RabbitMQ, where the broker's user (guest) is the caller's principal; guest may change state."""
     return {

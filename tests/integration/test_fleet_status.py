@@ -7,19 +7,19 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aio_pika
 import orjson
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from aiokafka.structs import ConsumerRecord
 
 from gateway.bus.base import CONTROL
 from tests.fixtures.kafka import produce, read_topic
 from tests.fixtures.rabbit import AMQP_URL, wait_until
-from tests.fixtures.upstreams import StartUpstream
+from tests.fixtures.upstreams import start_app
 from tests.integration.harness import delete_rabbit_topology
 from tests.integration.process import REPO, ServeProcess
 
@@ -40,7 +40,13 @@ def instances(document: dict[str, Any]) -> list[str]:
     return sorted(replica["instance"] for replica in document["replicas"])
 
 
-@pytest.fixture(params=["rabbitmq", "kafka"])
+# One fleet per broker serves every test of the module: starting three `cmn serve` processes and
+# waiting until each answers takes 8-25 s, and these tests only read the fleet's state (the hostile
+# test ends by checking every replica still answers). So the tests run on the fleet's loop.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module", params=["rabbitmq", "kafka"])
 def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
     queue = f"t.requests.{uuid.uuid4().hex[:10]}"
     if request.param == "rabbitmq":
@@ -53,8 +59,8 @@ def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-async def fleet(tmp_path: Path, start_upstream: StartUpstream, broker_env: dict[str, str]) -> AsyncIterator[list[str]]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fleet(tmp_path_factory: pytest.TempPathFactory, broker_env: dict[str, str]) -> AsyncIterator[list[str]]:
     """Three real gateways on one broker; yields their instance ids once each answers `cmn status`."""
 
     async def ok(request: web.Request) -> web.Response:
@@ -62,13 +68,15 @@ async def fleet(tmp_path: Path, start_upstream: StartUpstream, broker_env: dict[
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", ok)
-    upstream = await start_upstream(app)
+    runner, port = await start_app(app)
+    upstream_url = f"http://127.0.0.1:{port}"
+    tmp_path = tmp_path_factory.mktemp("fleet")
     tag = uuid.uuid4().hex[:8]
     names = [f"fleet-{tag}-{i}" for i in range(3)]
     processes = []
     for name in names:
         (tmp_path / name).mkdir()
-        upstreams = {"payments": {"endpoints": [upstream.url]}, "ledger": {"endpoints": [upstream.url]}}
+        upstreams = {"payments": {"endpoints": [upstream_url]}, "ledger": {"endpoints": [upstream_url]}}
         processes.append(ServeProcess(tmp_path / name, upstreams, {**broker_env, "CMN_INSTANCE": name}))
     try:
         for process in processes:
@@ -78,6 +86,7 @@ async def fleet(tmp_path: Path, start_upstream: StartUpstream, broker_env: dict[
     finally:
         for process in processes:
             await process.aclose()
+        await runner.cleanup()
         if "AMQP_URL" in broker_env:
             await delete_rabbit_topology(broker_env["CMN_REQUESTS_QUEUE"])
 

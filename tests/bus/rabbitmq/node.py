@@ -162,6 +162,9 @@ class RabbitNode:
         self._ctl("set_permissions", "-p", "/", name, ".*", ".*", ".*", timeout=30)
         return f"amqp://{name}:{password}@127.0.0.1:{self.port}/"
 
+    def delete_user(self, name: str) -> None:
+        self._ctl("delete_user", name, timeout=30)
+
     def set_permissions(self, name: str, pattern: str) -> None:
         """Give ``name`` configure, write and read rights on the resources ``pattern`` matches."""
         self._ctl("set_permissions", "-p", "/", name, pattern, pattern, pattern, timeout=30)
