@@ -221,8 +221,15 @@ async def test_serve_warns_when_no_upstream_is_configured(tmp_path: Path) -> Non
                 lines.append(orjson.loads(await process.stderr.readline()))
     finally:
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
-        await delete_rabbit_topology(queue)
+        try:
+            # Read what it writes while stopping: a full pipe must not hold it up, and a slow stop says why.
+            _, rest = await asyncio.wait_for(process.communicate(), 30)
+        except TimeoutError:
+            process.kill()
+            _, rest = await process.communicate()
+            raise AssertionError(f"cmn serve did not stop within 30 s of SIGTERM:\n{rest.decode()[-4000:]}") from None
+        finally:
+            await delete_rabbit_topology(queue)
     [warning] = [line for line in lines if line["event"] == "no_upstreams"]
     assert warning["level"] == "warning" and "unknown_upstream" in warning["hint"]
 
