@@ -336,34 +336,32 @@ class KafkaTransport:
         task.add_done_callback(self._finished)
 
     async def _run(self, handler: Handler, delivery: Delivery) -> None:
-        try:  # _handle's body, inlined for the first try: a frame fewer on every resume of the request
-            await handler(delivery)
-        except Exception:
-            log.exception("kafka_handler_raised", token=repr(delivery.token))
         retry = 0
-        while self._offsets.is_pending(*delivery.token):
-            # Left unsettled on purpose (its reply or telemetry event was not confirmed). Kafka
-            # would only deliver it again after a rebalance, and until then this partition's
-            # commits could not pass it; so handle it again here, as a redelivery would. When
-            # draining, or once the partition is gone (forgotten), its next owner or run does.
-            if not self._consuming:
-                log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
-                return
-            delay = min(self._unsettled_retry * 2**retry, UNSETTLED_RETRY_MAX)
-            retry += 1
-            log.warning("kafka_delivery_unsettled_again", token=repr(delivery.token), attempt=retry, after=delay)
-            await self._clock.sleep(delay)
-            if self._consuming and self._offsets.is_pending(*delivery.token):
-                await self._handle(handler, delivery)
-
-    @staticmethod
-    async def _handle(handler: Handler, delivery: Delivery) -> None:
-        try:
-            await handler(delivery)
-        except Exception:
-            # The worker's guard (gateway.worker.guarded) parks a crash in the dead letters; a handler
-            # that raises anyway leaves the record unsettled, to be handled again like any other.
-            log.exception("kafka_handler_raised", token=repr(delivery.token))
+        while True:
+            # The handler is awaited here, not through a helper: a frame fewer on every resume of the
+            # request (issue 14).
+            try:
+                await handler(delivery)
+            except Exception:
+                # The worker's guard (gateway.worker.guarded) parks a crash in the dead letters; a handler
+                # that raises anyway leaves the record unsettled, to be handled again like any other.
+                log.exception("kafka_handler_raised", token=repr(delivery.token))
+            while self._offsets.is_pending(*delivery.token):
+                # Left unsettled on purpose (its reply or telemetry event was not confirmed). Kafka
+                # would only deliver it again after a rebalance, and until then this partition's
+                # commits could not pass it; so handle it again here, as a redelivery would. When
+                # draining, or once the partition is gone (forgotten), its next owner or run does.
+                if not self._consuming:
+                    log.warning("kafka_delivery_left_unsettled", token=repr(delivery.token))
+                    return
+                delay = min(self._unsettled_retry * 2**retry, UNSETTLED_RETRY_MAX)
+                retry += 1
+                log.warning("kafka_delivery_unsettled_again", token=repr(delivery.token), attempt=retry, after=delay)
+                await self._clock.sleep(delay)
+                if self._consuming and self._offsets.is_pending(*delivery.token):
+                    break  # handle it again
+            else:
+                return  # settled
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
