@@ -53,13 +53,19 @@ app.add_typer(config.config_app, name="config", help="Check the configuration wi
 
 
 GROUPS = ("certs", "dlq", "audit")
-OWN = frozenset({"serve", "request", "telemetry", "status", "breaker", "demo", "schemas", "config"})
+
+
+def _own() -> frozenset[str]:
+    """The commands registered above (read from the app, so there is no second list to keep)."""
+    commands = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands if c.callback}
+    return frozenset(commands | {g.name for g in app.registered_groups if g.name})
 
 
 def _asked(args: Sequence[str]) -> str | None:
-    """The command the line names: one of OWN or GROUPS, or None (no command, --help, a typo: mount all)."""
+    """The command the line names: one registered above or in GROUPS, or None (no command, --help, a
+    typo: mount all)."""
     first = next((arg for arg in args if not arg.startswith("-")), None)
-    return first if first in OWN or first in GROUPS else None
+    return first if first is not None and (first in GROUPS or first in _own()) else None
 
 
 def _mount(command: str | None) -> None:
