@@ -133,13 +133,11 @@ class Router:
                 except CircuitOpenError:
                     if previous is None:
                         raise
-                    return self._finish(
-                        previous, progress.number, spent
-                    )  # breakers opened meanwhile: last answer stands
+                    # Breakers opened meanwhile: the last answer stands.
+                    return self._finish(previous, progress.number, spent)
                 progress.number += 1
-                hedging = self.hedging
                 attempt = await (
-                    self._attempt(host, request) if hedging is None else self._try(host, request, progress)
+                    self._attempt(host, request) if self.hedging is None else self._try(host, request, progress)
                 )
                 spent += attempt.elapsed
                 delay = self._retry_delay(request, progress.number, attempt)
