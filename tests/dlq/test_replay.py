@@ -194,8 +194,17 @@ async def test_dead_letters_are_listed_shown_and_replayed_once(
             assert code == 0 and out.startswith("replayed 1,"), out
             await wait_until(lambda: replies["c-post"] == 2, within=20)
             assert await listed(env, "--code", "unknown_upstream") == []
-            remaining = await listed(env)
-            assert sorted(row["code"] for row in remaining) == ["invalid_request", "reply_to_refused"]
+            # The letters the replays left alone were written again at the topic's end. Tansu can report an
+            # end offset short of the newest batch, and the reader stops at the first empty fetch past it:
+            # on a slow machine one listing can miss a letter written a moment before (seen once in CI).
+            # The letter is still in the topic; the next listing shows it.
+            expected = ["invalid_request", "reply_to_refused"]
+            for _ in range(20):
+                remaining = sorted(row["code"] for row in await listed(env))
+                if remaining == expected:
+                    break
+                await asyncio.sleep(0.5)
+            assert remaining == expected
             await asyncio.sleep(0.5)  # a doubled republish would have been answered by now
             assert hits == Counter({"GET /ok": 1, "POST /submit": 1})
             assert replies == Counter({"c-get": 2, "c-post": 2, "c-bad": replies["c-bad"]})
