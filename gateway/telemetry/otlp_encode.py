@@ -25,7 +25,9 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status
+
+from gateway.telemetry.spans import LeanSpan, SpanRecord
 
 _log = logging.getLogger(__name__)
 # OTLP's SpanKind numbers (SPAN_KIND_INTERNAL = 1 ... SPAN_KIND_CONSUMER = 5).
@@ -41,6 +43,7 @@ _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _FIXED32 = struct.Struct("<I")
+_UNSET_STATUS = b"\x7a\x00"  # status: an empty Status message (UNSET, no description)
 _CACHED_PAIRS = 4096  # distinct key = value pairs remembered (values that repeat come first and stay)
 
 
@@ -69,31 +72,69 @@ def _text(tag: bytes, value: str | None) -> bytes:
 class OtlpSpanEncoder:
     """Encodes batches of finished spans; keeps the encoded form of ``key = value`` pairs that repeat."""
 
-    __slots__ = ("_pairs",)
+    __slots__ = ("_heads", "_pairs")
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[str, type, Any], bytes] = {}
+        self._heads: dict[tuple[str, SpanKind], bytes] = {}  # a span name and kind, encoded
 
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """The serialized ``ExportTraceServiceRequest`` of ``spans``."""
         groups: dict[int, tuple[Resource, dict[int, tuple[InstrumentationScope | None, list[bytes]]]]] = {}
         canonical = _Canonical()
+        # Each (resource, scope) pair of objects is looked up once: every span of a tracer shares both.
+        # The spans hold them, so their ids stay theirs for the whole call.
+        buckets: dict[tuple[int, int], list[bytes]] = {}
         for span in spans:
-            resource = span.resource
-            scope = span.instrumentation_scope or None
-            scopes = groups.setdefault(canonical.of(resource), (resource, {}))[1]
-            scopes.setdefault(canonical.of(scope), (scope, []))[1].append(_field(b"\x12", self.span(span)))
+            if type(span) is LeanSpan:
+                record = span.record()
+                resource, scope = record[9], record[10] or None
+                encoded = self._lean(record)
+            else:
+                resource, scope = span.resource, span.instrumentation_scope or None
+                encoded = self.span(span)
+            bucket = buckets.get((id(resource), id(scope)))
+            if bucket is None:
+                scopes = groups.setdefault(canonical.of(resource), (resource, {}))[1]
+                bucket = scopes.setdefault(canonical.of(scope), (scope, []))[1]
+                buckets[(id(resource), id(scope))] = bucket
+            bucket.append(_field(b"\x12", encoded))
         out = []
         for resource, scopes in groups.values():
             body = [_field(b"\x0a", self._attributes(resource.attributes, b"\x0a"))]
-            for scope, encoded in scopes.values():
-                scope_spans = [_field(b"\x0a", self._scope(scope)), *encoded]
+            for scope, encoded_spans in scopes.values():
+                scope_spans = [_field(b"\x0a", self._scope(scope)), *encoded_spans]
                 if scope is not None and scope.schema_url:
                     scope_spans.append(_text(b"\x1a", scope.schema_url))
                 body.append(_field(b"\x12", b"".join(scope_spans)))
             body.append(_text(b"\x1a", resource.schema_url))
             out.append(_field(b"\x0a", b"".join(body)))
         return b"".join(out)
+
+    def _lean(self, record: SpanRecord) -> bytes:
+        """One ``Span`` message of a ``LeanSpan``: what ``span`` writes, from its record in one call,
+        the name and kind encoded once per name, and nothing for the counts and links it never has."""
+        context, parent, name, kind, start, end, attributes, events, status, _, _ = record
+        head = self._heads.get((name, kind))
+        if head is None:
+            head = _text(b"\x2a", name) + b"\x30" + _varint(_KIND[kind])
+            if len(self._heads) < _CACHED_PAIRS:
+                self._heads[(name, kind)] = head
+        ids = b"\x0a\x10" + context.trace_id.to_bytes(16, "big") + b"\x12\x08" + context.span_id.to_bytes(8, "big")
+        parts = [ids]
+        if context.trace_state:
+            parts.append(_text(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
+        if parent is not None:
+            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
+        parts.append(head)
+        parts.append(b"\x39" + _FIXED64.pack(start) + b"\x41" + _FIXED64.pack(end))
+        if attributes:
+            parts.append(self._attributes(attributes, b"\x4a"))
+        for event in events:
+            parts.append(_field(b"\x5a", self._event(event)))
+        parts.append(_status(status))
+        parts.append(b"\x85\x01" + _FIXED32.pack(_flags(parent)))
+        return b"".join(parts)
 
     def span(self, span: ReadableSpan) -> bytes:
         """One ``Span`` message."""
@@ -124,9 +165,7 @@ class OtlpSpanEncoder:
             parts.append(_field(b"\x6a", self._link(link)))
         if span.dropped_links:
             parts.append(b"\x70" + _varint(span.dropped_links))
-        status = span.status
-        code = status.status_code.value
-        parts.append(_field(b"\x7a", _text(b"\x12", status.description) + (b"\x18" + _varint(code) if code else b"")))
+        parts.append(_status(span.status))
         parts.append(b"\x85\x01" + _FIXED32.pack(_flags(parent)))
         return b"".join(parts)
 
@@ -192,6 +231,13 @@ class _Canonical:
         if key is None:
             key = self._by_id[id(value)] = self._by_value.setdefault(value, id(value))
         return key
+
+
+def _status(status: Status) -> bytes:
+    code = status.status_code.value
+    if not code and not status.description:
+        return _UNSET_STATUS
+    return _field(b"\x7a", _text(b"\x12", status.description) + (b"\x18" + _varint(code) if code else b""))
 
 
 def _flags(parent: SpanContext | None) -> int:

@@ -49,6 +49,22 @@ _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 
 
+# (context, parent, name, kind, start ns, end ns, attributes, events, status, resource, scope)
+SpanRecord = tuple[
+    SpanContext,
+    SpanContext | None,
+    str,
+    SpanKind,
+    int,
+    int,
+    Mapping[str, types.AttributeValue],
+    Sequence[Event],
+    Status,
+    Resource,
+    InstrumentationScope | None,
+]
+
+
 def traceparent(context: SpanContext) -> str:
     """The W3C ``traceparent`` of a span context."""
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
@@ -143,6 +159,24 @@ class LeanSpan(trace_api.Span, ReadableSpan):
             return
         self._end_time = time_ns() if end_time is None else end_time
         self._processor.on_end(self)
+
+    def record(self) -> SpanRecord:
+        """What an encoder reads of a finished span, in one call: the ``ReadableSpan`` properties
+        copy or wrap (a read-only view of the attributes, a tuple of the events) and check for
+        dropped counts a ``LeanSpan`` never has (plain dict and list, no links)."""
+        return (
+            self._context,  # type: ignore[return-value]  # always set: LeanTracer.start gives one
+            self._parent,
+            self._name,
+            self._kind,
+            self._start_time or 0,
+            self._end_time or 0,
+            self._attributes,  # a dict, made by LeanTracer.start
+            self._events,
+            self._status,
+            self._resource,
+            self._instrumentation_scope,
+        )
 
     def __repr__(self) -> str:
         return f"<LeanSpan {self._name!r} {self.traceparent}>"

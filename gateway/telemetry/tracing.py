@@ -47,8 +47,7 @@ import yarl
 from opentelemetry import baggage
 from opentelemetry import context as otel_context
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.propagators.composite import CompositePropagator
-from opentelemetry.propagators.textmap import Getter
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -72,17 +71,22 @@ _REMEMBERED_URLS = 1024
 INSTRUMENTATION_SCOPE = "gateway.telemetry"
 
 
-class _HeaderGetter(Getter[Mapping[str, str]]):
-    """Reads message headers whatever case the publisher used (AMQP and Kafka keep it as sent)."""
+_CONTEXT_HEADERS = frozenset(("traceparent", "tracestate", "baggage"))
 
-    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
-        value = carrier.get(key)
-        if value is None:
-            value = next((v for k, v in carrier.items() if k.lower() == key), None)
-        return None if value is None else [value]
 
-    def keys(self, carrier: Mapping[str, str]) -> list[str]:
-        return list(carrier)
+def context_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C context headers of a message by their lower-case names, whatever case the publisher
+    used (AMQP and Kafka keep it as sent); a name written exactly so wins over another spelling.
+
+    One pass over the headers: the propagators' getter, asked for each of the three names, scanned
+    every header again for each one that was absent (``tracestate`` and ``baggage`` mostly are),
+    about a fifth of the request span's cost (issue 14)."""
+    found: dict[str, str] = {}
+    for key, value in headers.items():
+        name = key.lower()
+        if name in _CONTEXT_HEADERS and (name == key or name not in found):
+            found[name] = value
+    return found
 
 
 class OtelRequestTracer:
@@ -92,8 +96,7 @@ class OtelRequestTracer:
     def __init__(self, tracer: LeanTracer) -> None:
         self._tracer = tracer
         self._baggage = W3CBaggagePropagator()
-        self._propagator = CompositePropagator([TraceContextTextMapPropagator(), self._baggage])
-        self._getter = _HeaderGetter()
+        self._trace_context = TraceContextTextMapPropagator()
 
     @contextlib.contextmanager
     def request_span(
@@ -101,7 +104,7 @@ class OtelRequestTracer:
     ) -> Iterator[None]:
         """A CONSUMER span ``process <destination>`` continuing the trace context carried by the
         message headers (if any)."""
-        parent = self._propagator.extract(headers, getter=self._getter)
+        parent = self.extract(headers)
         name, attributes = messaging_span(
             "process",
             system=transport,
@@ -123,6 +126,17 @@ class OtelRequestTracer:
         finally:
             otel_context.detach(token)
             span.end()
+
+    def extract(self, headers: Mapping[str, str]) -> Context:
+        """The context the message carries: what the W3C trace-context and baggage propagators extract
+        (they still parse and validate), asked only for the headers that are there."""
+        found = context_headers(headers)
+        context = Context()
+        if "traceparent" in found:
+            context = self._trace_context.extract(found, context)
+        if "baggage" in found:
+            context = self._baggage.extract(found, context)
+        return context
 
     def inject(self, carrier: dict[str, str]) -> None:
         """Writes ``traceparent`` (and ``tracestate``/``baggage`` when present) of the current span.

@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 
 import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry import baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.propagators.textmap import Getter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import get_current_span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.client import GatewayClient
 from gateway.errors import ConfigError
+from gateway.telemetry.spans import LeanTracer
 from gateway.telemetry.tracing import (
     NoopRequestTracer,
+    OtelRequestTracer,
     TracingHandle,
     configure_tracing,
     http_traces_url,
@@ -342,3 +353,47 @@ async def test_inject_writes_what_the_w3c_propagators_write(tracing: TracingHand
     assert ours == theirs
     assert ours["tracestate"] == "vendor=abc,other=x-1"
     assert ours.get("baggage") == ("tenant=acme" if with_baggage else None)
+
+
+class _EveryCase(Getter[Mapping[str, str]]):
+    """The getter the request span used before: an exact name, else the first name in any case."""
+
+    def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
+        value = carrier.get(key)
+        if value is None:
+            value = next((v for k, v in carrier.items() if k.lower() == key), None)
+        return None if value is None else [value]
+
+    def keys(self, carrier: Mapping[str, str]) -> list[str]:
+        return list(carrier)
+
+
+_NAMES = st.sampled_from(["traceparent", "TraceParent", "TRACEPARENT", "tracestate", "TraceState", "baggage"])
+_VALUES = st.sampled_from(
+    [
+        SAMPLED_PARENT,
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # invalid: a zero trace id
+        "not-a-traceparent",
+        "vendor=abc,other=x-1",
+        "tenant=acme,tier=gold",
+        "",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    headers=st.dictionaries(st.one_of(_NAMES, st.sampled_from(["content-type", "reply_to", "x-cmn-tenant"])), _VALUES)
+)
+def test_extract_reads_what_the_w3c_propagators_read(headers: dict[str, str]) -> None:
+    """The one-pass extract against the SDK's composite propagator with the old every-case getter:
+    the same parent span context (valid or not, sampled or not, its trace state) and the same baggage."""
+    provider = TracerProvider()
+    lean = LeanTracer.of(provider, "t", BatchSpanProcessor(OTLPSpanExporter("http://127.0.0.1:9")), ALWAYS_ON)
+    ours = OtelRequestTracer(lean).extract(headers)
+    theirs = CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()]).extract(
+        headers, getter=_EveryCase()
+    )
+    assert get_current_span(ours).get_span_context() == get_current_span(theirs).get_span_context()
+    assert baggage.get_all(ours) == baggage.get_all(theirs)
