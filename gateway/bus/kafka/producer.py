@@ -18,7 +18,6 @@ from aiokafka.errors import (
 
 from gateway.bus.base import PUBLISH_TIMEOUT, OutboundMessage
 from gateway.bus.expiry import Expiry
-from gateway.bus.kafka.batches import PartitionBatches
 from gateway.bus.kafka.records import (
     KafkaHeaders,
     KafkaOptions,
@@ -86,9 +85,8 @@ class KafkaProducerLink:
         self._expiry = Expiry(publish_timeout)
         self._linger_ms = linger_ms
         self._max_request_size = max_request_size
-        self._max_batch_size = min(max_batch_size, max_request_size)  # a batch must fit a request
+        self._max_batch_size = max_batch_size
         self._producer: AIOKafkaProducer | None = None
-        self._batches: PartitionBatches | None = None
         self._lock = asyncio.Lock()
         # Topics whose metadata aiokafka keeps fresh, least recently written first, with when they
         # were last written. Bounded in number (a worker writes to one reply topic per client it ever
@@ -123,7 +121,6 @@ class KafkaProducerLink:
                 except START_ERRORS as exc:
                     await producer.stop()
                     raise await self._options.start_error(exc) from exc
-                self._batches = PartitionBatches(producer, max_request_size=self._max_request_size)
                 self._producer = producer
             return self._producer
 
@@ -167,15 +164,7 @@ class KafkaProducerLink:
                 self._tracked.move_to_end(topic)
                 if now >= self._next_prune and self._prune(now):
                     await producer.client.set_topics(list(self._tracked))
-            batches = self._batches
-            if batches is not None and batches.fits(key, value, headers):
-                lane = batches.partition(topic, key, partition)
-                if lane is not None:
-                    await batches.append(topic, lane, key, value, headers)
-                    return
-            # A large record, or a topic whose metadata is not known yet: aiokafka's send checks the
-            # size and waits for the metadata. It only enqueues; awaiting its future afterwards lets
-            # concurrent callers share batches.
+            # send() only enqueues; awaiting its future afterwards lets concurrent callers share batches.
             confirmed = await producer.send(topic, value, key=key, headers=headers, partition=partition)
             await confirmed
         except PERMANENT as exc:
@@ -224,9 +213,6 @@ class KafkaProducerLink:
         self._closed = True
         self._tracked.clear()
         producer, self._producer = self._producer, None
-        batches, self._batches = self._batches, None
-        if batches is not None:
-            await batches.aclose()
         if producer is not None:
             await producer.stop()
 
