@@ -1,4 +1,9 @@
-"""A small sample upstream (a fake payments API) for `cmn demo` and the benchmarks."""
+"""A small sample upstream (a fake payments API) for `cmn demo`, the README's walkthrough and the benchmarks.
+
+``POST /v1/charges`` answers 201 with the charge after a random delay of up to ``max_delay_ms``, except
+that a charge whose ``amount`` ends in 02 (102, 402, 1002 ...) is declined with 402 ``card_declined``, the
+way payment sandboxes decline test amounts. Declines used to be random (2 %): then the README's one
+request failed for a user once in fifty tries, and its test with it."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import random
 
 from aiohttp import web
 
+DECLINED_CENTS = 2  # an amount ending in 02 is declined
+
 
 def payments_app(*, max_delay_ms: float = 5.0, seed: int | None = None) -> web.Application:
     rng = random.Random(seed)  # nosec B311  # simulated latency, not a secret
@@ -14,7 +21,8 @@ def payments_app(*, max_delay_ms: float = 5.0, seed: int | None = None) -> web.A
     async def charge(request: web.Request) -> web.Response:
         await asyncio.sleep(rng.uniform(0, max_delay_ms) / 1000)
         payload = await request.json() if request.can_read_body else {}
-        if rng.random() < 0.02:
+        amount = payload.get("amount") if isinstance(payload, dict) else None
+        if isinstance(amount, int) and amount % 100 == DECLINED_CENTS:
             return web.json_response({"error": "card_declined"}, status=402)
         return web.json_response({"id": f"ch_{rng.getrandbits(48):012x}", "status": "succeeded", **payload}, status=201)
 
