@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         alias="SHARED_HEALTH_QUORUM",
         description="Replicas (this one counted) whose verdicts take an endpoint out; default a majority of live ones.",
     )
+    shared_health_heartbeat_ms: int = Field(
+        5000,
+        ge=100,
+        le=10_000,
+        alias="SHARED_HEALTH_HEARTBEAT_MS",
+        description="How often a replica announces its verdicts on cmn.control; 3 own heartbeats unheard: degraded.",
+    )
     control_key_id: str | None = Field(
         None,
         min_length=1,

@@ -334,8 +334,9 @@ def build_shared_health(
         if key is None:
             raise ConfigError(f"CONTROL_KEY_ID: no key {settings.control_key_id!r} under security.keys")
         signer = _signer(settings.control_key_id, key.secret, clock)
-    table = QuorumTable(instance, clock=clock, quorum=settings.shared_health_quorum)
+    heartbeat = settings.shared_health_heartbeat_ms / 1000
+    table = QuorumTable(instance, clock=clock, quorum=settings.shared_health_quorum, heartbeat=heartbeat)
     return SharedHealth(
         table, fleet=settings.requests_queue, take_out=take_out, identify=identifier.identify,
-        principals=control, observer=observer, clock=clock, signer=signer,
+        principals=control, observer=observer, clock=clock, signer=signer, heartbeat=heartbeat,
     )  # fmt: skip

@@ -354,3 +354,24 @@ def test_a_notice_keeps_within_its_bound_down_verdicts_first(clock: FakeClock) -
     assert len(notice.encode()) <= MAX_NOTICE_BYTES
     assert 0 < len(notice.verdicts) < 100
     assert all(v.down for v in notice.verdicts)  # the up ones went first
+
+
+def test_the_heartbeat_setting_sets_how_soon_silence_counts_as_degraded(clock: FakeClock) -> None:
+    identifier = Identifier({}, clock=clock, max_age=300, require_identity=False)
+
+    def built(env: dict[str, str]) -> SharedHealth:
+        shared = build_shared_health(
+            Settings.model_validate({"CONTROL_PRINCIPALS": "gw", **env}), instance="i",
+            take_out=lambda u, e, r: False, identifier=identifier, observer=RecordingObserver(), clock=clock,
+        )  # fmt: skip
+        assert shared is not None
+        return shared
+
+    fast, default = built({"SHARED_HEALTH_HEARTBEAT_MS": "1000"}), built({})
+    clock.advance(3.5)  # three 1 s heartbeats unheard; not yet three of the default 5 s
+    assert fast.table.degraded and not default.table.degraded
+    clock.advance(12.0)
+    assert default.table.degraded
+    for bad in ("50", "20000"):  # under 100 ms floods the channel; over 10 s a live peer could look gone
+        with pytest.raises(ValueError, match="SHARED_HEALTH_HEARTBEAT_MS"):
+            Settings.model_validate({"SHARED_HEALTH_HEARTBEAT_MS": bad})

@@ -42,7 +42,8 @@ SIGNED = {"keys": {"gw": {"principal": "gateways", "secret": {"env": "CMN_TEST_C
 @pytest.fixture(params=["rabbitmq", "kafka"])
 def broker_env(request: pytest.FixtureRequest) -> dict[str, str]:
     queue = f"t.requests.{uuid.uuid4().hex[:10]}"
-    env = {"CMN_REQUESTS_QUEUE": queue, "MAX_IN_FLIGHT": "2"}  # a paused replica holds at most two requests
+    # A paused replica holds at most two requests; heartbeats every second, so peers are heard sooner.
+    env = {"CMN_REQUESTS_QUEUE": queue, "MAX_IN_FLIGHT": "2", "SHARED_HEALTH_HEARTBEAT_MS": "1000"}
     if request.param == "rabbitmq":
         # The replicas' own AMQP user: the broker proves who published each verdict.
         return env | {"AMQP_URL": AMQP_URL, "CONTROL_PRINCIPALS": "guest"}
@@ -146,6 +147,7 @@ async def test_a_replica_cut_off_from_the_control_channel_falls_back_to_local_de
         "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
         "CMN_REQUESTS_QUEUE": queue,
         "CONTROL_PRINCIPALS": "guest",
+        "SHARED_HEALTH_HEARTBEAT_MS": "1000",  # silent after 3 s, not the default 15 s
     }
     good, other = await Endpoint().start(), await Endpoint().start()
     [replica] = await start_fleet(tmp_path, env, upstreams_file(good.url, other.url), count=1)
@@ -161,7 +163,8 @@ async def test_a_replica_cut_off_from_the_control_channel_falls_back_to_local_de
         await until(serving, 30.0, "the replica starts")
         assert await degraded(0.0)
         proxy.cut(block=True)
-        await until(lambda: degraded(1.0), 30.0, "the replica notices the silence")
+        # Within three 1 s heartbeats and some slack; at the default 5 s heartbeat this would take over 15 s.
+        await until(lambda: degraded(1.0), 10.0, "the replica notices the silence")
         assert replica.log.count("shared_health_degraded") == 1  # once per transition, not per heartbeat
         proxy.resume()
         await until(lambda: degraded(0.0), 30.0, "the replica hears itself again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -100,12 +101,15 @@ async def test_a_parked_request_whose_reply_address_is_gone_is_settled(
 async def test_a_hanging_try_parks_after_its_try_budget_and_frees_its_slot(
     park_stack: ParkStackFactory, start_upstream: StartUpstream
 ) -> None:
-    hung = asyncio.Event()
+    hung, released = asyncio.Event(), asyncio.Event()
 
     async def handle(request: web.Request) -> web.Response:
         if request.path == "/hang" and not hung.is_set():
             hung.set()
-            await asyncio.sleep(6)  # the first call hangs: an upstream that stopped answering
+            # The first call hangs, an upstream that stopped answering: for 6 s, or until the test is
+            # done with it (the server's cleanup would otherwise wait the 6 s out).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(released.wait(), 6)
         return web.json_response({"path": request.path})
 
     app = web.Application()
@@ -126,6 +130,7 @@ async def test_a_hanging_try_parks_after_its_try_budget_and_frees_its_slot(
     assert reply.status == 200 and reply.attempts == 2
     (event,) = stack.parked()
     assert event.reason in ("timeout", "deadline_exceeded")
+    released.set()
 
 
 async def test_a_signed_request_parks_and_comes_back_as_its_signer(
