@@ -44,29 +44,16 @@ async def rabbit_proxy() -> AsyncIterator[TcpProxy]:
     await proxy.aclose()
 
 
-async def test_a_rabbitmq_publish_gives_up_within_its_publish_timeout(rabbit_proxy: TcpProxy, amqp_url: str) -> None:
-    queue = f"cmn.requests.test-{uuid.uuid4().hex[:12]}"
-    url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/"
-    transport = RabbitTransport(
-        url, queue=queue, telemetry=f"{queue}.telemetry", publish_timeout=BOUND, clock=SystemClock()
-    )
-    try:
-        await transport.start(unused)
-        await transport.publish(reply(queue))  # confirmed while the broker is there
-        rabbit_proxy.cut(block=True)
-        with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
-            await asyncio.wait_for(transport.publish(reply(queue)), ALLOWED)
-    finally:
-        rabbit_proxy.resume()
-        await transport.aclose()
-        await delete_queues(amqp_url, queue, f"{queue}.dlq", f"{queue}.telemetry")
+# The two ways a broker fails a publisher: gone (connections cut, new ones refused), or silent (the
+# connection stays open but nothing comes back: a frozen node, a blocked connection, a black-holed
+# route; no confirm and no close, so only the publish's own bound ends the wait).
+FAULTS = ["gone", "silent"]
 
 
-async def test_a_rabbitmq_publish_to_a_silent_broker_gives_up_within_its_publish_timeout(
-    rabbit_proxy: TcpProxy, amqp_url: str
+@pytest.mark.parametrize("fault", FAULTS)
+async def test_a_rabbitmq_publish_gives_up_within_its_publish_timeout(
+    rabbit_proxy: TcpProxy, amqp_url: str, fault: str
 ) -> None:
-    """The connection stays open but nothing comes back (a frozen node, a blocked connection, a
-    black-holed route): no confirm and no close, so only the publish's own bound ends the wait."""
     queue = f"cmn.requests.test-{uuid.uuid4().hex[:12]}"
     url = f"amqp://guest:guest@127.0.0.1:{rabbit_proxy.port}/"
     transport = RabbitTransport(
@@ -75,7 +62,10 @@ async def test_a_rabbitmq_publish_to_a_silent_broker_gives_up_within_its_publish
     try:
         await transport.start(unused)
         await transport.publish(reply(queue))  # confirmed while the broker answers
-        rabbit_proxy.freeze()
+        if fault == "gone":
+            rabbit_proxy.cut(block=True)
+        else:
+            rabbit_proxy.freeze()
         with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
             await asyncio.wait_for(transport.publish(reply(queue)), ALLOWED)
     finally:
@@ -84,31 +74,21 @@ async def test_a_rabbitmq_publish_to_a_silent_broker_gives_up_within_its_publish
         await delete_queues(amqp_url, queue, f"{queue}.dlq", f"{queue}.telemetry")
 
 
+@pytest.mark.parametrize("fault", FAULTS)
 async def test_a_kafka_publish_gives_up_within_its_publish_timeout(
-    kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy],
+    kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy], fault: str
 ) -> None:
     _, proxy = kafka_behind_proxy
+    topic = f"cmn.replies.{fault}"
     transport = KafkaTransport(f"127.0.0.1:{proxy.port}", publish_timeout=BOUND, clock=SystemClock(), **FAST_GROUP)
     try:
-        await transport.publish(reply("cmn.replies.bound"))  # confirmed while the broker is there
-        proxy.cut()
+        await transport.publish(reply(topic))  # confirmed while the broker answers
+        if fault == "gone":
+            proxy.cut()
+        else:
+            proxy.freeze()
         with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
-            await asyncio.wait_for(transport.publish(reply("cmn.replies.bound")), ALLOWED)
-    finally:
-        proxy.restore()
-        await transport.aclose()
-
-
-async def test_a_kafka_publish_to_a_silent_broker_gives_up_within_its_publish_timeout(
-    kafka_behind_proxy: tuple[EmbeddedBroker, KafkaProxy],
-) -> None:
-    _, proxy = kafka_behind_proxy
-    transport = KafkaTransport(f"127.0.0.1:{proxy.port}", publish_timeout=BOUND, clock=SystemClock(), **FAST_GROUP)
-    try:
-        await transport.publish(reply("cmn.replies.silent"))  # confirmed while the broker answers
-        proxy.freeze()
-        with pytest.raises(BusUnavailableError, match=f"in {BOUND} s"):
-            await asyncio.wait_for(transport.publish(reply("cmn.replies.silent")), ALLOWED)
+            await asyncio.wait_for(transport.publish(reply(topic)), ALLOWED)
     finally:
         proxy.restore()
         await transport.aclose()
