@@ -13,6 +13,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import orjson
 import pytest
@@ -77,6 +78,32 @@ async def proxy() -> AsyncIterator[TcpProxy]:
     await p.aclose()
 
 
+@asynccontextmanager
+async def gateway_behind(
+    proxy: TcpProxy, upstream: Upstream, **transport: float
+) -> AsyncIterator[tuple[RabbitTransport, GatewayClient]]:
+    """A gateway whose RabbitMQ connection runs through ``proxy`` (publish timeout 0.3 s), serving the
+    upstream ``once``, and a caller connected to RabbitMQ directly."""
+    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
+    gateway_side = RabbitTransport(
+        f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+        queue=queue,
+        telemetry=f"{queue}.telemetry",
+        publish_timeout=0.3,
+        clock=SystemClock(),
+        **transport,  # type: ignore[arg-type]
+    )
+    config = load_config(load_settings(ENABLE_METRICS=False), {"upstreams": {"once": {"endpoints": [upstream.url]}}})
+    try:
+        async with (
+            Gateway(config, transports=[gateway_side]),
+            GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())) as client,
+        ):
+            yield gateway_side, client
+    finally:
+        await delete_rabbit_topology(queue)
+
+
 async def test_a_reply_the_broker_never_confirms_leaves_the_request_unsettled_and_it_is_redelivered(
     proxy: TcpProxy, start_upstream: StartUpstream
 ) -> None:
@@ -96,28 +123,11 @@ async def test_a_reply_the_broker_never_confirms_leaves_the_request_unsettled_an
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer_then_lose_the_broker)
     upstream = await start_upstream(app)
-    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
-    via_proxy = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
-    transport = RabbitTransport(
-        via_proxy,
-        queue=queue,
-        telemetry=f"{queue}.telemetry",
-        reconnect_interval=0.2,
-        publish_timeout=0.3,
-        clock=SystemClock(),
-    )
-    config = load_config(load_settings(ENABLE_METRICS=False), {"upstreams": {"once": {"endpoints": [upstream.url]}}})
-    try:
-        async with (
-            Gateway(config, transports=[transport]),
-            GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())) as client,
-        ):
-            reply = await client.request("once", "GET", "/pay", timeout=30)
-            assert reply.status == 200 and reply.json_ == {"hit": 2}  # answered by the redelivery
-            await wait_until(lambda: transport.settled == 1)  # the redelivery, once its reply was confirmed
-            assert transport.dropped_settles == 0  # the unconfirmed first delivery was never acked
-    finally:
-        await delete_rabbit_topology(queue)
+    async with gateway_behind(proxy, upstream, reconnect_interval=0.2) as (transport, client):
+        reply = await client.request("once", "GET", "/pay", timeout=30)
+        assert reply.status == 200 and reply.json_ == {"hit": 2}  # answered by the redelivery
+        await wait_until(lambda: transport.settled == 1)  # the redelivery, once its reply was confirmed
+        assert transport.dropped_settles == 0  # the unconfirmed first delivery was never acked
 
 
 async def test_a_reply_confirmed_after_its_bound_on_a_live_channel_leaves_the_request_to_come_again(
@@ -142,28 +152,12 @@ async def test_a_reply_confirmed_after_its_bound_on_a_live_channel_leaves_the_re
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer_then_freeze_the_broker)
     upstream = await start_upstream(app)
-    queue = f"t.requests.{uuid.uuid4().hex[:10]}"
-    transport = RabbitTransport(
-        f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
-        queue=queue,
-        telemetry=f"{queue}.telemetry",
-        publish_timeout=0.3,
-        unsettled_retry=0.1,
-        clock=SystemClock(),
-    )
-    config = load_config(load_settings(ENABLE_METRICS=False), {"upstreams": {"once": {"endpoints": [upstream.url]}}})
-    try:
-        async with (
-            Gateway(config, transports=[transport]),
-            GatewayClient(RabbitRequester(AMQP_URL, queue=queue, clock=SystemClock())) as client,
-        ):
-            reply = await client.request("once", "GET", "/pay", timeout=30)
-            assert reply.status == 200 and reply.json_ == {"hit": 1}  # confirmed late, delivered all the same
-            await wait_until(lambda: transport.settled == 1, within=15)  # the redelivery, answered and settled
-            assert hits == 2
-            assert transport.in_flight == 0
-    finally:
-        await delete_rabbit_topology(queue)
+    async with gateway_behind(proxy, upstream, unsettled_retry=0.1) as (transport, client):
+        reply = await client.request("once", "GET", "/pay", timeout=30)
+        assert reply.status == 200 and reply.json_ == {"hit": 1}  # confirmed late, delivered all the same
+        await wait_until(lambda: transport.settled == 1, within=15)  # the redelivery, answered and settled
+        assert hits == 2
+        assert transport.in_flight == 0
 
 
 async def test_breaker_and_retry_events_reach_the_stacks_telemetry_stream(
