@@ -86,13 +86,13 @@ class OtlpSpanEncoder:
         # The spans hold them, so their ids stay theirs for the whole call.
         buckets: dict[tuple[int, int], list[bytes]] = {}
         for span in spans:
+            sdk: ReadableSpan | None = None
             if type(span) is LeanSpan:
                 record = span.record()
-                resource, scope = record[9], record[10] or None
-                encoded = self._lean(record)
             else:
-                resource, scope = span.resource, span.instrumentation_scope or None
-                encoded = self.span(span)
+                record, sdk = _record_of(span), span
+            resource, scope = record[9], record[10] or None
+            encoded = self._write(record, sdk)
             bucket = buckets.get((id(resource), id(scope)))
             if bucket is None:
                 scopes = groups.setdefault(canonical.of(resource), (resource, {}))[1]
@@ -111,11 +111,15 @@ class OtlpSpanEncoder:
             out.append(_field(b"\x0a", b"".join(body)))
         return b"".join(out)
 
-    def _lean(self, record: SpanRecord) -> bytes:
-        """One ``Span`` message of a ``LeanSpan``: what ``span`` writes, from its record in one call,
-        the name and kind encoded once per name, and nothing for the counts and links it never has."""
+    def span(self, span: ReadableSpan) -> bytes:
+        """One ``Span`` message."""
+        return self._write(_record_of(span), span)
+
+    def _write(self, record: SpanRecord, sdk: ReadableSpan | None) -> bytes:
+        """One ``Span`` message from a span's record. ``sdk``: the SDK span it was read from, for what a
+        ``LeanSpan`` never has (dropped counts, links); a ``LeanSpan``'s record is all there is of it."""
         context, parent, name, kind, start, end, attributes, events, status, _, _ = record
-        head = self._heads.get((name, kind))
+        head = self._heads.get((name, kind))  # the name and kind, encoded once per name
         if head is None:
             head = _text(b"\x2a", name) + b"\x30" + _varint(_KIND[kind])
             if len(self._heads) < _CACHED_PAIRS:
@@ -130,42 +134,18 @@ class OtlpSpanEncoder:
         parts.append(b"\x39" + _FIXED64.pack(start) + b"\x41" + _FIXED64.pack(end))
         if attributes:
             parts.append(self._attributes(attributes, b"\x4a"))
+        if sdk is not None and sdk.dropped_attributes:
+            parts.append(b"\x50" + _varint(sdk.dropped_attributes))
         for event in events:
             parts.append(_field(b"\x5a", self._event(event)))
+        if sdk is not None:
+            if sdk.dropped_events:
+                parts.append(b"\x60" + _varint(sdk.dropped_events))
+            for link in sdk.links:
+                parts.append(_field(b"\x6a", self._link(link)))
+            if sdk.dropped_links:
+                parts.append(b"\x70" + _varint(sdk.dropped_links))
         parts.append(_status(status))
-        parts.append(b"\x85\x01" + _FIXED32.pack(_flags(parent)))
-        return b"".join(parts)
-
-    def span(self, span: ReadableSpan) -> bytes:
-        """One ``Span`` message."""
-        context = span.get_span_context()
-        assert context is not None  # a finished SDK span always has one
-        parent = span.parent
-        parts = [
-            b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
-            b"\x12\x08" + context.span_id.to_bytes(8, "big"),
-        ]
-        if context.trace_state:
-            parts.append(_text(b"\x1a", ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
-        if parent is not None:
-            parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
-        parts.append(_text(b"\x2a", span.name))
-        parts.append(b"\x30" + _varint(_KIND[span.kind]))
-        parts.append(b"\x39" + _FIXED64.pack(span.start_time or 0))
-        parts.append(b"\x41" + _FIXED64.pack(span.end_time or 0))
-        if span.attributes:
-            parts.append(self._attributes(span.attributes, b"\x4a"))
-        if span.dropped_attributes:
-            parts.append(b"\x50" + _varint(span.dropped_attributes))
-        for event in span.events:
-            parts.append(_field(b"\x5a", self._event(event)))
-        if span.dropped_events:
-            parts.append(b"\x60" + _varint(span.dropped_events))
-        for link in span.links:
-            parts.append(_field(b"\x6a", self._link(link)))
-        if span.dropped_links:
-            parts.append(b"\x70" + _varint(span.dropped_links))
-        parts.append(_status(span.status))
         parts.append(b"\x85\x01" + _FIXED32.pack(_flags(parent)))
         return b"".join(parts)
 
@@ -231,6 +211,25 @@ class _Canonical:
         if key is None:
             key = self._by_id[id(value)] = self._by_value.setdefault(value, id(value))
         return key
+
+
+def _record_of(span: ReadableSpan) -> SpanRecord:
+    """An SDK span's record, read through its ``ReadableSpan`` properties (``LeanSpan.record``'s shape)."""
+    context = span.get_span_context()
+    assert context is not None  # a finished SDK span always has one
+    return (
+        context,
+        span.parent,
+        span.name,
+        span.kind,
+        span.start_time or 0,
+        span.end_time or 0,
+        span.attributes or {},
+        span.events,
+        span.status,
+        span.resource,
+        span.instrumentation_scope,
+    )
 
 
 def _status(status: Status) -> bytes:
