@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.errors import ConfigError
 
+DEFAULT_HEARTBEAT_MS = 5000  # SHARED_HEALTH_HEARTBEAT_MS unset: the one place the shared-health heartbeat is set
+
 
 class Settings(BaseSettings):
     """Every knob the gateway reads from its environment. Names are the public contract."""
@@ -77,7 +79,7 @@ class Settings(BaseSettings):
         description="Replicas (this one counted) whose verdicts take an endpoint out; default a majority of live ones.",
     )
     shared_health_heartbeat_ms: int = Field(
-        5000,
+        DEFAULT_HEARTBEAT_MS,
         ge=100,
         le=10_000,
         alias="SHARED_HEALTH_HEARTBEAT_MS",

@@ -29,9 +29,10 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from gateway.clock import Clock
+from gateway.settings import DEFAULT_HEARTBEAT_MS
 
 LIVE_FOR = 30.0  # the "replicas seen in the last 30 s"
-HEARTBEAT = 5.0
+HEARTBEAT = DEFAULT_HEARTBEAT_MS / 1000  # seconds; SHARED_HEALTH_HEARTBEAT_MS sets it
 SILENT_HEARTBEATS = 3  # own heartbeats missed before the control channel counts as down
 MIN_QUORUM = 2
 
