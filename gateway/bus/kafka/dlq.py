@@ -9,6 +9,7 @@ committed position never passes a record still in the queue.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -31,6 +32,7 @@ from gateway.clock import Clock
 from gateway.errors import BusUnavailableError
 
 FETCH_MAX_WAIT_MS = 50
+EMPTY_FETCH_MS = 150  # how long a fetch waits for records before the topic counts as read
 READ_LIMIT = 100_000  # letters held at once; a larger topic is worked through in several runs
 
 
@@ -90,35 +92,74 @@ class KafkaDeadLetters:
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
-        letters: list[DeadLetter] = []
-        for tp in tps:
-            committed = await consumer.committed(tp)
-            start = max(committed if committed is not None else 0, starts[tp])
-            self._position[tp.partition] = start
+        committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
+        at: dict[TopicPartition, int] = {}
+        for tp, position in zip(tps, committed, strict=True):
+            at[tp] = max(position if position is not None else 0, starts[tp])
+            self._position[tp.partition] = at[tp]
             self._left[tp.partition] = set()
-            consumer.seek(tp, start)
-            one = False  # reading one record at a time, to find the one aiokafka cannot decode
-            while len(letters) < self._limit:
-                try:
-                    records = (await consumer.getmany(tp, timeout_ms=150, max_records=1 if one else 500)).get(tp, [])
-                except UnicodeDecodeError:
-                    # aiokafka fails the whole fetch on a record whose header key is not UTF-8 (anyone who
-                    # may write the topic can write one): that record becomes a letter of its own, else
-                    # no letter of its partition could be listed, replayed or kept again.
-                    if one:
-                        letters.append(_unreadable(tp.partition, start))
-                        start += 1
-                    one = not one
-                    consumer.seek(tp, start)
-                    continue
-                one = False
-                letters += [_letter(record) for record in records]
-                start = records[-1].offset + 1 if records else start
-                if not records and start >= ends[tp]:
-                    # Past the end offset, until a fetch comes back empty: Tansu 0.6 can report an end
-                    # offset short of a batch of several records (seen with the gateway's batched produces).
-                    break
+            consumer.seek(tp, at[tp])
+        letters: list[DeadLetter] = []
+        try:
+            await self._read_together(consumer, at, ends, letters)
+        except UnicodeDecodeError:
+            # aiokafka fails the whole fetch on a record whose header key is not UTF-8 (anyone who may
+            # write the topic can write one), without saying whose: each partition is read on its own
+            # from where it got to, so that record becomes a letter of its own; else no letter of its
+            # partition could be listed, replayed or kept again.
+            for tp in tps:
+                consumer.seek(tp, at[tp])
+                await self._read_partition(consumer, tp, at, ends[tp], letters)
+        letters.sort(key=lambda letter: letter.token)
         return letters
+
+    async def _read_together(
+        self,
+        consumer: AIOKafkaConsumer,
+        at: dict[TopicPartition, int],
+        ends: Mapping[TopicPartition, int],
+        letters: list[DeadLetter],
+    ) -> None:
+        """Every partition in the same fetches, until all are past their end offsets and a fetch comes
+        back empty: one empty wait for the topic rather than one per partition (``cmn dlq list`` on a
+        four-partition topic took four)."""
+        while len(letters) < self._limit:
+            batches = await consumer.getmany(timeout_ms=EMPTY_FETCH_MS, max_records=500)
+            for tp, records in batches.items():
+                letters += [_letter(record) for record in records]
+                if records:
+                    at[tp] = records[-1].offset + 1
+            if not any(batches.values()) and all(at[tp] >= end for tp, end in ends.items()):
+                # Past the end offsets, until a fetch comes back empty: Tansu 0.6 can report an end
+                # offset short of a batch of several records (seen with the gateway's batched produces).
+                return
+
+    async def _read_partition(
+        self,
+        consumer: AIOKafkaConsumer,
+        tp: TopicPartition,
+        at: dict[TopicPartition, int],
+        end: int,
+        letters: list[DeadLetter],
+    ) -> None:
+        """One partition, falling back to one record per fetch to find the record aiokafka cannot decode."""
+        one = False
+        while len(letters) < self._limit:
+            try:
+                fetch = await consumer.getmany(tp, timeout_ms=EMPTY_FETCH_MS, max_records=1 if one else 500)
+                records = fetch.get(tp, [])
+            except UnicodeDecodeError:
+                if one:
+                    letters.append(_unreadable(tp.partition, at[tp]))
+                    at[tp] += 1
+                one = not one
+                consumer.seek(tp, at[tp])
+                continue
+            one = False
+            letters += [_letter(record) for record in records]
+            at[tp] = records[-1].offset + 1 if records else at[tp]
+            if not records and at[tp] >= end:
+                return
 
     async def republish(self, letter: DeadLetter, headers: Mapping[str, str]) -> None:
         await self._producer.send(self.requests, letter.body, key=letter.key, headers=headers)
