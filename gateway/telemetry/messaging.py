@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Literal
 
 Operation = Literal["send", "process"]
+# The attributes whose value is new with every message (a span encoder gains nothing remembering them).
+PER_MESSAGE = frozenset({"messaging.message.id", "messaging.message.conversation_id"})
 
 
 def messaging_span(
