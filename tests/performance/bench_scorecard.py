@@ -118,7 +118,7 @@ def cpu_row(broker: str, results: BrokerResults | None) -> Row:
     pairs = zip(_cpu_runs(results.throughput[CMN]), _cpu_runs(results.throughput[NAIVE]), strict=False)
     runs = [c / n for c, n in pairs if n > 0]
     caveat = _disagree(runs, lambda v: v <= limit)
-    measure = f"{ratio:.2f}x{_each(runs, '{:.2f}')}"
+    measure = _measure(ratio, runs, lambda v: v <= limit, places=2, unit="x")
     return Row(what, f"{cmn:,.0f}", f"{naive:,.0f}", measure, f"≤ {limit:.1f}x", ratio <= limit, caveat)
 
 
@@ -133,9 +133,13 @@ def rabbit_added_row(results: BrokerResults | None, rate: float) -> Row:
     assert results is not None
     pairs = zip(results.rate_trials(CMN, rate), results.rate_trials(NAIVE, rate), strict=False)
     runs = [mine.p95_ms - theirs.p95_ms for mine, theirs in pairs]
-    caveat = _overloaded(results, rate) or _disagree(runs, lambda v: v <= RABBIT_ADDED_OVER_NAIVE_MAX_MS)
-    passes = difference <= RABBIT_ADDED_OVER_NAIVE_MAX_MS
-    return Row(what, _ms(cmn), _ms(naive), f"{difference:+.1f} ms{_each(runs, '{:+.1f}')}", target, passes, caveat)
+
+    def within(added: float) -> bool:
+        return added <= RABBIT_ADDED_OVER_NAIVE_MAX_MS
+
+    caveat = _overloaded(results, rate) or _disagree(runs, within)
+    measure = _measure(difference, runs, within, places=1, unit=" ms", signed=True)
+    return Row(what, _ms(cmn), _ms(naive), measure, target, within(difference), caveat)
 
 
 def kafka_added_row(results: BrokerResults | None, rate: float) -> Row:
@@ -149,7 +153,7 @@ def kafka_added_row(results: BrokerResults | None, rate: float) -> Row:
     pairs = zip(results.rate_trials(CMN, rate), results.rate_trials(RAW_BROKER, rate), strict=False)
     runs = [mine.p95_ms - base.p95_ms for mine, base in pairs]
     caveat = _overloaded(results, rate) or _disagree(runs, lambda v: v <= KAFKA_ADDED_MAX_MS)
-    measure = f"{_ms(cmn)}{_each(runs, '{:.1f}')}"
+    measure = _measure(cmn, runs, lambda v: v <= KAFKA_ADDED_MAX_MS, places=1, unit=" ms")
     return Row(what, _ms(cmn), _ms(naive), measure, target, cmn <= KAFKA_ADDED_MAX_MS, caveat)
 
 
@@ -171,7 +175,7 @@ def peak_share_row(results: BrokerResults | None, share: float) -> Row:
     runs = [t.p95_ms for t in results.rate_trials(CMN, rate)]
     caveat = _disagree(runs, lambda v: v < PEAK_SHARE_P95_BELOW_MS)
     passes = p95 < PEAK_SHARE_P95_BELOW_MS
-    measure = f"{_ms(p95)}{_each(runs, '{:.0f}')}"
+    measure = _measure(p95, runs, lambda v: v < PEAK_SHARE_P95_BELOW_MS, places=1, unit=" ms", run_places=0)
     return Row(what, f"{_ms(p95)} at {rate:,.0f} req/s", naive, measure, target, passes, caveat)
 
 
@@ -193,7 +197,7 @@ def scale_row(scale: Sequence[ScaleResult]) -> Row:
     mine = next((w for label, w in by_way.items() if label.startswith("CMN gateway")), [])
     runs = [c / d for c, d in zip(mine, direct, strict=False) if d > 0]
     caveat = _disagree(runs, lambda v: v <= SCALE_WALL_RATIO_MAX)
-    measure = f"{cmn:.2f}x{_each(runs, '{:.2f}')}"
+    measure = _measure(cmn, runs, lambda v: v <= SCALE_WALL_RATIO_MAX, places=2, unit="x")
     return Row(what, cmn_cell, naive_cell, measure, target, cmn <= SCALE_WALL_RATIO_MAX, caveat)
 
 
@@ -213,7 +217,7 @@ def tracing_row(broker: str, runs: Mapping[str, Sequence[Trial]] | None) -> Row:
         cmn += f" (CPU {cpu_on:,.0f} / {cpu_off:,.0f} µs/req)"
     pairs = [t.rps / u.rps for t, u in zip(traced, untraced, strict=False) if u.rps > 0]
     caveat = _disagree(pairs, lambda v: v >= TRACED_THROUGHPUT_MIN)
-    measure = f"{ratio:.2f}x{_each(pairs, '{:.2f}')}"
+    measure = _measure(ratio, pairs, lambda v: v >= TRACED_THROUGHPUT_MIN, places=2, unit="x")
     return Row(what, cmn, "—", measure, target, ratio >= TRACED_THROUGHPUT_MIN, caveat)
 
 
@@ -251,9 +255,32 @@ def _by_prefix(values: Mapping[str, float], prefix: str) -> float | None:
     return next((v for k, v in values.items() if k.startswith(prefix)), None)
 
 
-def _each(values: Sequence[float], spec: str) -> str:
-    """The figure run by run, in run order: `` (0.61, 0.55, 0.58)``; nothing for fewer than two runs."""
-    return " (" + ", ".join(spec.format(v) for v in values) + ")" if len(values) > 1 else ""
+def _measure(
+    value: float,
+    runs: Sequence[float],
+    passes: Callable[[float], bool],
+    *,
+    places: int,
+    unit: str,
+    signed: bool = False,
+    run_places: int | None = None,
+) -> str:
+    """The figure the target is stated on, then run by run in run order: ``0.61x (0.61, 0.55, 0.58)``
+    (no list for fewer than two runs)."""
+    each = [_shown(v, passes, run_places if run_places is not None else places, signed) for v in runs]
+    listed = " (" + ", ".join(each) + ")" if len(each) > 1 else ""
+    return f"{_shown(value, passes, places, signed)}{unit}{listed}"
+
+
+def _shown(value: float, passes: Callable[[float], bool], places: int, signed: bool = False) -> str:
+    """``value`` to ``places`` decimals, or as many more as it takes for the text to get the verdict the
+    value gets: 0.795 against ≥ 0.8x is "0.795", not "0.80", which would read as met beside a "no"."""
+    text = ""
+    for extra in range(4):
+        text = f"{value:{'+' if signed else ''}.{places + extra}f}"
+        if passes(float(text)) == passes(value):
+            break
+    return text
 
 
 def _disagree(runs: Sequence[float], passes: Callable[[float], bool]) -> str:

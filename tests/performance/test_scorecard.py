@@ -109,6 +109,23 @@ def test_a_target_just_missed_is_not_met() -> None:
     assert card.rabbit_added_row(over, LOW).met is False  # 2.2 ms added against the naive gateway's 1
 
 
+def test_a_figure_never_reads_as_the_opposite_of_its_verdict() -> None:
+    """0.795 against >= 0.8x printed as "0.80x" beside "no" (seen in a real run): a figure that two
+    decimals would round across its target gets the decimals it takes; others keep two."""
+    row = card.tracing_row("kafka", tracing([795, 900, 805], [1000, 1000, 1000]))
+    assert (row.measure, row.verdict) == ("0.81x (0.795, 0.90, 0.81)", "yes (runs disagree)")
+    row = card.tracing_row("kafka", tracing([795, 795, 795], [1000, 1000, 1000]))
+    assert (row.measure, row.verdict) == ("0.795x (0.795, 0.795, 0.795)", "**no**")
+    over = broker("rabbitmq", {}, {}, {RAW_BROKER: [2, 2, 2], NAIVE: [3, 3, 3], CMN: [4.04, 4.04, 4.04]})
+    row = card.rabbit_added_row(over, LOW)
+    assert (row.measure, row.verdict) == ("+1.04 ms (+1.04, +1.04, +1.04)", "**no**")
+    results = rabbit()
+    results.latency = [t for t in results.latency if t.target != CMN or t.load != 800]
+    results.latency += [at_rate(CMN, 800, p95) for p95 in (99.96, 99.2, 120)]
+    row = card.peak_share_row(results, 0.8)
+    assert (row.measure, row.verdict) == ("99.96 ms (99.96, 99, 120)", "yes (runs disagree)")
+
+
 def test_what_was_not_measured_says_so_and_is_not_counted() -> None:
     partial = card.Measured({"rabbitmq": rabbit()}, {}, [], LOW, 0.8)
     rows = card.rows(partial)
