@@ -33,6 +33,7 @@ from gateway.errors import BusUnavailableError
 
 FETCH_MAX_WAIT_MS = 50
 EMPTY_FETCH_MS = 150  # how long a fetch waits for records before the topic counts as read
+FETCH_RECORDS = 500  # records taken from the consumer at once
 READ_LIMIT = 100_000  # letters held at once; a larger topic is worked through in several runs
 
 
@@ -90,6 +91,7 @@ class KafkaDeadLetters:
         if not tps:
             return []
         consumer.assign(tps)
+        consumer.resume(*tps)  # an earlier read paused the partitions it had finished
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         committed = await asyncio.gather(*(consumer.committed(tp) for tp in tps))
@@ -107,6 +109,7 @@ class KafkaDeadLetters:
             # write the topic can write one), without saying whose: each partition is read on its own
             # from where it got to, so that record becomes a letter of its own; else no letter of its
             # partition could be listed, replayed or kept again.
+            consumer.resume(*tps)
             for tp in tps:
                 consumer.seek(tp, at[tp])
                 await self._read_partition(consumer, tp, at, ends[tp], letters)
@@ -120,19 +123,28 @@ class KafkaDeadLetters:
         ends: Mapping[TopicPartition, int],
         letters: list[DeadLetter],
     ) -> None:
-        """Every partition in the same fetches, until all are past their end offsets and a fetch comes
-        back empty: one empty wait for the topic rather than one per partition (``cmn dlq list`` on a
-        four-partition topic took four)."""
-        while len(letters) < self._limit:
-            batches = await consumer.getmany(timeout_ms=EMPTY_FETCH_MS, max_records=500)
+        """Every partition in the same fetches: one empty wait for the topic rather than one per
+        partition (``cmn dlq list`` on a four-partition topic took four).
+
+        A partition is read once it is past its end offset and a fetch brings nothing more for it
+        (Tansu 0.6 can report an end offset short of a batch of several records, seen with the
+        gateway's batched produces, so the end offset alone does not say). It is then paused: letters
+        still arriving on it (an upstream down, requests failing steadily) belong to the next read, and
+        must not keep this one going; the read waits only for partitions still short of their end."""
+        reading = set(at)
+        while reading and len(letters) < self._limit:
+            batches = await consumer.getmany(*reading, timeout_ms=EMPTY_FETCH_MS, max_records=FETCH_RECORDS)
+            got = 0
             for tp, records in batches.items():
+                got += len(records)
                 letters += [_letter(record) for record in records]
                 if records:
                     at[tp] = records[-1].offset + 1
-            if not any(batches.values()) and all(at[tp] >= end for tp, end in ends.items()):
-                # Past the end offsets, until a fetch comes back empty: Tansu 0.6 can report an end
-                # offset short of a batch of several records (seen with the gateway's batched produces).
-                return
+            if got >= FETCH_RECORDS:
+                continue  # cut short: a partition left out of this batch may have records waiting
+            done = {tp for tp in reading if at[tp] >= ends[tp] and not batches.get(tp)}
+            consumer.pause(*done)
+            reading -= done
 
     async def _read_partition(
         self,
@@ -146,7 +158,7 @@ class KafkaDeadLetters:
         one = False
         while len(letters) < self._limit:
             try:
-                fetch = await consumer.getmany(tp, timeout_ms=EMPTY_FETCH_MS, max_records=1 if one else 500)
+                fetch = await consumer.getmany(tp, timeout_ms=EMPTY_FETCH_MS, max_records=1 if one else FETCH_RECORDS)
                 records = fetch.get(tp, [])
             except UnicodeDecodeError:
                 if one:

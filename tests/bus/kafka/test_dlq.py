@@ -4,9 +4,13 @@ copied to the tail first, so the committed position never passes a record still 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 from collections.abc import Sequence
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from gateway.bus.base import DEAD_LETTERS
 from gateway.bus.dead_letters import DLQ_GROUP, DeadLetter
@@ -62,3 +66,32 @@ async def test_replay_commits_past_what_left_and_moves_what_stays_to_the_tail(fr
     assert sorted(orjson.loads(r.value)["id"] for r in replayed) == ["a", "c"]
     assert all(dict(r.headers).get("reply_to") == b"cmn.replies.a" and "x-cmn-error" not in dict(r.headers)
                for r in replayed)  # fmt: skip
+
+
+async def test_a_read_ends_while_letters_keep_arriving(fresh_kafka: EmbeddedBroker) -> None:
+    """Found by a red-team pass: reading every partition in the same fetches, a read ended only on a fetch
+    that was empty for the whole topic, so a letter arriving somewhere every 50 ms (an upstream down,
+    requests failing steadily) kept `cmn dlq list` reading, up to its 100,000-letter limit. A partition
+    is now done once it is past its end offset and a fetch brings nothing more for it."""
+    bootstrap = fresh_kafka.bootstrap
+    for partition in range(4):
+        await produce(bootstrap, DEAD_LETTERS, [request(f"p{partition}", "GET")], partition=partition)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+    await producer.start()
+
+    async def trickle() -> None:
+        for n in itertools.count():
+            await producer.send_and_wait(DEAD_LETTERS, request(f"late-{n}", "GET"), partition=n % 4)
+            await asyncio.sleep(0.05)
+
+    arriving = asyncio.create_task(trickle())
+    try:
+        await asyncio.sleep(0.5)
+        listed = await asyncio.wait_for(ids(bootstrap), 15)  # ~0.3 s when it ends; it did not, before
+        assert {"p0", "p1", "p2", "p3"} <= set(listed)
+        assert not arriving.done()  # letters were still arriving when the read ended
+    finally:
+        arriving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await arriving
+        await producer.stop()
