@@ -327,6 +327,19 @@ class Pipeline:
         dead_letter = error is not None and error.dead_letter
         completed = self._completed(delivery, outcome, arrived, dead_letter)
         self._observer.on_event(completed)  # metrics and the log line
+        if error is not None and error.security_kind is not None:
+            # Raised with request.completed, once the refusal is decided: its reply may reach the caller
+            # before the publishes below return, and whoever reads the event must not see it later.
+            self._observer.on_event(
+                SecurityRefused(
+                    kind=error.security_kind,
+                    reason=error.message,
+                    principal=outcome.caller.principal,
+                    upstream=envelope.upstream if envelope is not None else reply.upstream,
+                    transport=delivery.transport,
+                    request_id=reply.id or None,
+                )
+            )
         jobs = [self._telemetry.publish(completed, headers, via=self._transport)]
         reply_to = outcome.reply_to
         if reply_to:
@@ -344,17 +357,6 @@ class Pipeline:
         await together(jobs)
         if dead_letter and error is not None:
             self._observer.on_event(MessageDeadLettered(delivery.transport, error.code, error.message))
-        if error is not None and error.security_kind is not None:
-            self._observer.on_event(
-                SecurityRefused(
-                    kind=error.security_kind,
-                    reason=error.message,
-                    principal=outcome.caller.principal,
-                    upstream=envelope.upstream if envelope is not None else reply.upstream,
-                    transport=delivery.transport,
-                    request_id=reply.id or None,
-                )
-            )
 
     def _completed(self, delivery: Delivery, outcome: Outcome, arrived: float, dead: bool) -> RequestCompleted:
         """The one ``request.completed`` event of this request, for every sink."""

@@ -28,7 +28,7 @@ from gateway.bus.base import DEAD_LETTERS, REQUESTS, TELEMETRY
 from gateway.client import GatewayClient
 from gateway.envelope.codec import JSON, Reply
 from gateway.errors import BusUnavailableError
-from gateway.events import Event, ObserverGroup, RecordingObserver, RequestCompleted
+from gateway.events import Event, ObserverGroup, RecordingObserver, RequestCompleted, SecurityRefused
 from gateway.idempotency import Deduplicator, MemoryIdempotencyStore
 from gateway.pipeline import Pipeline
 from gateway.settings import load_settings
@@ -230,6 +230,22 @@ async def test_a_reply_the_broker_cannot_confirm_leaves_the_request_unsettled_un
     assert [d.redelivered for d in rig.transport.settled] == [True]
     assert [r["status"] for r in rig.replies()] == [200]
     assert echo_upstream.hits == 2
+
+
+async def test_a_refusal_raises_its_security_event_even_when_its_reply_cannot_be_delivered(
+    echo_upstream: Upstream,
+) -> None:
+    """The event says a hostile request was refused; whether the answer reached the sender does not change
+    that. Raised after the reply's confirm, it was missing for a reply the broker did not confirm, and a
+    caller could hold its reply before the event existed (a flaky end-to-end test showed it)."""
+    async with running(echo_upstream) as rig:
+        rig.transport.fail_replies(BusUnavailableError("no confirm within 30 s"))
+        rig.request(path="/a/../../etc/passwd")
+        await rig.transport.idle()
+        assert rig.transport.settled == []  # unsettled: it comes again, and is refused again
+        refusals = [e for e in rig.events.events if isinstance(e, SecurityRefused)]
+        assert [(e.request_id, e.upstream) for e in refusals] == [("r1", "echo")]
+        assert refusals[0].kind == "invalid_path"
 
 
 async def test_a_telemetry_event_the_broker_cannot_confirm_leaves_the_request_unsettled(
