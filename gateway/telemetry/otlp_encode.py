@@ -188,10 +188,8 @@ class OtlpSpanEncoder:
         pairs = self._pairs
         out = []
         for key, value in attributes.items():
-            if key in PER_MESSAGE and type(value) is str:
-                out.append(_str_pair(tag, key, value))
-                continue
-            cache_key = (key, type(value), value) if isinstance(value, str | bool | int | float) else None
+            cacheable = key not in PER_MESSAGE and isinstance(value, str | bool | int | float)
+            cache_key = (key, type(value), value) if cacheable else None
             encoded = pairs.get(cache_key) if cache_key is not None else None
             if encoded is None:
                 encoded = _field(tag, _text(b"\x0a", key) + _field(b"\x12", _any_value(value)))
@@ -238,14 +236,6 @@ def _record_of(span: ReadableSpan) -> SpanRecord:
         span.resource,
         span.instrumentation_scope,
     )
-
-
-def _str_pair(tag: bytes, key: str, value: str) -> bytes:
-    """A ``KeyValue`` field ``tag`` with a string value (what ``_any_value`` writes for one, in one step)."""
-    name, text = key.encode(), value.encode()
-    any_value = b"\x0a" + _varint(len(text)) + text  # a oneof member: written even when empty
-    pair = b"\x0a" + _varint(len(name)) + name + b"\x12" + _varint(len(any_value)) + any_value
-    return tag + _varint(len(pair)) + pair
 
 
 def _status(status: Status) -> bytes:
