@@ -12,6 +12,7 @@ from gateway.bus.kafka.producer import KafkaProducerLink
 from gateway.bus.kafka.records import KafkaOptions
 from gateway.clock import SystemClock
 from tests.fixtures.kafka import FAST_GROUP, committed_offsets, produce, read_topic, unique
+from tests.fixtures.rabbit import wait_until
 
 
 async def test_records_come_back_when_due_and_a_waiting_tier_holds_up_no_other(kafka_bootstrap: str) -> None:
@@ -31,6 +32,9 @@ async def test_records_come_back_when_due_and_a_waiting_tier_holds_up_no_other(k
         await produce(kafka_bootstrap, slow, [b"slow-1"], partition=1, headers=headers, key=b"c-slow")
         await produce(kafka_bootstrap, fast, [b"fast-0"], partition=0, headers=headers, key=b"c-fast")
         back = await read_topic(kafka_bootstrap, requests, until=lambda records: len(records) >= 3, within=20)
+        # A record is counted once it went back and its offset was committed: the reader above can see
+        # the last one while the relay still waits on that commit, which closing now would cut short.
+        await wait_until(lambda: relay.relayed == 3, within=10.0)
     finally:
         await relay.aclose()
         await producer.aclose()
